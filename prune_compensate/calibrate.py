@@ -1,0 +1,272 @@
+"""Stream calibration batches through a model with hooks that feed running statistics.
+
+``DecoderTaps`` is the one place hooks are registered; it is a context manager and always removes
+them. Per layer it can hand out (a) the residual stream before and after the attention sub-block
+(for the cosine profile), (b) the attention core's input and output (for fitting a compensation),
+(c) wall-clock time of the core and of the whole block. Every tensor it hands out is already
+masked to real tokens, as ``(N, D)`` rows; nothing is kept past the callback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .calibration import BatchEncoder, CalibrationSample, batches
+from .errors import PCError
+from .locate import (
+    DecoderLayout,
+    ResidualSite,
+    block_input,
+    record_child_order,
+    residual_from_hook,
+    residual_site_from_order,
+)
+from .progress import progress_bar
+
+ResidualCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+CoreCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+class StopForward(Exception):
+    """Raised from a hook to end a calibration forward once the last layer of interest ran."""
+
+
+@dataclass
+class TokenMask:
+    """The real (non-padding) tokens of the current batch, ``(B, T)`` bool, and their positions
+    counted from each sample's first real token (so left and right padding align alike)."""
+
+    mask: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+
+    def set(self, attention_mask: torch.Tensor) -> None:
+        self.mask = attention_mask.bool()
+        self.positions = (self.mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+    def rows(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(B, T, D)`` → ``(N, D)`` rows of real tokens."""
+        assert self.mask is not None
+        if hidden.dim() == 2:  # some cores flatten (B*T, D)
+            hidden = hidden.view(*self.mask.shape, -1)
+        if tuple(hidden.shape[:2]) != tuple(self.mask.shape):
+            raise PCError(
+                f"hidden states of shape {tuple(hidden.shape)} do not line up with the attention mask "
+                f"{tuple(self.mask.shape)}",
+                "the model changes sequence length inside; please report this model class",
+            )
+        return hidden[self.mask.to(hidden.device)]
+
+    def row_positions(self) -> torch.Tensor:
+        assert self.mask is not None and self.positions is not None
+        return self.positions[self.mask]
+
+
+@dataclass
+class LayerTimes:
+    core_seconds: float = 0.0
+    block_seconds: float = 0.0
+    calls: int = 0
+
+
+@dataclass
+class DecoderTaps:
+    """Hooks on the text decoder, configured by which callbacks and layers are wanted."""
+
+    layout: DecoderLayout
+    token_mask: TokenMask
+    sites: list[ResidualSite] | None = None
+    on_residual: ResidualCallback | None = None
+    residual_layers: set[int] | None = None
+    on_core: CoreCallback | None = None
+    core_layers: set[int] = field(default_factory=set)
+    time_layers: bool = False
+    stop_after: int | None = None
+    times: list[LayerTimes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.times = [LayerTimes() for _ in range(self.layout.num_layers)]
+        self._handles: list[Any] = []
+        self._before: dict[int, torch.Tensor] = {}
+        self._after: dict[int, torch.Tensor] = {}
+        self._clock: dict[int, float] = {}
+        self.timing_enabled = self.time_layers
+
+    def _now(self, tensor: torch.Tensor | None = None) -> float:
+        if tensor is not None and tensor.is_cuda:
+            torch.cuda.synchronize(tensor.device)
+        return time.perf_counter()
+
+    def _wants_residual(self, index: int) -> bool:
+        return self.on_residual is not None and (self.residual_layers is None or index in self.residual_layers)
+
+    def _register(self, index: int) -> None:
+        block = self.layout.blocks[index]
+        core = self.layout.core(index)
+
+        def block_pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = block_input(args, kwargs)
+            if self._wants_residual(index):
+                self._before[index] = hidden
+            if self.timing_enabled:
+                self._clock[index] = self._now(hidden)
+
+        def block_post(_m: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if self.timing_enabled and index in self._clock:
+                hidden = block_input(args, kwargs)
+                self.times[index].block_seconds += self._now(hidden) - self._clock.pop(index)
+                self.times[index].calls += 1
+            if self._wants_residual(index):
+                before, after = self._before.pop(index), self._after.pop(index)
+                assert self.on_residual is not None
+                self.on_residual(index, self.token_mask.rows(before), self.token_mask.rows(after))
+            if self.stop_after is not None and index >= self.stop_after:
+                raise StopForward
+
+        self._handles.append(block.register_forward_pre_hook(block_pre, with_kwargs=True))
+        self._handles.append(block.register_forward_hook(block_post, with_kwargs=True))
+
+        if self._wants_residual(index):
+            assert self.sites is not None
+            site = self.sites[index]
+
+            def site_hook(_m: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+                self._after[index] = residual_from_hook(site, args, kwargs, output)
+
+            self._handles.append(block.get_submodule(site.module).register_forward_hook(site_hook, with_kwargs=True))
+
+        wants_core = self.on_core is not None and index in self.core_layers
+        if self.timing_enabled or wants_core:
+
+            def core_pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+                if self.timing_enabled:
+                    self._clock[-1 - index] = self._now(block_input(args, kwargs))
+
+            def core_post(_m: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+                hidden = block_input(args, kwargs)
+                if self.timing_enabled and (-1 - index) in self._clock:
+                    self.times[index].core_seconds += self._now(hidden) - self._clock.pop(-1 - index)
+                if wants_core:
+                    out = output[0] if isinstance(output, tuple) else output
+                    assert self.on_core is not None
+                    self.on_core(
+                        index,
+                        self.token_mask.rows(hidden),
+                        self.token_mask.rows(out),
+                        self.token_mask.row_positions(),
+                    )
+
+            self._handles.append(core.register_forward_pre_hook(core_pre, with_kwargs=True))
+            self._handles.append(core.register_forward_hook(core_post, with_kwargs=True))
+
+    def __enter__(self) -> DecoderTaps:
+        try:
+            for index in range(self.layout.num_layers):
+                self._register(index)
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._before.clear()
+        self._after.clear()
+        self._clock.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device
+
+
+def move_inputs(inputs: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """Inputs on the model's device; floating inputs (pixel values) in the model's dtype, since
+    some image processors emit bfloat16 or float32 whatever the model runs in."""
+    device = model_device(model)
+    dtype = next(model.parameters()).dtype
+    moved = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
+        moved[key] = value
+    return moved
+
+
+def forward_kwargs(model: nn.Module) -> dict[str, Any]:
+    """Extra forward arguments that make calibration forwards cheaper without changing hidden states."""
+    params = inspect.signature(model.forward).parameters
+    extra: dict[str, Any] = {}
+    if "use_cache" in params:
+        extra["use_cache"] = False
+    if "logits_to_keep" in params:
+        extra["logits_to_keep"] = 1
+    return extra
+
+
+def run_forward(model: nn.Module, inputs: dict[str, torch.Tensor], token_mask: TokenMask) -> None:
+    """One calibration forward; ``StopForward`` from a hook ends it early by design."""
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(inputs["input_ids"].shape, dtype=torch.long)
+    token_mask.set(mask)
+    moved = move_inputs(inputs, model)
+    try:
+        with torch.inference_mode():
+            model(**moved, **forward_kwargs(model))
+    except StopForward:
+        pass
+
+
+def encoded_batches(
+    encoder: BatchEncoder,
+    samples: list[CalibrationSample],
+    batch_size: int,
+    description: str,
+    show_progress: bool = True,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Encode and yield batches, advancing a rich progress bar by samples."""
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task(description, total=len(samples))
+        for batch in batches(samples, batch_size):
+            yield encoder(batch)
+            progress.advance(task, len(batch))
+
+
+def find_residual_sites(
+    model: nn.Module, layout: DecoderLayout, inputs: dict[str, torch.Tensor], token_mask: TokenMask
+) -> list[ResidualSite]:
+    """Run one probe forward, watching the order of each block's children, and locate the
+    residual after attention in every block (see ``locate``). The probe doubles as warm-up."""
+    with _record_all(layout) as orders:
+        run_forward(model, inputs, token_mask)
+    return [
+        residual_site_from_order(block, core_name, order)
+        for block, core_name, order in zip(layout.blocks, layout.core_names, orders, strict=True)
+    ]
+
+
+@contextmanager
+def _record_all(layout: DecoderLayout) -> Iterator[list[list[str]]]:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        yield [stack.enter_context(record_child_order(block)) for block in layout.blocks]
+
+
+def first(iterable: Iterable[Any]) -> Any:
+    return next(iter(iterable))

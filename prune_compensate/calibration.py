@@ -1,0 +1,235 @@
+"""Calibration data: read samples from JSONL, a ``datasets`` dataset or the embedded set, and
+turn them into model inputs with the model's own processor (chat template and image tokens).
+
+Only the raw samples (text and image paths) are held in memory; activations never are.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import PCError
+
+EMBEDDED = "embedded"
+
+
+def embedded_calibration_path() -> Path:
+    """1,500 verbalised FB15k-237 triples shipped with the package (see tools/make_default_calibration.py)."""
+    return Path(__file__).resolve().parent / "data" / "default_calibration.jsonl"
+
+
+@dataclass
+class CalibrationSample:
+    """One calibration input: text and zero or more image paths. ``origin`` names it in errors."""
+
+    text: str
+    images: list[str] = field(default_factory=list)
+    origin: str = ""
+
+
+@dataclass
+class CalibrationConfig:
+    """Where calibration data comes from and how it is batched.
+
+    ``source``: a JSONL file, a ``datasets`` directory (``save_to_disk`` or loadable files), or
+    ``"embedded"``. ``n_samples`` are drawn with ``seed`` when the source has more.
+    """
+
+    source: str = EMBEDDED
+    n_samples: int = 1000
+    max_length: int = 256
+    batch_size: int = 8
+    seed: int = 0
+    text_column: str = "text"
+    image_column: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_samples", "max_length", "batch_size"):
+            if getattr(self, name) < 1:
+                raise PCError(f"{name} must be at least 1, got {getattr(self, name)}", f"pass a positive --{name}")
+
+
+def _read_jsonl(path: Path, text_column: str, image_column: str | None) -> list[CalibrationSample]:
+    samples: list[CalibrationSample] = []
+    image_key = image_column or "images"
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            origin = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise PCError(
+                    f"sample {origin} is not valid JSON ({err.msg})", "write one JSON object per line"
+                ) from err
+            if not isinstance(record, dict) or not isinstance(record.get(text_column), str):
+                raise PCError(
+                    f"sample {origin} has no string field {text_column!r}",
+                    'each line needs {"text": ..., "images": [paths]} (or set --text-column)',
+                )
+            images = record.get(image_key) or []
+            if isinstance(images, str):
+                images = [images]
+            base = path.parent
+            images = [str(p if Path(p).is_absolute() else base / p) for p in images]
+            samples.append(CalibrationSample(record[text_column], images, origin))
+    return samples
+
+
+def _read_dataset(path: Path, text_column: str, image_column: str | None) -> list[CalibrationSample]:
+    import datasets
+
+    try:
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            data = datasets.load_from_disk(str(path))
+        else:
+            data = datasets.load_dataset(str(path))
+    except Exception as err:  # datasets raises many types for unreadable folders
+        raise PCError(
+            f"cannot read dataset {path}: {err}".splitlines()[0], "pass a JSONL file or a saved dataset"
+        ) from err
+    if isinstance(data, datasets.DatasetDict):
+        split = "train" if "train" in data else next(iter(data))
+        data = data[split]
+    for column in (text_column, image_column):
+        if column is not None and column not in data.column_names:
+            raise PCError(
+                f"dataset {path} has no column {column!r} (columns: {', '.join(data.column_names)})",
+                "set --text-column / --image-column",
+            )
+    samples = []
+    for index, row in enumerate(data):
+        images: Any = row[image_column] if image_column else []
+        if images is None:
+            images = []
+        elif not isinstance(images, list):
+            images = [images]
+        samples.append(CalibrationSample(str(row[text_column]), images, f"{path}[{index}]"))
+    return samples
+
+
+def read_samples(config: CalibrationConfig) -> list[CalibrationSample]:
+    """Read all samples of ``config.source`` and draw ``n_samples`` of them (seeded)."""
+    source = embedded_calibration_path() if config.source == EMBEDDED else Path(config.source)
+    if not source.exists():
+        raise PCError(f"calibration source {source} does not exist", "pass a JSONL file or dataset directory")
+    if source.is_dir():
+        samples = _read_dataset(source, config.text_column, config.image_column)
+    else:
+        samples = _read_jsonl(source, config.text_column, config.image_column)
+    if not samples:
+        raise PCError(f"calibration source {source} holds no samples", "add at least one sample")
+    if len(samples) > config.n_samples:
+        rng = random.Random(config.seed)
+        samples = rng.sample(samples, config.n_samples)
+    return samples
+
+
+def split_samples(samples: list[CalibrationSample], held_out: float) -> tuple[list, list]:
+    """Split into (fit, held-out) parts; the held-out part is the tail, never used for fitting."""
+    n_held = int(round(len(samples) * held_out))
+    if held_out > 0 and len(samples) >= 2:
+        n_held = max(1, min(n_held, len(samples) - 1))
+    return samples[: len(samples) - n_held], samples[len(samples) - n_held :]
+
+
+def _load_image(path: Any, origin: str) -> Any:
+    from PIL import Image
+
+    if not isinstance(path, (str, Path)):
+        return path.convert("RGB") if hasattr(path, "convert") else path
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise PCError(f"image {path} of sample {origin} cannot be read ({err})", "fix or remove the image") from err
+
+
+def _truncate_text(tokenizer: Any, text: str, max_tokens: int) -> str:
+    """Cut ``text`` to at most ``max_tokens`` tokens at a character boundary (keeps image tokens whole)."""
+    try:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, TypeError, ValueError):
+        return text
+    offsets = encoded["offset_mapping"]
+    if len(offsets) <= max_tokens:
+        return text
+    return text[: offsets[max_tokens - 1][1]]
+
+
+class BatchEncoder:
+    """Turn samples into model inputs with the model's processor.
+
+    VLM processors get a chat-formatted prompt (when they carry a chat template) with one image
+    entry per image, so the processor expands each placeholder to the right number of image
+    tokens; text-only tokenizers get the raw text, truncated to ``max_length``.
+    """
+
+    def __init__(self, processor: Any, max_length: int) -> None:
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.max_length = max_length
+        self.has_images = hasattr(processor, "image_processor")
+        if getattr(self.tokenizer, "pad_token", None) is None:
+            eos = getattr(self.tokenizer, "eos_token", None)
+            if eos is None:
+                raise PCError("the tokenizer has neither a pad nor an eos token", "set tokenizer.pad_token")
+            self.tokenizer.pad_token = eos
+
+    def _prompt(self, sample: CalibrationSample) -> str:
+        text = _truncate_text(self.tokenizer, sample.text, self.max_length)
+        template = getattr(self.processor, "chat_template", None)
+        if template:
+            content = [{"type": "image"} for _ in sample.images] + [{"type": "text", "text": text}]
+            return self.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False)
+        image_token = getattr(self.processor, "image_token", None) or "<image>"
+        return image_token * len(sample.images) + text
+
+    def __call__(self, samples: list[CalibrationSample]) -> dict[str, torch.Tensor]:
+        if not self.has_images:
+            for sample in samples:
+                if sample.images:
+                    raise PCError(
+                        f"sample {sample.origin} has images but the model has no image processor",
+                        "use a vision-language model or drop the images",
+                    )
+            return dict(
+                self.tokenizer(
+                    [s.text for s in samples],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
+            )
+        prompts = [self._prompt(s) for s in samples]
+        images = [[_load_image(p, s.origin) for p in s.images] for s in samples]
+        kwargs: dict[str, Any] = {"text": prompts, "padding": True, "return_tensors": "pt"}
+        if any(images):
+            kwargs["images"] = images
+        try:
+            encoded = dict(self.processor(**kwargs))
+            encoded.pop("labels", None)  # some processors (PaliGemma) add LM labels; calibration wants no loss
+            return encoded
+        except (ValueError, TypeError) as err:
+            first = ", ".join(s.origin for s in samples[:3])
+            raise PCError(
+                f"the processor rejected samples {first}: {str(err).splitlines()[0]}", "check the images and text"
+            ) from err
+
+
+def batches(samples: list[CalibrationSample], batch_size: int) -> Iterator[list[CalibrationSample]]:
+    """Batches of at most ``batch_size`` that never mix text-only and image samples (processors
+    cannot pad a batch where only some rows carry images)."""
+    groups = [[s for s in samples if not s.images], [s for s in samples if s.images]]
+    for group in groups:
+        for start in range(0, len(group), batch_size):
+            yield group[start : start + batch_size]

@@ -1,0 +1,165 @@
+"""``profile``: rank the attention sub-layers of a model's text decoder by redundancy.
+
+Redundancy (ELMM §3.4) is the mean per-token cosine similarity between the residual stream
+before and after the attention sub-block, over calibration tokens (padding excluded). The K most
+similar layers are the ones ``prune`` takes.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .calibrate import DecoderTaps, TokenMask, encoded_batches, find_residual_sites, run_forward
+from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, read_samples
+from .errors import PCError
+from .load import LoadedModel
+from .locate import DecoderLayout, find_decoder
+from .statistics import CosineMoments
+
+SCHEMA = 1
+TIMING_METHOD = (
+    "wall-clock (time.perf_counter, CUDA synchronised) from forward pre/post hooks on the attention "
+    "core and on the whole decoder block, summed over all calibration batches; the first forward "
+    "(the layout probe) is the warm-up and is not timed. Share = core time / block time."
+)
+
+
+@dataclass
+class ProfileConfig:
+    """How to profile. ``k``: how many layers a later ``prune`` would take (clipped to the depth)."""
+
+    k: int = 16
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    time_layers: bool = True
+    show_progress: bool = True
+
+
+@dataclass
+class LayerProfile:
+    index: int
+    cosine_mean: float
+    cosine_std: float
+    attention_time_share: float | None
+    n_tokens: int
+
+
+@dataclass
+class ProfileResult:
+    """Serialisable profile; ``to_json``/``from_json`` round-trip the versioned JSON contract."""
+
+    model: str
+    model_class: str
+    n_samples: int
+    n_tokens: int
+    layers: list[LayerProfile]
+    ranking: list[int]
+    k: int
+    decoder: dict[str, Any]
+    calibration: dict[str, Any]
+    timing_method: str = TIMING_METHOD
+    schema: int = SCHEMA
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def chosen(self) -> list[int]:
+        """The K layers ``prune --k K`` would take, most redundant first."""
+        return self.ranking[: self.k]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["chosen"] = self.chosen
+        return data
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ProfileResult:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise PCError(f"cannot read profile {path}: {err}", "pass a JSON file written by `pc profile`") from err
+        if data.get("schema") != SCHEMA:
+            raise PCError(f"profile {path} has schema {data.get('schema')!r}, expected {SCHEMA}", "re-run `pc profile`")
+        data.pop("chosen", None)
+        data["layers"] = [LayerProfile(**layer) for layer in data["layers"]]
+        return cls(**data)
+
+
+def _environment() -> dict[str, str]:
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def profile_samples(
+    model: nn.Module,
+    encoder: BatchEncoder,
+    samples: list[CalibrationSample],
+    config: ProfileConfig,
+    layout: DecoderLayout | None = None,
+    source: str = "",
+) -> ProfileResult:
+    """Profile ``model`` on already-read ``samples``; the core of ``profile``."""
+    if not samples:
+        raise PCError("no calibration samples to profile on", "pass a calibration source with samples")
+    layout = layout or find_decoder(model)
+    token_mask = TokenMask()
+    probe = encoder(samples[: config.calibration.batch_size])
+    sites = find_residual_sites(model, layout, probe, token_mask)
+    moments = [CosineMoments() for _ in range(layout.num_layers)]
+
+    def on_residual(index: int, before: torch.Tensor, after: torch.Tensor) -> None:
+        moments[index].update(before, after)
+
+    taps = DecoderTaps(layout, token_mask, sites=sites, on_residual=on_residual, time_layers=config.time_layers)
+    with taps:
+        for inputs in encoded_batches(
+            encoder, samples, config.calibration.batch_size, "profiling", config.show_progress
+        ):
+            run_forward(model, inputs, token_mask)
+    layers = []
+    for index, stat in enumerate(moments):
+        times = taps.times[index]
+        share = times.core_seconds / times.block_seconds if times.block_seconds > 0 else None
+        layers.append(LayerProfile(index, stat.mean, stat.std, share, stat.count))
+    ranking = sorted(range(layout.num_layers), key=lambda i: (-moments[i].mean, i))
+    k = max(0, min(config.k, layout.num_layers))
+    calibration = asdict(config.calibration)
+    return ProfileResult(
+        model=source,
+        model_class=type(model).__name__,
+        n_samples=len(samples),
+        n_tokens=moments[0].count,
+        layers=layers,
+        ranking=ranking,
+        k=k,
+        decoder={
+            "blocks": layout.blocks_path,
+            "num_layers": layout.num_layers,
+            "attention_core": layout.core_names[0],
+            "residual_after_attention": asdict(sites[0]),
+        },
+        calibration=calibration,
+        environment=_environment(),
+    )
+
+
+def profile(
+    loaded: LoadedModel, config: ProfileConfig | None = None, samples: list[CalibrationSample] | None = None
+) -> ProfileResult:
+    """Profile a loaded model on the configured calibration data (see ``ProfileConfig``).
+
+    ``samples`` (already read with ``read_samples``) skips reading ``config.calibration.source``.
+    """
+    config = config or ProfileConfig()
+    samples = read_samples(config.calibration) if samples is None else samples
+    encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
+    return profile_samples(loaded.model, encoder, samples, config, source=loaded.source)

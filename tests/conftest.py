@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from prune_compensate.testing import FAMILIES  # noqa: E402
+
+TEXTS = [
+    "Denton (city in Texas, United States), location contains: University of North Texas.",
+    "The Rolling Stones (English rock band), music genre: rock and roll (genre of popular music).",
+    "Jeremy Irons (English actor), award nominee: Academy Award for Best Actor.",
+    "Missing (1982 American drama film), production company: PolyGram Filmed Entertainment.",
+]
+
+
+@pytest.fixture(scope="session")
+def image_paths() -> list[str]:
+    """Real image files shipped by a PyPI package (matplotlib's sample images)."""
+    import matplotlib
+
+    root = Path(matplotlib.get_data_path()) / "images"
+    paths = sorted(str(p) for p in root.glob("*.png"))[:3]
+    assert paths, "matplotlib ships PNG images"
+    return paths
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Build every tiny family once per session (about a second each)."""
+    root = tmp_path_factory.mktemp("families")
+    return {family.name: family.build(root / family.name) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from prune_compensate import default_model_path
+
+    return default_model_path()
+
+
+def write_jsonl(path: Path, texts: list[str], images: list[str] | None = None) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        for text in texts:
+            record = {"text": text}
+            if images:
+                record["images"] = images
+            handle.write(json.dumps(record) + "\n")
+    return path

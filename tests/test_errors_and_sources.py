@@ -1,0 +1,157 @@
+"""Bad input gives one clear line (problem — fix) and exit code 2; every calibration source works."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TEXTS, write_jsonl
+from typer.testing import CliRunner
+
+from prune_compensate import CalibrationConfig, PCError, find_decoder, read_samples
+from prune_compensate.calibration import BatchEncoder, CalibrationSample, batches
+from prune_compensate.cli import app
+from prune_compensate.profile import ProfileResult
+
+runner = CliRunner()
+
+
+def _error_line(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    text = result.output[result.output.index("error:") :]
+    # rich may wrap the one logical line to the terminal width; nothing else follows it
+    return " ".join(line.strip() for line in text.strip().splitlines())
+
+
+def test_missing_model(tmp_path: Path) -> None:
+    msg = _error_line(["profile", "no-such-org/no-such-model", "--quiet"])
+    assert "was not found locally" in msg and "local model directory" in msg
+
+
+def test_directory_without_config(tmp_path: Path) -> None:
+    msg = _error_line(["profile", str(tmp_path), "--quiet"])
+    assert "has no config.json" in msg
+
+
+def test_no_decoder_names_model_class() -> None:
+    with pytest.raises(PCError, match="no decoder found in Sequential"):
+        find_decoder(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+def test_negative_k() -> None:
+    assert "--k must be non-negative" in _error_line(["profile", "--k", "-1", "--quiet"])
+
+
+def test_empty_calibration_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert "holds no samples" in _error_line(["profile", "--calib", str(empty), "--quiet"])
+
+
+def test_corrupt_calibration_line_names_the_sample(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": broken\n')
+    assert f"sample {bad}:2 is not valid JSON" in _error_line(["profile", "--calib", str(bad), "--quiet"])
+
+
+def test_missing_text_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"caption": "x"}\n')
+    assert "has no string field 'text'" in _error_line(["profile", "--calib", str(bad), "--quiet"])
+
+
+def test_wrong_dataset_column(tmp_path: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_dict({"sentence": TEXTS}).save_to_disk(str(tmp_path / "ds"))
+    msg = _error_line(["profile", "--calib", str(tmp_path / "ds"), "--quiet"])
+    assert "has no column 'text' (columns: sentence)" in msg
+
+
+def test_unreadable_image_names_the_sample(family_dirs: dict, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    calib = write_jsonl(tmp_path / "c.jsonl", TEXTS[:1], [str(broken)])
+    msg = _error_line(["profile", str(family_dirs["llava"]), "--calib", str(calib), "--quiet"])
+    assert f"image {broken} of sample {calib}:1 cannot be read" in msg
+
+
+def test_images_for_a_text_only_model(tmp_path: Path, image_paths: list[str]) -> None:
+    calib = write_jsonl(tmp_path / "c.jsonl", TEXTS[:1], image_paths[:1])
+    assert "has images but the model has no image processor" in _error_line(
+        ["profile", "--calib", str(calib), "--quiet"]
+    )
+
+
+def test_bad_dtype_and_sizes() -> None:
+    assert "unknown dtype 'int8'" in _error_line(["profile", "--dtype", "int8", "--quiet"])
+    assert "n_samples must be at least 1" in _error_line(["profile", "--n-samples", "0", "--quiet"])
+
+
+def test_dataset_source_with_images_and_seeded_draw(tmp_path: Path, image_paths: list[str], family_dirs) -> None:
+    import datasets
+
+    datasets.Dataset.from_dict(
+        {"caption": TEXTS, "picture": [image_paths[i % len(image_paths)] for i in range(len(TEXTS))]}
+    ).save_to_disk(str(tmp_path / "ds"))
+    config = CalibrationConfig(source=str(tmp_path / "ds"), text_column="caption", image_column="picture", n_samples=3)
+    samples = read_samples(config)
+    assert len(samples) == 3 and all(len(s.images) == 1 for s in samples)
+    assert [s.text for s in samples] == [s.text for s in read_samples(config)]  # seeded
+    out = tmp_path / "p.json"
+    result = runner.invoke(
+        app,
+        [
+            "profile",
+            str(family_dirs["llava"]),
+            "--calib",
+            str(tmp_path / "ds"),
+            "--text-column",
+            "caption",
+            "--image-column",
+            "picture",
+            "--json",
+            str(out),
+            "--quiet",
+            "--k",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["n_samples"] == 4
+
+
+def test_embedded_default_and_profile_json_roundtrip(tmp_path: Path) -> None:
+    samples = read_samples(CalibrationConfig())
+    assert len(samples) == 1000 and all(s.text for s in samples)
+    out = tmp_path / "p.json"
+    result = runner.invoke(app, ["profile", "--n-samples", "16", "--k", "3", "--json", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Attention redundancy" in result.output
+    data = json.loads(out.read_text())
+    assert data["model_class"] == "BertModel" and len(data["layers"]) == 6 and len(data["chosen"]) == 3
+    assert ProfileResult.from_json(out).to_dict() == data
+
+
+def test_k_is_clipped_to_depth(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    result = runner.invoke(app, ["profile", "--n-samples", "4", "--json", str(out), "--quiet"])
+    assert result.exit_code == 0
+    assert json.loads(out.read_text())["k"] == 6  # default 16 clipped to MiniLM's 6 layers
+
+
+def test_batches_never_mix_image_and_text_samples() -> None:
+    samples = [CalibrationSample("a"), CalibrationSample("b", ["x.png"]), CalibrationSample("c")]
+    assert [[s.text for s in b] for b in batches(samples, 8)] == [["a", "c"], ["b"]]
+
+
+def test_text_truncation_keeps_max_length(minilm_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    encoder = BatchEncoder(AutoTokenizer.from_pretrained(str(minilm_dir)), max_length=8)
+    inputs = encoder([CalibrationSample(" ".join(["word"] * 50))])
+    assert inputs["input_ids"].shape[1] == 8
