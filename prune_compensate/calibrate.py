@@ -87,6 +87,7 @@ class DecoderTaps:
     residual_layers: set[int] | None = None
     on_core: CoreCallback | None = None
     core_layers: set[int] = field(default_factory=set)
+    on_block_input: Callable[[int, torch.Tensor], None] | None = None
     time_layers: bool = False
     stop_after: int | None = None
     times: list[LayerTimes] = field(init=False)
@@ -115,6 +116,8 @@ class DecoderTaps:
             hidden = block_input(args, kwargs)
             if self._wants_residual(index):
                 self._before[index] = hidden
+            if self.on_block_input is not None and index in self.core_layers:
+                self.on_block_input(index, self.token_mask.rows(hidden))
             if self.timing_enabled:
                 self._clock[index] = self._now(hidden)
 
@@ -270,3 +273,45 @@ def _record_all(layout: DecoderLayout) -> Iterator[list[list[str]]]:
 
 def first(iterable: Iterable[Any]) -> Any:
     return next(iter(iterable))
+
+
+@dataclass
+class CoreSignature:
+    """What a core takes and returns: input/output feature sizes and the returned tuple's length
+    (0 for a bare tensor), read off one real forward so replacements honour the same contract."""
+
+    dim_in: int
+    dim_out: int
+    output_arity: int
+    layer_idx: int | None
+
+
+def probe_cores(
+    model: nn.Module, layout: DecoderLayout, indices: Iterable[int], inputs: dict[str, torch.Tensor]
+) -> dict[int, CoreSignature]:
+    """Run one forward and read the call/return signature of the chosen attention cores."""
+    wanted = sorted(set(indices))
+    found: dict[int, CoreSignature] = {}
+    handles = []
+
+    def make_hook(index: int) -> Callable[..., None]:
+        def hook(_m: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            hidden = block_input(args, kwargs)
+            out = output[0] if isinstance(output, tuple) else output
+            arity = len(output) if isinstance(output, tuple) else 0
+            layer_idx = getattr(layout.core(index), "layer_idx", None)
+            found[index] = CoreSignature(hidden.shape[-1], out.shape[-1], arity, layer_idx)
+
+        return hook
+
+    try:
+        for index in wanted:
+            handles.append(layout.core(index).register_forward_hook(make_hook(index), with_kwargs=True))
+        run_forward(model, inputs, TokenMask())
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise PCError(f"attention of layers {missing} did not run on calibration inputs", "please report this model")
+    return found

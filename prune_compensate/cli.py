@@ -90,6 +90,102 @@ def profile_command(
         fail(err)
 
 
+@app.command("prune")
+def prune_command(
+    model: ModelArg = None,
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write (must not exist).")] = ...,
+    k: Annotated[int, typer.Option("--k", help="How many attention layers to drop.")] = 16,
+    layers: Annotated[str | None, typer.Option(help="Comma-separated layer indices (overrides the ranking).")] = None,
+    profile_json: Annotated[Path | None, typer.Option("--profile", help="Reuse a `pc profile --json` ranking.")] = None,
+    init: Annotated[str, typer.Option(help="lstsq, mean (paper Thm 1), zero, none.")] = "lstsq",
+    order: Annotated[str, typer.Option(help="bottom-up (paper) or independent.")] = "bottom-up",
+    target: Annotated[str, typer.Option(help="downstream (ε vs the original model) or local.")] = "downstream",
+    ridge: Annotated[float, typer.Option(help="lstsq ridge λ, relative to trace(XᵀX)/D.")] = 1e-4,
+    bias: Annotated[bool, typer.Option(help="Affine term in the lstsq fit.")] = True,
+    rank: Annotated[int | None, typer.Option(help="Low-rank W (truncated SVD).")] = None,
+    held_out: Annotated[float, typer.Option(help="Share of calibration samples kept for the error report.")] = 0.2,
+    calib: CalibOpt = "embedded",
+    n_samples: Annotated[int, typer.Option()] = 1000,
+    max_length: Annotated[int, typer.Option()] = 256,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    seed: Annotated[int, typer.Option()] = 0,
+    text_column: Annotated[str, typer.Option()] = "text",
+    image_column: Annotated[str | None, typer.Option()] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "cpu",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Drop the K most redundant attention sub-layers, fit their compensation, write a checkpoint."""
+    from .calibration import CalibrationConfig, read_samples
+    from .checkpoint import _check_out, save_pruned
+    from .load import load_model
+    from .profile import ProfileResult
+    from .prune import PruneConfig, prune_
+    from .report import print_prune
+
+    try:
+        _check_out(out.resolve(), overwrite)  # fail before any work
+        layer_list = None
+        if layers is not None:
+            try:
+                layer_list = [int(x) for x in layers.split(",") if x.strip()]
+            except ValueError as err:
+                raise PCError(
+                    f"--layers {layers!r} is not a comma-separated list of integers", "e.g. --layers 3,5"
+                ) from err
+        calibration = CalibrationConfig(
+            source=calib,
+            n_samples=n_samples,
+            max_length=max_length,
+            batch_size=batch_size,
+            seed=seed,
+            text_column=text_column,
+            image_column=image_column,
+        )
+        config = PruneConfig(
+            k=k,
+            layers=layer_list,
+            init=init,
+            order=order,
+            target=target,
+            ridge=ridge,
+            bias=bias,
+            rank=rank,
+            held_out=held_out,
+            calibration=calibration,
+            show_progress=not quiet,
+            profile=ProfileResult.from_json(profile_json) if profile_json else None,
+        )
+        samples = read_samples(calibration)
+        loaded = load_model(model, dtype=dtype, device=device)
+        result = prune_(loaded, config, samples)
+        print_prune(result, console)
+        manifest = result.to_manifest()
+        manifest["model"] = loaded.source
+        manifest["versions"] = _versions()
+        save_pruned(loaded.model, loaded.processor, out, manifest, overwrite=overwrite)
+        console.print(f"pruned checkpoint written to {out} (reload: prune_compensate.load_pruned)")
+    except PCError as err:
+        fail(err)
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {
+        "prune_compensate": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def _add_plugins() -> None:
     for entry in entry_points(group="prune_compensate.commands"):
         try:

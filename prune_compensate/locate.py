@@ -20,7 +20,7 @@ found by watching one forward pass (the order in which the block's direct childr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .compensate import LinearCompensation
 from .errors import PCError
 
 # Sets of child names that mark a module as an attention core (it owns these projections).
@@ -44,6 +45,9 @@ QKV_NAME_SETS: tuple[frozenset[str], ...] = (
 
 
 def is_attention_core(module: nn.Module) -> bool:
+    """Owns query/key/value projections — or is a compensation that replaced such a core."""
+    if isinstance(module, LinearCompensation):
+        return True
     children = {name for name, _ in module.named_children()}
     return any(names <= children for names in QKV_NAME_SETS)
 
@@ -197,3 +201,32 @@ def residual_from_hook(site: ResidualSite, args: tuple, kwargs: dict, output: An
     if tensor is None:
         raise PCError(f"module {site.module!r} returned no tensor", "please report this model class")
     return tensor
+
+
+# How a core's output enters the residual stream, for blocks where that is an affine map applied
+# before a post-norm: residual_after = norm(output_map(core_out) + residual_before). Looked up by
+# block class name through the MRO, so subclasses inherit their parent's handler.
+OUTPUT_MAPS: dict[str, Callable[[nn.Module], nn.Linear]] = {
+    "BertLayer": lambda block: block.attention.output.dense,
+    "RobertaLayer": lambda block: block.attention.output.dense,
+    "ElectraLayer": lambda block: block.attention.output.dense,
+}
+
+
+def register_output_map(block_class_name: str) -> Callable:
+    """Decorator: register how to find the affine map from a block's core output to its residual."""
+
+    def register(fn: Callable[[nn.Module], nn.Linear]) -> Callable[[nn.Module], nn.Linear]:
+        OUTPUT_MAPS[block_class_name] = fn
+        return fn
+
+    return register
+
+
+def output_map(block: nn.Module) -> nn.Linear | None:
+    """The registered affine map of ``block`` (``None``: none registered for its class or parents)."""
+    for cls in type(block).__mro__:
+        handler = OUTPUT_MAPS.get(cls.__name__)
+        if handler is not None:
+            return handler(block)
+    return None

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .profile import ProfileResult
+from .prune import PruneResult
 
 
 def profile_table(result: ProfileResult) -> Table:
@@ -58,3 +59,47 @@ def plot_profile(result: ProfileResult, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def prune_tables(result: PruneResult) -> list[Table]:
+    """Summary (parameters, KV cache), chosen layers with scores, and the held-out error table."""
+    summary = Table(title=f"Pruned {result.k} attention layers of {result.model_class} (init={result.init})")
+    summary.add_column("")
+    summary.add_column("before", justify="right")
+    summary.add_column("after", justify="right")
+    summary.add_row("parameters", f"{result.parameters['before']:,}", f"{result.parameters['after']:,}")
+    kv = result.kv_cache_bytes_per_token
+    if kv is not None:
+        summary.add_row("KV cache bytes / token", f"{kv['before']:,}", f"{kv['after']:,}")
+    else:
+        summary.add_row("KV cache bytes / token", "— (encoder: no KV cache)", "—")
+    layers = Table(title="Chosen layers")
+    layers.add_column("layer", justify="right")
+    layers.add_column("cosine (profile)", justify="right")
+    for layer in result.pruned_layers:
+        score = result.scores.get(layer)
+        layers.add_row(str(layer), "—" if score is None else f"{score:.4f}")
+    tables = [summary, layers]
+    if result.error:
+        first = next(iter(result.error.values()))
+        extra = ["kl", "top1"] if "kl" in first else ["embedding_cosine"]
+        errors = Table(title=f"Held-out error of the final hidden states ({first['n_tokens']} tokens)")
+        for column in ["init", "mse", "relative", "relative_norm", *extra]:
+            errors.add_column(column, justify="right")
+        none = result.error.get("none", {}).get("relative")
+        for name, row in result.error.items():
+            mark = " ◀" if name == result.init else ""
+            rel = f"{row['relative']:.4f}"
+            if none and name != "none":
+                rel += f" ({row['relative'] / none:.2f}×none)"
+            errors.add_row(
+                name + mark, f"{row['mse']:.5g}", rel, f"{row['relative_norm']:.4f}", *[f"{row[c]:.4f}" for c in extra]
+            )
+        tables.append(errors)
+    return tables
+
+
+def print_prune(result: PruneResult, console: Console | None = None) -> None:
+    console = console or Console()
+    for table in prune_tables(result):
+        console.print(table)

@@ -37,12 +37,16 @@ def wordpiece(extra: dict[str, str] | None = None, tokens: list[str] | None = No
     from transformers import BertTokenizerFast
 
     extra = extra or {}
-    tok = BertTokenizerFast(vocab_file=str(minilm_vocab()), extra_special_tokens=extra)
+    # decoders take no token_type_ids; passed at construction so the saved tokenizer keeps it
+    tok = BertTokenizerFast(
+        vocab_file=str(minilm_vocab()),
+        extra_special_tokens=extra,
+        model_input_names=["input_ids", "attention_mask"],
+    )
     new = list(dict.fromkeys(list(extra.values()) + (tokens or [])))
     tok.add_special_tokens({"additional_special_tokens": new})
     tok.eos_token = "[SEP]"
     tok.bos_token = "[CLS]"
-    tok.model_input_names = ["input_ids", "attention_mask"]  # decoders take no token_type_ids
     return tok
 
 
@@ -451,7 +455,7 @@ def build_llama4(out: Path) -> Path:
         ),
         image_token_index=tok.convert_tokens_to_ids("<|patch|>"),
     )
-    images = tf.Llama4ImageProcessorFast(size={"height": 28, "width": 28}, max_patches=1)
+    images = tf.Llama4ImageProcessor(size={"height": 28, "width": 28}, max_patches=1)
     processor = tf.Llama4Processor(
         images, tok, patch_size=14, pixel_shuffle_ratio=0.5, chat_template=template("<|image|>")
     )

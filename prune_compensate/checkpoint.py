@@ -1,0 +1,203 @@
+"""Save a pruned model as a checkpoint that reloads in one call, and never loads silently wrong.
+
+Like peft, the saved config names what was replaced: ``config.json`` carries a
+``quantization_config`` with ``quant_method = "prune_compensate"`` and, per replaced module path,
+the compensation module's spec. transformers reads that field *before* it loads weights: with
+``import prune_compensate`` (which registers this quantizer through transformers' public
+``register_quantization_config`` / ``register_quantizer``), ``from_pretrained`` rebuilds the
+skeleton — each listed attention core swapped for a ``LinearCompensation`` — and then loads the
+safetensors weights into it. Without the import, stock transformers stops with "Unknown
+quantization type ... prune_compensate" instead of handing back a model with random attention.
+
+A stock ``from_pretrained`` would only *warn* about an unknown quantization type and then
+re-initialise the dropped q/k/v/o at random (checked on transformers 5.23). To make that fail
+loudly, the weights file keeps every dropped parameter as a zero-size *tombstone* tensor (no
+weights, zero bytes): stock transformers sees a size mismatch and raises; our quantizer rebuilds a
+skeleton without those parameters and tells the loader to ignore the tombstones. A ``README.md``
+in the folder says how to load it.
+
+Writing goes to a hidden temporary sibling of ``out`` that is renamed into place at the end, so a
+failed or interrupted save leaves no ``out`` (a later save clears stale temporaries).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.quantizers.auto import (
+    AUTO_QUANTIZATION_CONFIG_MAPPING,
+    AUTO_QUANTIZER_MAPPING,
+    register_quantization_config,
+    register_quantizer,
+)
+from transformers.quantizers.base import HfQuantizer
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from .compensate import LinearCompensation, _replace_module
+from .errors import PCError
+from .load import LoadedModel, load_model
+
+METHOD = "prune_compensate"
+MANIFEST = "prune_manifest.json"
+PARTIAL_PREFIX = ".partial-"
+CHECKPOINT_README = """# Pruned with prune_compensate
+
+Some attention layers of this model were replaced by linear compensation modules
+(see prune_manifest.json). Load it with
+
+    import prune_compensate
+    model = prune_compensate.load_pruned("THIS_FOLDER").model
+
+or call transformers' from_pretrained after `import prune_compensate`. A plain from_pretrained
+without that import fails with a size mismatch on the dropped attention weights (stored as
+zero-size tensors), by design: otherwise it would re-initialise them at random.
+"""
+
+
+def _register(mapping: dict, registrar: Callable[[str], Callable], cls: type) -> type:
+    # importing twice (e.g. importlib.reload) must not fail on "already registered"
+    return cls if mapping.get(METHOD) is cls else registrar(METHOD)(cls)
+
+
+class PruneCompensateConfig(QuantizationConfigMixin):
+    """``replaced``: {module path in the model: ``LinearCompensation`` keyword arguments}."""
+
+    def __init__(self, replaced: dict[str, dict[str, Any]] | None = None, version: int = 1, **kwargs: Any) -> None:
+        self.quant_method = METHOD
+        self.replaced = dict(replaced or {})
+        self.version = version
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quant_method": METHOD, "replaced": self.replaced, "version": self.version}
+
+
+class PruneCompensateQuantizer(HfQuantizer):
+    """Rebuilds the pruned skeleton before transformers loads the weights (no calibration)."""
+
+    requires_calibration = False
+
+    def _process_model_before_weight_loading(self, model: nn.Module, **kwargs: Any) -> nn.Module:
+        tombstones = set()
+        for path, spec in self.quantization_config.replaced.items():
+            tombstones |= {_tombstone_pattern(path, name) for name in spec.get("dropped_params", [])}
+            try:
+                model.get_submodule(path)
+            except AttributeError as err:
+                raise PCError(
+                    f"pruned checkpoint names module {path!r}, which {type(model).__name__} does not have",
+                    "load it with the transformers version it was saved with",
+                ) from err
+            _replace_module(model, path, LinearCompensation(**spec, device="meta"))
+        # an instance attribute read by transformers' loading report: the tombstones are expected
+        # (their on-disk names may carry the older prefixes, hence the end-anchored patterns)
+        ignored = set(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])
+        model._keys_to_ignore_on_load_unexpected = ignored | tombstones
+        return model
+
+    def is_serializable(self) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return True
+
+
+PruneCompensateConfig = _register(AUTO_QUANTIZATION_CONFIG_MAPPING, register_quantization_config, PruneCompensateConfig)
+PruneCompensateQuantizer = _register(AUTO_QUANTIZER_MAPPING, register_quantizer, PruneCompensateQuantizer)
+
+
+def _tombstone_pattern(path: str, param: str) -> str:
+    """Regex for a tombstone key from the block list's name on (``layers.0.self_attn.q_proj.weight``),
+    so it matches whatever prefix the checkpoint's key naming puts before the block list."""
+    parts = path.split(".")
+    index = max(i for i, part in enumerate(parts) if part.isdigit())
+    return r"(^|\.)" + re.escape(".".join([*parts[index - 1 :], param])) + "$"
+
+
+def compensation_spec(module: LinearCompensation) -> dict[str, Any]:
+    return {
+        "dim_in": module.dim_in,
+        "dim_out": module.dim_out,
+        "kind": module.kind,
+        "rank": module.rank,
+        "bias": module.bias is not None,
+        "output_arity": module.output_arity,
+        "layer_idx": module.layer_idx,
+        "dropped_params": module.dropped_params,
+    }
+
+
+def replaced_modules(model: nn.Module) -> dict[str, LinearCompensation]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, LinearCompensation)}
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    parent = out.parent
+    if not parent.is_dir():
+        raise PCError(f"parent folder {parent} of --out does not exist", "create it first")
+    try:  # a real write probe: os.access says yes to root even on read-only file systems
+        Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.probe-")).rmdir()
+    except OSError as err:
+        raise PCError(f"cannot write into {parent} ({err.strerror})", "choose a writable --out") from err
+    if out.exists() and not overwrite:
+        raise PCError(f"{out} already exists", "choose a new --out or pass --overwrite")
+    for stale in parent.glob(f".{out.name}{PARTIAL_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def save_pruned(
+    model: nn.Module, processor: Any, out: str | os.PathLike, manifest: dict[str, Any], overwrite: bool = False
+) -> Path:
+    """Write config (with the replacement spec), safetensors weights, processor files and
+    ``prune_manifest.json`` to ``out`` atomically (temp folder, then rename)."""
+    out = Path(out).resolve()
+    _check_out(out, overwrite)
+    modules = replaced_modules(model)
+    if not modules:
+        raise PCError("the model has no pruned layers to save", "run prune_ first")
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{PARTIAL_PREFIX}"))
+    except OSError as err:
+        raise PCError(f"cannot write into {out.parent} ({err.strerror})", "choose a writable --out") from err
+    try:
+        model.config.quantization_config = PruneCompensateConfig(
+            {name: compensation_spec(m) for name, m in modules.items()}
+        )
+        state = model.state_dict()
+        for name, module in modules.items():
+            dtype = next(module.parameters(), torch.empty(0)).dtype
+            for param in module.dropped_params:
+                state[f"{name}.{param}"] = torch.empty(0, dtype=dtype)
+        model.save_pretrained(tmp, state_dict=state)
+        (tmp / "README.md").write_text(CHECKPOINT_README, encoding="utf-8")
+        if processor is not None:
+            processor.save_pretrained(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load_pruned(path: str | os.PathLike, *, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
+    """Reload a checkpoint written by ``save_pruned`` (or ``pc prune --out``): one call."""
+    path = Path(path)
+    if not (path / MANIFEST).is_file():
+        raise PCError(f"{path} is not a pruned checkpoint (no {MANIFEST})", "point at a folder written by `pc prune`")
+    return load_model(path, dtype=dtype, device=device)
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))

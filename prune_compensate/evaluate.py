@@ -1,0 +1,78 @@
+"""Held-out error of a pruned model against the original, streamed over batches.
+
+Per batch the caller runs the original and the pruned model on the same inputs and hands both
+outputs here; only sums are kept. Definitions (real tokens only, padding masked):
+
+* ``mse``: mean over tokens and features of ``(h_pruned − h_orig)²`` of the final hidden states
+  (the last entry of ``output_hidden_states``);
+* ``relative``: relative squared error ``‖H_pruned − H_orig‖²_F / ‖H_orig‖²_F`` over all held-out
+  tokens (= MSE / mean square of the original); ``relative_norm`` is its square root;
+* LMs (``logits``): ``kl`` = mean over tokens of KL(p_orig ‖ p_pruned) of the next-token
+  distribution, ``top1`` = share of tokens whose arg-max next token agrees;
+* encoders: ``embedding_cosine`` = mean over samples of the cosine between mean-pooled final
+  hidden states (the sentence embedding of sentence-transformers' MiniLM).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+def final_hidden(outputs: Any) -> torch.Tensor:
+    hidden = getattr(outputs, "hidden_states", None)
+    if hidden:
+        return hidden[-1]
+    return outputs.last_hidden_state
+
+
+@dataclass
+class OutputError:
+    sum_sq_diff: float = 0.0
+    sum_sq_ref: float = 0.0
+    n_values: int = 0
+    n_tokens: int = 0
+    kl_sum: float = 0.0
+    top1_agree: int = 0
+    has_logits: bool = False
+    cos_sum: float = 0.0
+    n_sequences: int = 0
+
+    def update(self, reference: Any, pruned: Any, mask: torch.Tensor) -> None:
+        ref_h, new_h = final_hidden(reference), final_hidden(pruned)
+        mask = mask.bool().to(ref_h.device)
+        a, b = ref_h[mask].double(), new_h[mask].double()
+        self.sum_sq_diff += float(((b - a) ** 2).sum())
+        self.sum_sq_ref += float((a**2).sum())
+        self.n_values += a.numel()
+        self.n_tokens += a.shape[0]
+        ref_logits = getattr(reference, "logits", None)
+        if ref_logits is not None and ref_logits.shape[:2] == mask.shape:
+            self.has_logits = True
+            log_p = torch.log_softmax(ref_logits[mask].double(), dim=-1)
+            log_q = torch.log_softmax(pruned.logits[mask].double(), dim=-1)
+            self.kl_sum += float((log_p.exp() * (log_p - log_q)).sum())
+            self.top1_agree += int((log_p.argmax(-1) == log_q.argmax(-1)).sum())
+        else:
+            weights = mask.unsqueeze(-1).double()
+            pooled_a = (ref_h.double() * weights).sum(1) / weights.sum(1).clamp(min=1)
+            pooled_b = (new_h.double() * weights).sum(1) / weights.sum(1).clamp(min=1)
+            self.cos_sum += float(torch.nn.functional.cosine_similarity(pooled_a, pooled_b, dim=-1).sum())
+            self.n_sequences += pooled_a.shape[0]
+
+    def summary(self) -> dict[str, float]:
+        out = {
+            "mse": self.sum_sq_diff / max(self.n_values, 1),
+            "relative": self.sum_sq_diff / self.sum_sq_ref if self.sum_sq_ref else float("nan"),
+            "relative_norm": math.sqrt(self.sum_sq_diff / self.sum_sq_ref) if self.sum_sq_ref else float("nan"),
+            "n_tokens": self.n_tokens,
+        }
+        if self.has_logits:
+            out["kl"] = self.kl_sum / max(self.n_tokens, 1)
+            out["top1"] = self.top1_agree / max(self.n_tokens, 1)
+        else:
+            out["embedding_cosine"] = self.cos_sum / max(self.n_sequences, 1)
+        return out
