@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-batch-size", type=int, default=64, help="queries scored at once (memory bound)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     torch.set_num_threads(2)

@@ -271,10 +271,6 @@ def _record_all(layout: DecoderLayout) -> Iterator[list[list[str]]]:
         yield [stack.enter_context(record_child_order(block)) for block in layout.blocks]
 
 
-def first(iterable: Iterable[Any]) -> Any:
-    return next(iter(iterable))
-
-
 @dataclass
 class CoreSignature:
     """What a core takes and returns: input/output feature sizes and the returned tuple's length

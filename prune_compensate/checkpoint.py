@@ -140,7 +140,7 @@ def replaced_modules(model: nn.Module) -> dict[str, LinearCompensation]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LinearCompensation)}
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: Path, overwrite: bool) -> None:
     parent = out.parent
     if not parent.is_dir():
         raise PCError(f"parent folder {parent} of --out does not exist", "create it first")
@@ -160,7 +160,7 @@ def save_pruned(
     """Write config (with the replacement spec), safetensors weights, processor files and
     ``prune_manifest.json`` to ``out`` atomically (temp folder, then rename)."""
     out = Path(out).resolve()
-    _check_out(out, overwrite)
+    check_out_dir(out, overwrite)
     modules = replaced_modules(model)
     if not modules:
         raise PCError("the model has no pruned layers to save", "run prune_ first")

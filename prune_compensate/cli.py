@@ -118,14 +118,14 @@ def prune_command(
 ) -> None:
     """Drop the K most redundant attention sub-layers, fit their compensation, write a checkpoint."""
     from .calibration import CalibrationConfig, read_samples
-    from .checkpoint import _check_out, save_pruned
+    from .checkpoint import check_out_dir, save_pruned
     from .load import load_model
     from .profile import ProfileResult
     from .prune import PruneConfig, prune_
     from .report import print_prune
 
     try:
-        _check_out(out.resolve(), overwrite)  # fail before any work
+        check_out_dir(out.resolve(), overwrite)  # fail before any work
         layer_list = None
         if layers is not None:
             try:

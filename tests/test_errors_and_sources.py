@@ -155,3 +155,20 @@ def test_text_truncation_keeps_max_length(minilm_dir: Path) -> None:
     encoder = BatchEncoder(AutoTokenizer.from_pretrained(str(minilm_dir)), max_length=8)
     inputs = encoder([CalibrationSample(" ".join(["word"] * 50))])
     assert inputs["input_ids"].shape[1] == 8
+
+
+def test_device_auto_loads_through_accelerate(minilm_dir: Path) -> None:
+    """device="auto" hands placement to accelerate's device map; on a CPU-only machine that is the CPU."""
+    from prune_compensate import load_model
+
+    loaded = load_model(minilm_dir, device="auto", dtype="bfloat16")
+    assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+    assert next(loaded.model.parameters()).dtype == torch.bfloat16
+    inputs = BatchEncoder(loaded.processor, 16)([CalibrationSample(TEXTS[0])])
+    assert loaded.model(**inputs).last_hidden_state.shape[-1] == 384
+
+
+def test_cuda_without_gpu_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert "no CUDA device is visible" in _error_line(["profile", "--device", "cuda", "--quiet"])

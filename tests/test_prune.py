@@ -275,3 +275,18 @@ def test_images_jsonl_calibration_for_prune(family_dirs: dict, image_paths: list
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert load_pruned(out).model is not None
+
+
+def test_minilm_k_l_minus_1_round_trip(minilm_dir: Path, tmp_path: Path) -> None:
+    """The real encoder with 5 of its 6 attentions dropped: reload is bit-identical."""
+    loaded = load_model(minilm_dir)
+    samples = [CalibrationSample(f"{t} {i}") for i, t in enumerate(TEXTS * 4)]
+    result = prune_(loaded, PruneConfig(k=5, held_out=0.25, show_progress=False, compare=("none", "lstsq")), samples)
+    assert len(result.pruned_layers) == 5
+    out = save_pruned(loaded.model, loaded.processor, tmp_path / "minilm", result.to_manifest())
+    reloaded = load_pruned(out)
+    inputs = BatchEncoder(loaded.processor, 32)(samples[:3])
+    with torch.no_grad():
+        assert torch.equal(loaded.model(**inputs).last_hidden_state, reloaded.model(**inputs).last_hidden_state)
+    kept = [i for i in range(6) if not isinstance(find_decoder(reloaded.model).core(i), LinearCompensation)]
+    assert len(kept) == 1
