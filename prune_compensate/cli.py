@@ -26,6 +26,12 @@ ModelArg = Annotated[
     str | None, typer.Argument(help="Local model directory or cached hub id; omitted: the embedded MiniLM.")
 ]
 CalibOpt = Annotated[str, typer.Option("--calib", help="JSONL file, datasets directory, or 'embedded'.")]
+NSamplesOpt = Annotated[int, typer.Option(help="Calibration samples to draw.")]
+MaxLengthOpt = Annotated[int, typer.Option(help="Max text tokens per sample.")]
+BatchSizeOpt = Annotated[int, typer.Option(help="Calibration batch size.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the calibration draw.")]
+TextColumnOpt = Annotated[str, typer.Option(help="Text column/field name.")]
+ImageColumnOpt = Annotated[str | None, typer.Option(help="Image column/field name (JSONL default: images).")]
 DtypeOpt = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (accelerate device map).")]
 
@@ -44,12 +50,12 @@ def fail(err: PCError) -> None:
 def profile_command(
     model: ModelArg = None,
     calib: CalibOpt = "embedded",
-    n_samples: Annotated[int, typer.Option(help="Calibration samples to draw.")] = 1000,
-    max_length: Annotated[int, typer.Option(help="Max text tokens per sample.")] = 256,
-    batch_size: Annotated[int, typer.Option()] = 8,
-    seed: Annotated[int, typer.Option()] = 0,
-    text_column: Annotated[str, typer.Option(help="Text column/field name.")] = "text",
-    image_column: Annotated[str | None, typer.Option(help="Image column/field name (JSONL default: images).")] = None,
+    n_samples: NSamplesOpt = 1000,
+    max_length: MaxLengthOpt = 256,
+    batch_size: BatchSizeOpt = 8,
+    seed: SeedOpt = 0,
+    text_column: TextColumnOpt = "text",
+    image_column: ImageColumnOpt = None,
     k: Annotated[int, typer.Option("--k", help="Layers `pc prune --k` would take (clipped to depth).")] = 16,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the profile JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG plot here.")] = None,
@@ -66,15 +72,7 @@ def profile_command(
     try:
         if k < 0:
             raise PCError(f"--k must be non-negative, got {k}", "pass --k between 0 and the layer count")
-        calibration = CalibrationConfig(
-            source=calib,
-            n_samples=n_samples,
-            max_length=max_length,
-            batch_size=batch_size,
-            seed=seed,
-            text_column=text_column,
-            image_column=image_column,
-        )
+        calibration = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column)
         samples = read_samples(calibration)  # bad data fails before the (slow) model load
         loaded = load_model(model, dtype=dtype, device=device)
         config = ProfileConfig(k=k, calibration=calibration, show_progress=not quiet)
@@ -105,12 +103,12 @@ def prune_command(
     rank: Annotated[int | None, typer.Option(help="Low-rank W (truncated SVD).")] = None,
     held_out: Annotated[float, typer.Option(help="Share of calibration samples kept for the error report.")] = 0.2,
     calib: CalibOpt = "embedded",
-    n_samples: Annotated[int, typer.Option()] = 1000,
-    max_length: Annotated[int, typer.Option()] = 256,
-    batch_size: Annotated[int, typer.Option()] = 8,
-    seed: Annotated[int, typer.Option()] = 0,
-    text_column: Annotated[str, typer.Option()] = "text",
-    image_column: Annotated[str | None, typer.Option()] = None,
+    n_samples: NSamplesOpt = 1000,
+    max_length: MaxLengthOpt = 256,
+    batch_size: BatchSizeOpt = 8,
+    seed: SeedOpt = 0,
+    text_column: TextColumnOpt = "text",
+    image_column: ImageColumnOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "cpu",
@@ -134,15 +132,7 @@ def prune_command(
                 raise PCError(
                     f"--layers {layers!r} is not a comma-separated list of integers", "e.g. --layers 3,5"
                 ) from err
-        calibration = CalibrationConfig(
-            source=calib,
-            n_samples=n_samples,
-            max_length=max_length,
-            batch_size=batch_size,
-            seed=seed,
-            text_column=text_column,
-            image_column=image_column,
-        )
+        calibration = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column)
         config = PruneConfig(
             k=k,
             layers=layer_list,
