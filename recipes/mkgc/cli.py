@@ -35,7 +35,11 @@ def summary_table(summary: dict) -> Table:
     table.add_row("relations", f"{summary['relations']:,}")
     for split, n in summary["splits"].items():
         dupes = summary["duplicates_removed"].get(split, 0)
-        table.add_row(f"{split} triples", f"{n:,}" + (f" ({dupes:,} duplicates removed)" if dupes else ""))
+        notes = [f"{dupes:,} duplicates removed"] if dupes else []
+        leaked = summary["also_in_train"].get(split, 0)
+        if leaked:
+            notes.append(f"{leaked:,} also in train")
+        table.add_row(f"{split} triples", f"{n:,}" + (f" ({'; '.join(notes)})" if notes else ""))
     for category, n in summary["relation_categories"].items():
         test_n = summary["test_triples_by_category"].get(category, 0)
         table.add_row(f"relations {category}", f"{n} ({test_n:,} test triples)")
