@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from prune_compensate.compensate import LinearCompensation, _replace_module
+from prune_compensate.compensate import CoreSwap, LinearCompensation
 from prune_compensate.locate import find_decoder
 
 SIZES = {
@@ -55,20 +55,10 @@ def build(size: str) -> torch.nn.Module:
     return LlamaForCausalLM(config).eval()
 
 
-def replace(model: torch.nn.Module, layers: list[int], kind: str) -> dict[int, torch.nn.Module]:
-    layout = find_decoder(model)
-    originals = {}
-    for index in layers:
-        d = model.config.hidden_size
-        module = LinearCompensation(d, d, kind=kind, bias=kind != "none", output_arity=2, layer_idx=index)
-        originals[index] = _replace_module(model, f"{layout.blocks_path}.{index}.{layout.core_names[index]}", module)
-    return originals
-
-
-def restore(model: torch.nn.Module, originals: dict[int, torch.nn.Module]) -> None:
-    layout = find_decoder(model)
-    for index, module in originals.items():
-        _replace_module(model, f"{layout.blocks_path}.{index}.{layout.core_names[index]}", module)
+def replacements(model: torch.nn.Module, layers: list[int], kind: str) -> dict[int, LinearCompensation]:
+    """``linear``: a D×D map + bias (what ``pc prune`` ships); ``none``: attention deleted outright."""
+    d = model.config.hidden_size
+    return {i: LinearCompensation(d, d, kind=kind, bias=kind != "none", output_arity=2, layer_idx=i) for i in layers}
 
 
 def time_prefill(model: torch.nn.Module, tokens: int, repeats: int) -> float:
@@ -135,11 +125,12 @@ def main() -> None:
     for k in (n_layers // 4, n_layers // 2):
         layers = list(range(n_layers - k, n_layers))
         setting = {}
+        swap = CoreSwap(model, find_decoder(model), layers)
         for kind, name in (("linear", "pruned"), ("none", "deleted")):
-            originals = replace(model, layers, kind)
+            swap.install(replacements(model, layers, kind))
             row = {f"prefill_{t}": time_prefill(model, t, args.repeats) for t in prefill_lengths}
             row["decode_s_per_token"], row["kv_bytes"] = time_decode(model, context, new_tokens)
-            restore(model, originals)
+            swap.restore()
             setting[name] = row
             print(k, name, row, flush=True)
         speedups = {}

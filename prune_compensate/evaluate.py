@@ -20,6 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+
+from .calibrate import encoded_batches, move_inputs
+from .calibration import BatchEncoder, CalibrationSample
+from .compensate import CoreSwap, LinearCompensation
 
 
 def final_hidden(outputs: Any) -> torch.Tensor:
@@ -76,3 +81,30 @@ class OutputError:
         else:
             out["embedding_cosine"] = self.cos_sum / max(self.n_sequences, 1)
         return out
+
+
+def _forward_outputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+    with torch.inference_mode():
+        return model(**move_inputs(inputs, model), output_hidden_states=True, use_cache=False)
+
+
+def held_out_error(
+    model: nn.Module,
+    swap: CoreSwap,
+    variants: dict[str, dict[int, LinearCompensation]],
+    encoder: BatchEncoder,
+    samples: list[CalibrationSample],
+    batch_size: int,
+    show_progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Error of each variant against the original model on ``samples`` (see ``evaluate``)."""
+    errors = {name: OutputError() for name in variants}
+    for inputs in encoded_batches(encoder, samples, batch_size, "held-out error", show_progress):
+        mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+        swap.restore()
+        reference = _forward_outputs(model, inputs)
+        for name, modules in variants.items():
+            swap.install(modules)
+            errors[name].update(reference, _forward_outputs(model, inputs), mask)
+    swap.restore()
+    return {name: err.summary() for name, err in errors.items()}

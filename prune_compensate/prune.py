@@ -19,32 +19,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
-from .calibrate import (
-    CoreSignature,
-    DecoderTaps,
-    TokenMask,
-    encoded_batches,
-    find_residual_sites,
-    move_inputs,
-    probe_cores,
-    run_forward,
-)
+from .bottom_up import fit_variant, residual_maps
+from .calibrate import CoreSignature, probe_cores
 from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, read_samples, split_samples
-from .compensate import LinearCompensation, _replace_module
+from .compensate import CoreSwap
 from .errors import PCError
-from .evaluate import OutputError
-from .fit import solve_lstsq, solve_mean
+from .evaluate import held_out_error
 from .load import LoadedModel
-from .locate import DecoderLayout, find_decoder, output_map
+from .locate import DecoderLayout, find_decoder
 from .profile import ProfileConfig, ProfileResult, profile_samples
-from .statistics import CrossMoments, PositionalMeans
 
 INITS = ("lstsq", "mean", "zero", "none")
 ORDERS = ("bottom-up", "independent")
-FITTED = ("lstsq", "mean")
 TARGETS = ("downstream", "local")
 
 
@@ -122,40 +110,6 @@ class PruneResult:
         return data
 
 
-def core_path(layout: DecoderLayout, index: int) -> str:
-    return f"{layout.blocks_path}.{index}.{layout.core_names[index]}"
-
-
-class CoreSwap:
-    """Install or restore replacement modules for a set of layers of one model."""
-
-    def __init__(self, model: nn.Module, layout: DecoderLayout, indices: list[int]) -> None:
-        self.model, self.layout = model, layout
-        self.originals = {i: layout.core(i) for i in indices}
-
-    def install(self, modules: dict[int, nn.Module]) -> None:
-        for index, original in self.originals.items():
-            target = modules.get(index, original)
-            if self.layout.core(index) is not target:
-                _replace_module(self.model, core_path(self.layout, index), target)
-
-    def restore(self) -> None:
-        self.install({})
-
-
-def make_compensation(sig: CoreSignature, init: str, rank: int | None, bias: bool) -> LinearCompensation:
-    kind = "none" if init == "none" else ("lowrank" if rank else "linear")
-    return LinearCompensation(
-        sig.dim_in,
-        sig.dim_out,
-        kind=kind,
-        rank=rank,
-        bias=bias and init != "mean",  # Theorem 1 has no bias term
-        output_arity=sig.output_arity,
-        layer_idx=sig.layer_idx,
-    )
-
-
 def choose_layers(layout: DecoderLayout, model: nn.Module, config: PruneConfig, ranking: list[int] | None) -> list[int]:
     n = layout.num_layers
     name = type(model).__name__
@@ -172,193 +126,6 @@ def choose_layers(layout: DecoderLayout, model: nn.Module, config: PruneConfig, 
         raise PCError(f"--k {config.k} is out of range: {name} has {n} decoder layers", f"pass --k between 1 and {n}")
     assert ranking is not None
     return sorted(ranking[: config.k])
-
-
-@dataclass
-class ResidualMap:
-    """How a core's output enters the residual: ``identity`` (r + out), ``affine`` (a post-norm
-    block's ``norm(out Gᵀ + b + r)``: ``drift_map`` = pinv(Gᵀ) carries residual drift back into
-    core-output space) or ``nonlinear`` (e.g. Gemma's normed output: no drift correction)."""
-
-    kind: str
-    drift_map: torch.Tensor | None = None
-
-
-def residual_maps(
-    model: nn.Module, layout: DecoderLayout, layers: list[int], inputs: dict[str, torch.Tensor]
-) -> dict[int, ResidualMap]:
-    """Classify each chosen layer's residual map; identity is checked on a real forward."""
-    token_mask = TokenMask()
-    sites = find_residual_sites(model, layout, inputs, token_mask)
-    seen: dict[int, dict[str, torch.Tensor]] = {i: {} for i in layers}
-
-    def on_residual(index: int, before: torch.Tensor, after: torch.Tensor) -> None:
-        seen[index]["delta"] = (after - before).double()
-
-    def on_core(index: int, x: torch.Tensor, e: torch.Tensor, positions: torch.Tensor) -> None:
-        seen[index]["out"] = e.double()
-
-    taps = DecoderTaps(
-        layout,
-        token_mask,
-        sites=sites,
-        on_residual=on_residual,
-        residual_layers=set(layers),
-        on_core=on_core,
-        core_layers=set(layers),
-    )
-    with taps:
-        run_forward(model, inputs, token_mask)
-    maps = {}
-    for index in layers:
-        block = layout.blocks[index]
-        linear = output_map(block)
-        if sites[index].layout == "post-norm" and linear is not None:
-            drift = torch.linalg.pinv(linear.weight.detach().double().T.cpu())
-            maps[index] = ResidualMap("affine", drift)
-        else:
-            delta, out = seen[index]["delta"], seen[index]["out"]
-            scale = float(out.abs().max()) + 1e-12
-            same = delta.shape == out.shape and float((delta - out).abs().max()) <= 1e-3 * scale
-            maps[index] = ResidualMap("identity" if same else "nonlinear")
-    return maps
-
-
-class _FitCollector:
-    """Routes one fitting group's hook rows into its statistics.
-
-    With the downstream target each batch runs twice: first the original model (``phase
-    "original"``: its core output and residual wait here, for this batch only), then the pruned
-    model, whose core input and residual complete the regression pair."""
-
-    def __init__(self, init: str, stats: dict[int, Any], maps: dict[int, ResidualMap], downstream: bool) -> None:
-        self.init, self.stats, self.maps, self.downstream = init, stats, maps, downstream
-        self.phase = "pruned"
-        self.original: dict[str, torch.Tensor] = {}
-        self.pruned_residual: dict[int, torch.Tensor] = {}
-
-    def on_block_input(self, index: int, rows: torch.Tensor) -> None:
-        if self.phase == "original":
-            self.original["residual"] = rows
-        else:
-            self.pruned_residual[index] = rows
-
-    def on_core(self, index: int, x: torch.Tensor, e: torch.Tensor, positions: torch.Tensor) -> None:
-        if self.phase == "original":
-            self.original["out"] = e
-            return
-        if self.downstream:
-            e = _downstream_target(
-                self.original["out"], self.original["residual"], self.pruned_residual[index], self.maps[index]
-            )
-        if self.init == "lstsq":
-            self.stats[index].update(x, e)
-        else:
-            self.stats[index].update(x, e, positions)
-
-    def next_batch(self) -> None:
-        self.original.clear()
-        self.pruned_residual.clear()
-
-
-def _fit_variant(
-    model: nn.Module,
-    layout: DecoderLayout,
-    swap: CoreSwap,
-    layers: list[int],
-    signatures: dict[int, CoreSignature],
-    maps: dict[int, ResidualMap],
-    init: str,
-    encoder: BatchEncoder,
-    samples: list[CalibrationSample],
-    config: PruneConfig,
-) -> dict[int, LinearCompensation]:
-    modules: dict[int, LinearCompensation] = {}
-    if init not in FITTED:
-        return {i: make_compensation(signatures[i], init, config.rank, config.bias) for i in layers}
-    swap.restore()
-    groups = [[layer] for layer in layers] if config.order == "bottom-up" else [layers]
-    token_mask = TokenMask()
-    downstream = config.target == "downstream" and config.order == "bottom-up"
-    for group in groups:
-        stats: dict[int, Any] = {}
-        for layer in group:
-            sig = signatures[layer]
-            if init == "lstsq":
-                stats[layer] = CrossMoments(sig.dim_in, sig.dim_out)
-            else:
-                stats[layer] = PositionalMeans(sig.dim_in, sig.dim_out, config.max_positions)
-
-        collector = _FitCollector(init, stats, maps, downstream)
-        taps = DecoderTaps(
-            layout,
-            token_mask,
-            on_core=collector.on_core,
-            core_layers=set(group),
-            stop_after=max(group),
-            on_block_input=collector.on_block_input if downstream else None,
-        )
-        label = f"fit {init} layer{'s' if len(group) > 1 else ''} {','.join(map(str, group))}"
-        with taps:
-            for inputs in encoded_batches(encoder, samples, config.calibration.batch_size, label, config.show_progress):
-                if downstream:
-                    collector.phase = "original"
-                    swap.restore()
-                    run_forward(model, inputs, token_mask)
-                    collector.phase = "pruned"
-                    swap.install(modules)
-                run_forward(model, inputs, token_mask)
-                collector.next_batch()
-        for layer in group:
-            module = make_compensation(signatures[layer], init, config.rank, config.bias)
-            if init == "lstsq":
-                weight, bias = solve_lstsq(stats[layer], ridge=config.ridge, bias=module.bias is not None)
-            else:
-                weight, bias = solve_mean(stats[layer]), None
-            module.load_solution(weight, bias)
-            modules[layer] = module
-        swap.install(modules)  # later layers are fitted with these in place
-    return modules
-
-
-def _downstream_target(
-    original_out: torch.Tensor, original_residual: torch.Tensor, pruned_residual: torch.Tensor, rmap: ResidualMap
-) -> torch.Tensor:
-    """ε for one batch: the original core output, plus the residual drift mapped into its space."""
-    if rmap.kind == "nonlinear":
-        return original_out
-    drift = (original_residual - pruned_residual).double()
-    if rmap.kind == "affine":
-        assert rmap.drift_map is not None
-        drift = drift @ rmap.drift_map.to(drift.device)
-    return original_out.double() + drift
-
-
-def _forward_outputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
-    with torch.inference_mode():
-        return model(**move_inputs(inputs, model), output_hidden_states=True, use_cache=False)
-
-
-def held_out_error(
-    model: nn.Module,
-    swap: CoreSwap,
-    variants: dict[str, dict[int, LinearCompensation]],
-    encoder: BatchEncoder,
-    samples: list[CalibrationSample],
-    batch_size: int,
-    show_progress: bool = True,
-) -> dict[str, dict[str, float]]:
-    """Error of each variant against the original model on ``samples`` (see ``evaluate``)."""
-    errors = {name: OutputError() for name in variants}
-    for inputs in encoded_batches(encoder, samples, batch_size, "held-out error", show_progress):
-        mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
-        swap.restore()
-        reference = _forward_outputs(model, inputs)
-        for name, modules in variants.items():
-            swap.install(modules)
-            errors[name].update(reference, _forward_outputs(model, inputs), mask)
-    swap.restore()
-    return {name: err.summary() for name, err in errors.items()}
 
 
 def _kv_bytes(model: nn.Module, layout: DecoderLayout, layers: range | list[int]) -> int:
@@ -418,7 +185,7 @@ def prune_samples(
     swap = CoreSwap(model, layout, layers)
     names = list(dict.fromkeys([*config.compare, config.init]))
     variants = {
-        name: _fit_variant(model, layout, swap, layers, signatures, maps, name, encoder, fit, config) for name in names
+        name: fit_variant(model, layout, swap, layers, signatures, maps, name, encoder, fit, config) for name in names
     }
     error: dict[str, dict[str, float]] = {}
     if held:
