@@ -102,6 +102,9 @@ def prune_command(
     bias: Annotated[bool, typer.Option(help="Affine term in the lstsq fit.")] = True,
     rank: Annotated[int | None, typer.Option(help="Low-rank W (truncated SVD).")] = None,
     held_out: Annotated[float, typer.Option(help="Share of calibration samples kept for the error report.")] = 0.2,
+    compare: Annotated[
+        str, typer.Option(help="Inits whose held-out error is reported (each fitted one costs a fit).")
+    ] = "none,zero,mean,lstsq",
     calib: CalibOpt = "embedded",
     n_samples: NSamplesOpt = 1000,
     max_length: MaxLengthOpt = 256,
@@ -143,6 +146,7 @@ def prune_command(
             bias=bias,
             rank=rank,
             held_out=held_out,
+            compare=tuple(name.strip() for name in compare.split(",") if name.strip()),
             calibration=calibration,
             show_progress=not quiet,
             profile=ProfileResult.from_json(profile_json) if profile_json else None,

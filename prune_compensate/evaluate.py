@@ -57,9 +57,10 @@ class OutputError:
         ref_logits = getattr(reference, "logits", None)
         if ref_logits is not None and ref_logits.shape[:2] == mask.shape:
             self.has_logits = True
-            log_p = torch.log_softmax(ref_logits[mask].double(), dim=-1)
-            log_q = torch.log_softmax(pruned.logits[mask].double(), dim=-1)
-            self.kl_sum += float((log_p.exp() * (log_p - log_q)).sum())
+            # float32 softmaxes (a 7B model's vocabulary × tokens in float64 would double the memory), float64 sum
+            log_p = torch.log_softmax(ref_logits[mask].float(), dim=-1)
+            log_q = torch.log_softmax(pruned.logits[mask].float(), dim=-1)
+            self.kl_sum += float((log_p.exp() * (log_p - log_q)).sum(dtype=torch.float64))
             self.top1_agree += int((log_p.argmax(-1) == log_q.argmax(-1)).sum())
         else:
             weights = mask.unsqueeze(-1).double()

@@ -290,3 +290,13 @@ def test_minilm_k_l_minus_1_round_trip(minilm_dir: Path, tmp_path: Path) -> None
         assert torch.equal(loaded.model(**inputs).last_hidden_state, reloaded.model(**inputs).last_hidden_state)
     kept = [i for i in range(6) if not isinstance(find_decoder(reloaded.model).core(i), LinearCompensation)]
     assert len(kept) == 1
+
+
+def test_compare_limits_the_fitted_variants(family_dirs: dict, tmp_path: Path) -> None:
+    out = tmp_path / "llama"
+    args = ["prune", str(family_dirs["llama"]), "--k", "1", "--compare", "none,lstsq", "--n-samples", "10", "--quiet"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert set(manifest["error"]) == {"none", "lstsq"} and {"kl", "top1"} <= set(manifest["error"]["lstsq"])
+    assert "unknown init 'svd' to compare" in _cli_error([*args[:-3], "--compare", "svd", "--out", str(tmp_path / "x")])
