@@ -67,6 +67,48 @@ class PyKEENScorer:
         return self.model.score_h(torch.stack([relations, tails], 1))
 
 
+class RotatEScorer(PyKEENScorer):
+    """RotatE over all entities as one distance matrix: −‖h∘r − t‖₂ for tails and, because PyKEEN
+    keeps |r| = 1, −‖t∘r̄ − h‖₂ for heads. PyKEEN's own ``score_t``/``score_h`` broadcast a
+    (B, E, D) complex tensor and took 8 min for DB15K's valid split; this gives the same scores
+    (checked against PyKEEN on a batch before use) in a fraction of that."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
+        with torch.no_grad():
+            self.entities = model.entity_representations[0](indices=None)
+            self.relations = model.relation_representations[0](indices=None)
+            self.entity_rows = torch.view_as_real(self.entities).flatten(1)
+
+    def _distances(self, anchors: torch.Tensor) -> torch.Tensor:
+        rows = torch.view_as_real(anchors).flatten(1)
+        return -torch.cdist(rows, self.entity_rows, compute_mode="donot_use_mm_for_euclid_dist")
+
+    def score_tails(self, heads: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
+        return self._distances(self.entities[heads] * self.relations[relations])
+
+    def score_heads(self, relations: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
+        return self._distances(self.entities[tails] * self.relations[relations].conj())
+
+    def check(self, data) -> None:  # noqa: ANN001
+        batch = data.test[:16]
+        reference = PyKEENScorer(self.model)
+        for mine, theirs in (
+            (self.score_tails(batch[:, 0], batch[:, 1]), reference.score_tails(batch[:, 0], batch[:, 1])),
+            (self.score_heads(batch[:, 1], batch[:, 2]), reference.score_heads(batch[:, 1], batch[:, 2])),
+        ):
+            if not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-4):
+                raise RuntimeError("fast RotatE scores differ from PyKEEN's")
+
+
+def make_scorer(name: str, model: torch.nn.Module, data) -> PyKEENScorer:  # noqa: ANN001
+    if name != "rotate":
+        return PyKEENScorer(model)
+    scorer = RotatEScorer(model)
+    scorer.check(data)
+    return scorer
+
+
 def train_one(name: str, data, epochs: int, minutes: float, batch_size: int, seed: int) -> tuple[object, dict]:  # noqa: ANN001
     from pykeen.losses import loss_resolver
     from pykeen.models import model_resolver
@@ -143,8 +185,9 @@ def main() -> None:
                 batch_size=256,
                 categories=categories,
             )
-            valid = evaluate_link_prediction(PyKEENScorer(model), data.valid, description=f"{name} valid", **common)
-            test = evaluate_link_prediction(PyKEENScorer(model), data.test, description=f"{name} test", **common)
+            scorer = make_scorer(name, model, data)
+            valid = evaluate_link_prediction(scorer, data.valid, description=f"{name} valid", **common)
+            test = evaluate_link_prediction(scorer, data.test, description=f"{name} test", **common)
         document = metrics_document(
             test,
             valid,
