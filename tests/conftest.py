@@ -54,3 +54,17 @@ def write_jsonl(path: Path, texts: list[str], images: list[str] | None = None) -
                 record["images"] = images
             handle.write(json.dumps(record) + "\n")
     return path
+
+
+def cli_error(args: list[str]) -> str:
+    """Run ``pc ARGS`` expecting a user error: exit code 2, no traceback; returns the error line
+    (rich may wrap the one logical line to the terminal width, so wrapped parts are re-joined)."""
+    from typer.testing import CliRunner
+
+    from prune_compensate.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    text = result.output[result.output.index("error:") :]
+    return " ".join(line.strip() for line in text.strip().splitlines())

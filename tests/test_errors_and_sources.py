@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TEXTS, write_jsonl
+from conftest import TEXTS, cli_error, write_jsonl
 from typer.testing import CliRunner
 
 from prune_compensate import CalibrationConfig, PCError, find_decoder, read_samples
@@ -18,22 +18,13 @@ from prune_compensate.profile import ProfileResult
 runner = CliRunner()
 
 
-def _error_line(args: list[str]) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    text = result.output[result.output.index("error:") :]
-    # rich may wrap the one logical line to the terminal width; nothing else follows it
-    return " ".join(line.strip() for line in text.strip().splitlines())
-
-
 def test_missing_model(tmp_path: Path) -> None:
-    msg = _error_line(["profile", "no-such-org/no-such-model", "--quiet"])
+    msg = cli_error(["profile", "no-such-org/no-such-model", "--quiet"])
     assert "was not found locally" in msg and "local model directory" in msg
 
 
 def test_directory_without_config(tmp_path: Path) -> None:
-    msg = _error_line(["profile", str(tmp_path), "--quiet"])
+    msg = cli_error(["profile", str(tmp_path), "--quiet"])
     assert "has no config.json" in msg
 
 
@@ -43,32 +34,32 @@ def test_no_decoder_names_model_class() -> None:
 
 
 def test_negative_k() -> None:
-    assert "--k must be non-negative" in _error_line(["profile", "--k", "-1", "--quiet"])
+    assert "--k must be non-negative" in cli_error(["profile", "--k", "-1", "--quiet"])
 
 
 def test_empty_calibration_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    assert "holds no samples" in _error_line(["profile", "--calib", str(empty), "--quiet"])
+    assert "holds no samples" in cli_error(["profile", "--calib", str(empty), "--quiet"])
 
 
 def test_corrupt_calibration_line_names_the_sample(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": broken\n')
-    assert f"sample {bad}:2 is not valid JSON" in _error_line(["profile", "--calib", str(bad), "--quiet"])
+    assert f"sample {bad}:2 is not valid JSON" in cli_error(["profile", "--calib", str(bad), "--quiet"])
 
 
 def test_missing_text_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"caption": "x"}\n')
-    assert "has no string field 'text'" in _error_line(["profile", "--calib", str(bad), "--quiet"])
+    assert "has no string field 'text'" in cli_error(["profile", "--calib", str(bad), "--quiet"])
 
 
 def test_wrong_dataset_column(tmp_path: Path) -> None:
     import datasets
 
     datasets.Dataset.from_dict({"sentence": TEXTS}).save_to_disk(str(tmp_path / "ds"))
-    msg = _error_line(["profile", "--calib", str(tmp_path / "ds"), "--quiet"])
+    msg = cli_error(["profile", "--calib", str(tmp_path / "ds"), "--quiet"])
     assert "has no column 'text' (columns: sentence)" in msg
 
 
@@ -76,20 +67,18 @@ def test_unreadable_image_names_the_sample(family_dirs: dict, tmp_path: Path) ->
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     calib = write_jsonl(tmp_path / "c.jsonl", TEXTS[:1], [str(broken)])
-    msg = _error_line(["profile", str(family_dirs["llava"]), "--calib", str(calib), "--quiet"])
+    msg = cli_error(["profile", str(family_dirs["llava"]), "--calib", str(calib), "--quiet"])
     assert f"image {broken} of sample {calib}:1 cannot be read" in msg
 
 
 def test_images_for_a_text_only_model(tmp_path: Path, image_paths: list[str]) -> None:
     calib = write_jsonl(tmp_path / "c.jsonl", TEXTS[:1], image_paths[:1])
-    assert "has images but the model has no image processor" in _error_line(
-        ["profile", "--calib", str(calib), "--quiet"]
-    )
+    assert "has images but the model has no image processor" in cli_error(["profile", "--calib", str(calib), "--quiet"])
 
 
 def test_bad_dtype_and_sizes() -> None:
-    assert "unknown dtype 'int8'" in _error_line(["profile", "--dtype", "int8", "--quiet"])
-    assert "n_samples must be at least 1" in _error_line(["profile", "--n-samples", "0", "--quiet"])
+    assert "unknown dtype 'int8'" in cli_error(["profile", "--dtype", "int8", "--quiet"])
+    assert "n_samples must be at least 1" in cli_error(["profile", "--n-samples", "0", "--quiet"])
 
 
 def test_dataset_source_with_images_and_seeded_draw(tmp_path: Path, image_paths: list[str], family_dirs) -> None:
@@ -171,4 +160,4 @@ def test_device_auto_loads_through_accelerate(minilm_dir: Path) -> None:
 def test_cuda_without_gpu_is_a_clear_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    assert "no CUDA device is visible" in _error_line(["profile", "--device", "cuda", "--quiet"])
+    assert "no CUDA device is visible" in cli_error(["profile", "--device", "cuda", "--quiet"])

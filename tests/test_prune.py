@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from conftest import TEXTS, write_jsonl
+from conftest import TEXTS, cli_error, write_jsonl
 from typer.testing import CliRunner
 
 from prune_compensate import CalibrationConfig, CalibrationSample, PCError, load_model, load_pruned
@@ -193,29 +193,21 @@ def test_downstream_target_beats_local_on_minilm(minilm_dir: Path) -> None:
     assert errors["downstream"] < errors["local"]
 
 
-def _cli_error(args: list[str]) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    text = result.output[result.output.index("error:") :]
-    return " ".join(line.strip() for line in text.strip().splitlines())
-
-
 def test_prune_cli_errors(tmp_path: Path, family_dirs: dict) -> None:
     llama = str(family_dirs["llama"])
-    assert "--k 5 is out of range: LlamaForCausalLM has 2 decoder layers" in _cli_error(
+    assert "--k 5 is out of range: LlamaForCausalLM has 2 decoder layers" in cli_error(
         ["prune", llama, "--k", "5", "--out", str(tmp_path / "a"), "--n-samples", "4", "--quiet"]
     )
-    assert "--k 0 is out of range" in _cli_error(
+    assert "--k 0 is out of range" in cli_error(
         ["prune", llama, "--k", "0", "--out", str(tmp_path / "a"), "--n-samples", "4", "--quiet"]
     )
-    assert "unknown layer index 7: LlamaForCausalLM has 2 decoder layers (0–1)" in _cli_error(
+    assert "unknown layer index 7: LlamaForCausalLM has 2 decoder layers (0–1)" in cli_error(
         ["prune", llama, "--layers", "0,7", "--out", str(tmp_path / "a"), "--n-samples", "4", "--quiet"]
     )
-    assert "cannot write into /proc" in _cli_error(["prune", llama, "--out", "/proc/pc-out", "--quiet"])
+    assert "cannot write into /proc" in cli_error(["prune", llama, "--out", "/proc/pc-out", "--quiet"])
     (tmp_path / "exists").mkdir()
-    assert "already exists" in _cli_error(["prune", llama, "--out", str(tmp_path / "exists"), "--quiet"])
-    assert "unknown --init 'svd'" in _cli_error(["prune", llama, "--init", "svd", "--out", str(tmp_path / "b")])
+    assert "already exists" in cli_error(["prune", llama, "--out", str(tmp_path / "exists"), "--quiet"])
+    assert "unknown --init 'svd'" in cli_error(["prune", llama, "--init", "svd", "--out", str(tmp_path / "b")])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -299,4 +291,4 @@ def test_compare_limits_the_fitted_variants(family_dirs: dict, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / MANIFEST).read_text())
     assert set(manifest["error"]) == {"none", "lstsq"} and {"kl", "top1"} <= set(manifest["error"]["lstsq"])
-    assert "unknown init 'svd' to compare" in _cli_error([*args[:-3], "--compare", "svd", "--out", str(tmp_path / "x")])
+    assert "unknown init 'svd' to compare" in cli_error([*args[:-3], "--compare", "svd", "--out", str(tmp_path / "x")])
