@@ -4,8 +4,7 @@ profiling throughput relative to a plain forward over the same batches.
     python benchmarks/profile_throughput.py [--out benchmarks/results/profile_minilm.json]
 
 Each measurement runs in a fresh subprocess, so the peak resident memory (``ru_maxrss``) belongs
-to that run alone; both modes get the same untimed warm-up batch first, and the profile's time
-includes its own layout-probe forward. The claim under test: profiling memory does not grow with the sample count
+to that run alone. The claim under test: profiling memory does not grow with the sample count
 (statistics are running sums), and the hooks cost little beside the forward itself.
 """
 
@@ -33,8 +32,6 @@ def child(mode: str, n: int) -> dict:
     samples = read_samples(calibration)
     loaded = load_model()
     encoder = BatchEncoder(loaded.processor, calibration.max_length)
-    with torch.inference_mode():  # the same untimed warm-up batch for both modes
-        loaded.model(**move_inputs(encoder(samples[:8]), loaded.model), **forward_kwargs(loaded.model))
     start = time.perf_counter()
     if mode == "profile":
         profile(loaded, ProfileConfig(k=3, calibration=calibration, show_progress=False), samples)
