@@ -73,7 +73,6 @@ class TokenMask:
 class LayerTimes:
     core_seconds: float = 0.0
     block_seconds: float = 0.0
-    calls: int = 0
 
 
 @dataclass
@@ -125,7 +124,6 @@ class DecoderTaps:
             if self.timing_enabled and index in self._clock:
                 hidden = block_input(args, kwargs)
                 self.times[index].block_seconds += self._now(hidden) - self._clock.pop(index)
-                self.times[index].calls += 1
             if self._wants_residual(index):
                 before, after = self._before.pop(index), self._after.pop(index)
                 assert self.on_residual is not None

@@ -63,7 +63,6 @@ def _resolve_source(name_or_path: str | os.PathLike | None) -> str:
                 f"{source} has no config.json, so it is not a Hugging Face model directory",
                 "point at the folder that holds config.json and the weights",
             )
-        return source
     return source
 
 

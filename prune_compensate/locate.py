@@ -213,16 +213,6 @@ OUTPUT_MAPS: dict[str, Callable[[nn.Module], nn.Linear]] = {
 }
 
 
-def register_output_map(block_class_name: str) -> Callable:
-    """Decorator: register how to find the affine map from a block's core output to its residual."""
-
-    def register(fn: Callable[[nn.Module], nn.Linear]) -> Callable[[nn.Module], nn.Linear]:
-        OUTPUT_MAPS[block_class_name] = fn
-        return fn
-
-    return register
-
-
 def output_map(block: nn.Module) -> nn.Linear | None:
     """The registered affine map of ``block`` (``None``: none registered for its class or parents)."""
     for cls in type(block).__mro__:

@@ -59,7 +59,7 @@ class CrossMoments:
     """Running first and second moments of a regression pair (x → e), in float64.
 
     ``update(x, e)`` with ``x`` ``(N, Din)`` and ``e`` ``(N, Dout)`` accumulates
-    ``XᵀX`` (Din×Din), ``XᵀE`` (Din×Dout), ``Σx``, ``Σe``, ``Σ‖e‖²`` and the token count: all
+    ``XᵀX`` (Din×Din), ``XᵀE`` (Din×Dout), ``Σx``, ``Σe`` and the token count: all
     that a (ridge, affine) least-squares fit of ``e ≈ x W + b`` needs, at O(D²) memory.
     """
 
@@ -70,7 +70,6 @@ class CrossMoments:
     cross: torch.Tensor = field(init=False)
     sum_x: torch.Tensor = field(init=False)
     sum_e: torch.Tensor = field(init=False)
-    sum_e_sq: float = 0.0
 
     def __post_init__(self) -> None:
         self.gram = torch.zeros(self.dim_in, self.dim_in, dtype=torch.float64)
@@ -86,7 +85,6 @@ class CrossMoments:
         self.cross += x64.T @ e64
         self.sum_x += x64.sum(0)
         self.sum_e += e64.sum(0)
-        self.sum_e_sq += float((e64 * e64).sum())
         self.count += int(x64.shape[0])
 
     @property
