@@ -1,0 +1,243 @@
+"""The ELMM recipe's configuration: one YAML file per run, overridable with ``key=value``.
+
+Like torchtune's recipes, a config is a readable YAML file (``recipes/configs/*.yaml``) that maps
+onto these dataclasses section by section; ``pc run elmm --config FILE train.lr=1e-3 k=3``
+overrides any field by its dotted name (values are parsed as YAML: ``true``, ``3``, ``1e-3``,
+``[q, v]``). Unknown keys are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prune_compensate import PCError
+
+IMAGE_SOURCES = ("auto", "folder", "features", "none")
+
+
+@dataclass
+class BackboneConfig:
+    """``model``: a local folder or cached hub id; ``null`` = the embedded MiniLM."""
+
+    model: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+@dataclass
+class PruneSection:
+    """``k`` attention layers dropped, chosen by the core's profile on ``calibration_samples``
+    training-query prompts; ``init`` is the core's compensation init (``lstsq`` fits Theorem 1's
+    least squares, ``zero`` = the paper's "w/o init", ``none`` = "w/o linear").
+    ``trainable``: train the compensation matrices with the adapters (else frozen)."""
+
+    k: int = 16
+    init: str = "lstsq"
+    calibration_samples: int = 1000
+    held_out: float = 0.2
+    trainable: bool = True
+
+
+@dataclass
+class PromptSection:
+    """Token budgets of the entity text (name + description) and the relation text; the prompt
+    is ``[CLS/BOS] entity (+ entity token) [SEP] relation (+ relation token) [SEP]``.
+    ``structure_tokens`` adds one learned embedding per entity and per relation to its span
+    (the structural channel of the CPU configs; off in the paper's setting)."""
+
+    entity_tokens: int = 32
+    relation_tokens: int = 16
+    structure_tokens: bool = False
+
+
+@dataclass
+class ImageSection:
+    """``source``: ``folder`` (images/<entity>/ through the backbone's vision tower), ``features``
+    (the dataset's precomputed ``image_features``), ``none``, or ``auto`` (folder if the backbone
+    has a vision tower and the dataset images, else features if present, else none).
+    ``per_entity``: N ≤ 10 images per entity. ``cache_dir``: where encoded images are kept (one
+    safetensors file per entity, so epochs never re-encode); ``null`` = ``<out>/image_cache``."""
+
+    source: str = "auto"
+    per_entity: int = 10
+    cache_dir: str | None = None
+    batch_size: int = 16
+
+
+@dataclass
+class MvtcSection:
+    heads: int = 4
+
+
+@dataclass
+class LoraSection:
+    """LoRA (via peft) on the query and value projections of the kept attention layers."""
+
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=lambda: ["q", "v"])
+
+
+@dataclass
+class TrainSection:
+    """``max_minutes``: wall-clock training budget (0 = none). ``eval_every``: optimizer steps
+    between valid evaluations (0 = once per epoch); ``patience``: evaluations without a better
+    valid MRR before stopping. ``valid_triples``: size of the valid subset used for model
+    selection (0 = all). ``checkpoint_every``: steps between resumable training states."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 3e-4
+    head_lr: float | None = None
+    weight_decay: float = 0.0
+    mixed_precision: str = "no"
+    seed: int = 0
+    max_minutes: float = 0.0
+    eval_every: int = 0
+    patience: int = 3
+    valid_triples: int = 0
+    checkpoint_every: int = 500
+    resume: bool = True
+
+
+@dataclass
+class EvalSection:
+    batch_size: int = 64
+    test_triples: int = 0
+    timing_queries: int = 64
+
+
+@dataclass
+class AblationSection:
+    """The paper's ablation table, one switch each."""
+
+    no_image_view: bool = False
+    no_text_view: bool = False
+    no_mvtc: bool = False
+    no_pruning: bool = False
+    no_linear: bool = False
+    no_init: bool = False
+    plain_head: bool = False
+
+
+@dataclass
+class ElmmConfig:
+    """A whole run. ``data``: a dataset folder, a staged name (``FB15k-237``), or a graph in
+    pykeen's wheel (``umls``, ``nations``, ``kinships``). ``out``: where checkpoint, metrics.json
+    and the training state go."""
+
+    data: str = "umls"
+    out: str = "runs/elmm"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    prune: PruneSection = field(default_factory=PruneSection)
+    prompt: PromptSection = field(default_factory=PromptSection)
+    images: ImageSection = field(default_factory=ImageSection)
+    mvtc: MvtcSection = field(default_factory=MvtcSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    ablation: AblationSection = field(default_factory=AblationSection)
+
+    def validate(self) -> ElmmConfig:
+        if self.images.source not in IMAGE_SOURCES:
+            raise PCError(f"images.source must be one of {', '.join(IMAGE_SOURCES)}", "fix the config")
+        if not 0 <= self.images.per_entity <= 10:
+            raise PCError(f"images.per_entity must be 0..10, got {self.images.per_entity}", "fix the config")
+        if self.prune.k < 0:
+            raise PCError(f"prune.k must be ≥ 0, got {self.prune.k}", "fix the config")
+        if self.train.batch_size < 1 or self.train.grad_accum < 1 or self.train.epochs < 1:
+            raise PCError("train.batch_size, grad_accum and epochs must be ≥ 1", "fix the config")
+        if self.train.mixed_precision not in ("no", "fp16", "bf16"):
+            raise PCError("train.mixed_precision must be no, fp16 or bf16", "fix the config")
+        if not set(self.lora.targets) <= {"q", "k", "v", "o"}:
+            raise PCError(f"lora.targets must be a subset of q, k, v, o, got {self.lora.targets}", "fix the config")
+        return self
+
+    # -- effective settings after the ablation switches ---------------------------------------
+    @property
+    def k(self) -> int:
+        return 0 if self.ablation.no_pruning else self.prune.k
+
+    @property
+    def init(self) -> str:
+        if self.ablation.no_linear:
+            return "none"
+        if self.ablation.no_init:
+            return "zero"
+        return self.prune.init
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise PCError(f"config section {where or 'root'} must be a mapping", "fix the YAML")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise PCError(f"unknown config key {where + key!r}", f"valid keys here: {', '.join(fields)}")
+        default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value or {}, f"{where}{key}.")
+        else:
+            kwargs[key] = _coerce(value, str(fields[key].type), where + key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: str, key: str) -> Any:
+    """YAML reads ``1e-3`` as a string (YAML 1.1 wants ``1.0e-3``): numbers are converted by the
+    field's annotation, and a value of the wrong kind is an error naming the key."""
+    if value is None or isinstance(value, bool):
+        return value
+    try:
+        if annotation.startswith("float") and isinstance(value, (str, int)):
+            return float(value)
+        if annotation.startswith("int") and isinstance(value, str):
+            return int(value)
+    except ValueError as err:
+        raise PCError(f"config key {key!r} wants a number, got {value!r}", "fix the value") from err
+    return value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["train.lr=1e-3", "prune.k=3"]`` applied to a nested dict (values parsed as YAML)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise PCError(f"override {item!r} is not key=value", "write e.g. train.lr=1e-3")
+        node = values
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise PCError(f"override {item!r}: {part!r} is not a section", "check the key")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ElmmConfig:
+    """Read a YAML config (or start from the defaults), apply overrides, validate."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise PCError(f"config {path} does not exist", "pass a file from recipes/configs/")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise PCError(f"config {path} is not valid YAML ({err})".replace("\n", " "), "fix the file") from err
+    values = apply_overrides(values, overrides or [])
+    return _build(ElmmConfig, values, "").validate()
+
+
+def save_config(config: ElmmConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

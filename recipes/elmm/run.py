@@ -1,0 +1,356 @@
+"""``pc run elmm``: data → pruned backbone → MVTC + KGC head + LoRA → train → metrics → checkpoint.
+
+Pruning is the core's ``prune_`` (profile → drop the K most redundant attention layers → fit the
+compensation bottom-up), calibrated on prompts of training queries. The checkpoint is peft-style:
+the base model's name plus what was replaced (``elmm.json``), the adapters' targets and a
+safetensors file of everything that is not an untouched base weight; ``load_elmm`` rebuilds the
+skeleton from those fields, then loads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from prune_compensate import PCError, load_model
+from prune_compensate.calibration import CalibrationConfig, CalibrationSample
+from prune_compensate.checkpoint import compensation_spec, replaced_modules
+from prune_compensate.compensate import LinearCompensation, _replace_module
+from prune_compensate.load import LoadedModel
+from prune_compensate.prune import PruneConfig, prune_
+from recipes.mkgc.data import KGDataset, relation_categories, resolve_kg
+from recipes.mkgc.evaluate import (
+    InverseRelationScorer,
+    LinkPredictionResult,
+    evaluate_link_prediction,
+    metrics_document,
+    metrics_table,
+)
+from recipes.mkgc.staged import STAGED, load_staged
+
+from .config import ElmmConfig, load_config, save_config
+from .images import ImageBank
+from .model import ElmmModel, add_lora, checkpoint_state, set_trainable
+from .prompts import QueryPrompter
+from .train import STATE_DIR, TrainQueries, grouped_bce_loss, train
+
+CHECKPOINT = "checkpoint"
+
+
+def load_dataset(spec: str) -> KGDataset:
+    """A staged name (``FB15k-237``, ``DB15K``, …), a graph in pykeen's wheel, or a folder."""
+    return load_staged(spec) if spec in STAGED else resolve_kg(spec)
+
+
+@dataclass
+class ElmmRun:
+    """A built model with everything that turns query ids into its inputs."""
+
+    config: ElmmConfig
+    dataset: KGDataset
+    loaded: LoadedModel
+    model: ElmmModel
+    prompter: QueryPrompter
+    bank: ImageBank
+    image_source: str
+    lora_targets: list[str] = field(default_factory=list)
+    prune_manifest: dict[str, Any] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def inputs(self, entities: torch.Tensor, relations: torch.Tensor) -> tuple[Any, ...]:
+        query = self.prompter(entities, relations).to(self.device)
+        images = self.bank.batch(entities)
+        return (query,) if images is None else (query, images.to(self.device))
+
+    @torch.no_grad()
+    def scores(self, entities: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        return self.model(*self.inputs(entities, relations)).float().cpu()
+
+    def evaluate(self, split: str, max_triples: int = 0, show_progress: bool = True) -> LinkPredictionResult:
+        triples = self.dataset.split(split)
+        if max_triples and triples.shape[0] > max_triples:
+            keep = torch.randperm(triples.shape[0], generator=torch.Generator().manual_seed(0))[:max_triples]
+            triples = triples[keep.sort().values]
+        return evaluate_link_prediction(
+            InverseRelationScorer(self.scores, self.dataset.num_relations),
+            triples,
+            self.dataset.all_triples(),
+            self.dataset.num_entities,
+            self.dataset.num_relations,
+            batch_size=self.config.eval.batch_size,
+            categories=relation_categories(self.dataset.train, self.dataset.num_relations),
+            show_progress=show_progress,
+            description=f"evaluating {split}",
+        )
+
+
+def calibration_samples(
+    config: ElmmConfig, dataset: KGDataset, prompter: QueryPrompter, queries: TrainQueries, source: str
+) -> list[CalibrationSample]:
+    """Prompts of ``calibration_samples`` random training queries (with the entity's images)."""
+    generator = torch.Generator().manual_seed(config.train.seed)
+    picked = torch.randperm(len(queries), generator=generator)[: config.prune.calibration_samples]
+    samples = []
+    for e, r in queries.keys[picked].tolist():
+        images = dataset.entity_images.get(e, [])[: config.images.per_entity] if source == "folder" else []
+        samples.append(CalibrationSample(prompter.text(e, r), [str(p) for p in images], f"train query ({e}, {r})"))
+    return samples
+
+
+def _build_model(config: ElmmConfig, run_loaded: LoadedModel, dataset: KGDataset, bank: ImageBank) -> ElmmModel:
+    return ElmmModel(
+        run_loaded.model,
+        dataset.num_entities,
+        2 * dataset.num_relations,
+        image_dim=bank.dim,
+        mvtc_heads=0 if config.ablation.no_mvtc else config.mvtc.heads,
+        use_text_view=not config.ablation.no_text_view,
+        use_image_view=not config.ablation.no_image_view,
+        plain_head=config.ablation.plain_head,
+        structure_tokens=config.prompt.structure_tokens,
+    )
+
+
+def build_run(config: ElmmConfig, show_progress: bool = True) -> ElmmRun:
+    """Load data and backbone, prune with the core, add LoRA, MVTC and the head."""
+    torch.manual_seed(config.train.seed)
+    dataset = load_dataset(config.data)
+    loaded = load_model(config.backbone.model, dtype=config.backbone.dtype, device=config.backbone.device)
+    prompter = QueryPrompter(dataset, loaded.tokenizer, config.prompt)
+    source = ImageBank.resolve_source(config.images.source, dataset, loaded.model, config.images.per_entity)
+    cache = Path(config.images.cache_dir or Path(config.out) / "image_cache")
+    bank = ImageBank(
+        source,
+        dataset,
+        config.images.per_entity,
+        cache / ImageBank.cache_key(dataset, loaded.source, config.images.per_entity),
+    )
+    bank.prepare(loaded.model, loaded.processor, show_progress)
+    manifest = None
+    if config.k:
+        queries = TrainQueries.from_triples(dataset.with_inverse(dataset.train), dataset.num_relations)
+        samples = calibration_samples(config, dataset, prompter, queries, source)
+        prune_config = PruneConfig(
+            k=config.k,
+            init=config.init,
+            held_out=config.prune.held_out,
+            compare=(),
+            calibration=CalibrationConfig(n_samples=len(samples), max_length=256, seed=config.train.seed),
+            show_progress=show_progress,
+        )
+        manifest = prune_(loaded, prune_config, samples).to_manifest()
+    targets = add_lora(loaded.model, config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.targets)
+    set_trainable(loaded.model, config.prune.trainable)
+    model = _build_model(config, loaded, dataset, bank)
+    return ElmmRun(config, dataset, loaded, model, prompter, bank, source, targets, manifest)
+
+
+def save_checkpoint(run: ElmmRun, out: Path) -> Path:
+    """``out/checkpoint/``: config.yaml (base model resolved), elmm.json (replaced modules, LoRA
+    targets, image source), elmm.safetensors — written to a temp folder, then renamed."""
+    target = out / CHECKPOINT
+    tmp = out / f".{CHECKPOINT}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        config = run.config
+        resolved = ElmmConfig(**{**config.__dict__})
+        resolved.backbone = type(config.backbone)(**{**config.backbone.__dict__, "model": run.loaded.source})
+        save_config(resolved, tmp / "config.yaml")
+        replaced = {name: compensation_spec(m) for name, m in replaced_modules(run.model.backbone).items()}
+        meta = {"replaced": replaced, "lora_targets": run.lora_targets, "image_source": run.image_source}
+        meta["image_dim"] = run.model.image_dim
+        (tmp / "elmm.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        save_file(checkpoint_state(run.model), str(tmp / "elmm.safetensors"))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.replace(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_elmm(path: str | Path, show_progress: bool = False) -> ElmmRun:
+    """Rebuild a saved run: base model → replaced modules → LoRA → ELMM parts → weights."""
+    path = Path(path)
+    if (path / CHECKPOINT / "elmm.json").is_file():
+        path = path / CHECKPOINT
+    if not (path / "elmm.json").is_file():
+        raise PCError(f"{path} is not an ELMM checkpoint (no elmm.json)", "point at the run's out dir")
+    config = load_config(path / "config.yaml")
+    meta = json.loads((path / "elmm.json").read_text(encoding="utf-8"))
+    dataset = load_dataset(config.data)
+    loaded = load_model(config.backbone.model, dtype=config.backbone.dtype, device=config.backbone.device)
+    for name, spec in meta["replaced"].items():
+        _replace_module(loaded.model, name, LinearCompensation(**spec))
+    if meta["lora_targets"]:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = config.lora
+        lora_config = LoraConfig(
+            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=meta["lora_targets"]
+        )
+        inject_adapter_in_model(lora_config, loaded.model)
+    cache = Path(config.images.cache_dir or Path(config.out) / "image_cache")
+    source = meta["image_source"]
+    bank = ImageBank(
+        source,
+        dataset,
+        config.images.per_entity,
+        cache / ImageBank.cache_key(dataset, loaded.source, config.images.per_entity),
+    )
+    bank.prepare(loaded.model, loaded.processor, show_progress)
+    model = _build_model(config, loaded, dataset, bank)
+    state = load_file(str(path / "elmm.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    stored = set(checkpoint_state(model))
+    if unexpected or stored - set(state):
+        raise PCError(f"{path}/elmm.safetensors does not match the rebuilt model", "re-save it with this version")
+    prompter = QueryPrompter(dataset, loaded.tokenizer, config.prompt)
+    return ElmmRun(config, dataset, loaded, model, prompter, bank, source, meta["lora_targets"])
+
+
+def time_per_query(run: ElmmRun, queries: torch.Tensor, model: ElmmModel | None = None) -> float:
+    """Median seconds of one (h, r, ?) query scored alone (batch 1), after 3 warm-up queries."""
+    model = model or run.model
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for i, (e, r) in enumerate(queries.tolist()):
+            inputs = run.inputs(torch.tensor([e]), torch.tensor([r]))
+            start = time.perf_counter()
+            model(*inputs)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if i >= 3:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times) if times else float("nan")
+
+
+def inference_timing(run: ElmmRun) -> dict[str, Any]:
+    """Seconds per query of this (pruned) model and of the same architecture unpruned, same run."""
+    n = run.config.eval.timing_queries
+    if not n:
+        return {}
+    test = run.dataset.test[: n + 3]
+    queries = torch.stack([test[:, 0], test[:, 1]], dim=1)
+    pruned = time_per_query(run, queries)
+    timing: dict[str, Any] = {"queries": int(queries.shape[0]) - 3, "batch_size": 1, "pruned_s_per_query": pruned}
+    if run.config.k:
+        config = run.config
+        original = load_model(config.backbone.model, dtype=config.backbone.dtype, device=config.backbone.device)
+        add_lora(original.model, config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.targets)
+        unpruned = _build_model(config, original, run.dataset, run.bank)
+        timing["unpruned_s_per_query"] = time_per_query(run, queries, unpruned)
+        timing["pruned_again_s_per_query"] = time_per_query(run, queries)  # drift check
+        timing["speedup"] = timing["unpruned_s_per_query"] / pruned
+    return timing
+
+
+def run_elmm(
+    config: ElmmConfig, *, show_progress: bool = True, stop_after_steps: int | None = None, command: str = ""
+) -> dict[str, Any]:
+    """The whole recipe; returns the metrics document (also written to ``out/metrics.json``)."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    started = time.perf_counter()
+    run = build_run(config, show_progress)
+    build_s = time.perf_counter() - started
+    dataset = run.dataset
+    queries = TrainQueries.from_triples(dataset.with_inverse(dataset.train), dataset.num_relations)
+
+    def make_batch(index: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        entities, relations = queries.keys[index, 0], queries.keys[index, 1]
+        return run.inputs(entities, relations), queries.targets(index, dataset.num_entities), entities
+
+    def evaluate_valid() -> float:
+        result = run.evaluate("valid", config.train.valid_triples, show_progress=False)
+        return result.metrics()["mrr"]
+
+    probe = torch.randperm(len(queries), generator=torch.Generator().manual_seed(config.train.seed))[:256]
+
+    @torch.no_grad()
+    def probe_loss() -> float:
+        """The loss on 256 fixed training queries in eval mode: a noise-free before/after."""
+        run.model.eval()
+        total, weight = 0.0, 0
+        for chunk in probe.split(config.eval.batch_size):
+            inputs, positives, heads = make_batch(chunk)
+            count = int(positives.sum())
+            total += float(grouped_bce_loss(run.model(*inputs).float(), positives, heads)) * count
+            weight += count
+        return total / weight
+
+    loss_before = probe_loss()
+    train_started = time.perf_counter()
+    outcome = train(
+        run.model,
+        queries,
+        make_batch,
+        evaluate_valid,
+        config.train,
+        out / STATE_DIR,
+        show_progress=show_progress,
+        stop_after_steps=stop_after_steps,
+    )
+    train_s = time.perf_counter() - train_started
+    if outcome.stopped_by == "interrupted":
+        return {"interrupted_at_step": outcome.progress.step}
+    loss_after = probe_loss()
+    valid = run.evaluate("valid", config.train.valid_triples, show_progress)
+    test = run.evaluate("test", config.eval.test_triples, show_progress)
+    checkpoint = save_checkpoint(run, out)
+    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    document = metrics_document(
+        test,
+        valid,
+        model="ELMM",
+        dataset=dataset.name,
+        command=command,
+        config=config.to_dict(),
+        training={
+            "seconds": train_s,
+            "build_seconds": build_s,
+            "stopped_by": outcome.stopped_by,
+            "optimizer_steps": outcome.progress.step,
+            "epochs_completed": outcome.progress.epoch,
+            "best_step": outcome.progress.best_step,
+            "best_valid_mrr": outcome.progress.best_mrr,
+            "history": outcome.progress.history,
+            "train_queries": len(queries),
+            "probe_loss_before": loss_before,
+            "probe_loss_after": loss_after,
+            "loss_first": outcome.mean_loss_first,
+            "loss_last": outcome.mean_loss_last,
+            "trainable_parameters": trainable,
+        },
+        pruning=run.prune_manifest
+        and {k: run.prune_manifest[k] for k in ("pruned_layers", "init", "k", "error", "parameters")},
+        images={"source": run.image_source, "per_entity": config.images.per_entity},
+        evaluated={"test_triples": int(test.relations.shape[0]), "valid_triples": int(valid.relations.shape[0])},
+        timing=inference_timing(run),
+        checkpoint=str(checkpoint),
+    )
+    (out / "metrics.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return document
+
+
+def print_results(document: dict[str, Any], baselines: dict[str, dict[str, Any]] | None = None) -> None:
+    from rich.console import Console
+
+    rows = {**(baselines or {}), f"ELMM ({document['dataset']})": document}
+    Console().print(metrics_table(rows))

@@ -1,0 +1,287 @@
+"""Training: grouped BCE over all entities, accelerate, resumable safetensors state, early stopping.
+
+One forward per distinct training query (e, r) (inverse relations included), with all its known
+tails as targets. Averaged per triple, this is exactly the paper's per-triple loss (eq. 15, see
+``modules.elmm_bce_loss``): a triple's negatives are all entities but the known tails of its
+query, plus the query's own entity as a hard negative, so the negative term is shared by all
+triples of a query and ``grouped_bce_loss`` weights it by the number of tails (tested equal).
+
+The training state (trainable weights, AdamW moments, RNG, progress, the best weights so far) is
+written as safetensors + JSON every ``checkpoint_every`` optimizer steps, atomically; rerunning
+the same command resumes from it and ends with the weights an uninterrupted run ends with
+(batches come from a permutation seeded per epoch, so skipping consumed batches needs no RNG).
+No pickle anywhere (accelerate's ``save_state`` pickles the optimizer, hence our own format).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from prune_compensate.progress import progress_bar
+
+STATE_DIR = "train_state"
+
+
+@dataclass
+class TrainQueries:
+    """Distinct queries ``keys`` ``(Q, 2)`` = (entity, relation) with their answers in CSR form."""
+
+    keys: torch.Tensor
+    offsets: torch.Tensor
+    answers: torch.Tensor
+
+    @classmethod
+    def from_triples(cls, triples: torch.Tensor, num_relations: int) -> TrainQueries:
+        """``triples`` ``(n, 3)`` over ``2R`` relations (already with inverses)."""
+        key = triples[:, 0] * (2 * num_relations) + triples[:, 1]
+        order = torch.argsort(key * (triples[:, 2].max() + 1) + triples[:, 2])
+        key, tails = key[order], triples[order, 2]
+        unique, counts = torch.unique_consecutive(key, return_counts=True)
+        keys = torch.stack([unique // (2 * num_relations), unique % (2 * num_relations)], dim=1)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+        return cls(keys, offsets, tails)
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    def targets(self, index: torch.Tensor, num_entities: int) -> torch.Tensor:
+        """``(B, |E|)`` bool: the known answers of each query in ``index``."""
+        out = torch.zeros(index.shape[0], num_entities, dtype=torch.bool)
+        for row, q in enumerate(index.tolist()):
+            out[row, self.answers[self.offsets[q] : self.offsets[q + 1]]] = True
+        return out
+
+
+def grouped_bce_loss(logits: torch.Tensor, positives: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+    """Per-triple mean of eq. 15 for ``(B, |E|)`` ``logits`` of B queries with ``positives``
+    ``(B, |E|)`` bool (every known answer) and query entities ``heads`` ``(B,)``.
+
+    For query q with answer set T_q and negatives N_q = (all \\ T_q) ∪ {h_q} \\ {t}: the triples'
+    losses sum to Σ_t −log σ(s_t) + |T_q| · mean_{n∈N_q} −log(1 − σ(s_n)); divided by Σ_q |T_q|."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    counts = positives.sum(1).to(logits.dtype)
+    positive_term = -(torch.nn.functional.logsigmoid(logits) * positives).sum(1)
+    negative_log = -torch.nn.functional.logsigmoid(-logits)  # −log(1 − σ(s))
+    outside = (negative_log * ~positives).sum(1)
+    n_outside = (~positives).sum(1).to(logits.dtype)
+    self_loop = positives[rows, heads]  # the query's entity is itself one of its answers
+    # triples whose target is not the head: negatives = (all \ T_q) ∪ {h}
+    with_head = (outside + torch.where(self_loop, negative_log[rows, heads], 0.0)) / (
+        n_outside + self_loop.to(logits.dtype)
+    ).clamp(min=1)
+    # the self-loop triple (t = h): its own target is never a negative, so negatives = all \ T_q
+    without_head = outside / n_outside.clamp(min=1)
+    negative_sum = torch.where(self_loop, (counts - 1) * with_head + without_head, counts * with_head)
+    return (positive_term + negative_sum).sum() / counts.sum()
+
+
+@dataclass
+class Progress:
+    epoch: int = 0
+    batches_done: int = 0  # in the current epoch
+    step: int = 0  # optimizer steps overall
+    best_mrr: float = -1.0
+    best_step: int = -1
+    bad_evals: int = 0
+    elapsed_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _atomic_dir_write(target: Path, write: Callable[[Path], None]) -> None:
+    tmp = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_training_state(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress, best: dict | None
+) -> None:
+    params = _trainable(model)
+    names = list(params)
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for index, slots in state["state"].items():
+        for key, value in slots.items():
+            tensors[f"{names[index]}::{key}"] = torch.as_tensor(value).detach().clone().contiguous()
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+
+    def write(tmp: Path) -> None:
+        save_file({n: p.detach().contiguous() for n, p in params.items()}, str(tmp / "weights.safetensors"))
+        save_file(tensors or {"_empty": torch.zeros(0)}, str(tmp / "optimizer.safetensors"))
+        save_file(rng, str(tmp / "rng.safetensors"))
+        if best is not None:
+            save_file(best, str(tmp / "best.safetensors"))
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
+        meta = {"progress": progress.__dict__, "param_groups": groups, "names": names}
+        (tmp / "progress.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+    _atomic_dir_write(folder, write)
+
+
+def load_training_state(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[Progress, dict | None]:
+    meta = json.loads((folder / "progress.json").read_text(encoding="utf-8"))
+    params = _trainable(model)
+    if list(params) != meta["names"]:
+        from prune_compensate import PCError
+
+        raise PCError(f"training state in {folder} is for a different model", "remove it or use a new out dir")
+    with torch.no_grad():
+        for name, tensor in load_file(str(folder / "weights.safetensors")).items():
+            params[name].copy_(tensor)
+    slots = load_file(str(folder / "optimizer.safetensors"))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in slots.items():
+        if key == "_empty":
+            continue
+        name, slot = key.split("::")
+        state.setdefault(meta["names"].index(name), {})[slot] = tensor
+    groups = optimizer.state_dict()["param_groups"]
+    for group, saved in zip(groups, meta["param_groups"], strict=True):
+        group.update(saved)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    rng = load_file(str(folder / "rng.safetensors"))
+    torch.set_rng_state(rng["cpu"])
+    if torch.cuda.is_available() and "cuda0" in rng:
+        torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng])
+    best = load_file(str(folder / "best.safetensors")) if (folder / "best.safetensors").is_file() else None
+    return Progress(**meta["progress"]), best
+
+
+def epoch_order(num_queries: int, seed: int, epoch: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_queries, generator=generator)
+
+
+def num_optimizer_steps(num_queries: int, batch_size: int, grad_accum: int, epochs: int) -> int:
+    return epochs * math.ceil(math.ceil(num_queries / batch_size) / grad_accum)
+
+
+@dataclass
+class TrainOutcome:
+    progress: Progress
+    stopped_by: str
+    mean_loss_first: float
+    mean_loss_last: float
+
+
+def train(
+    model: torch.nn.Module,
+    queries: TrainQueries,
+    make_batch: Callable[[torch.Tensor], tuple[Any, torch.Tensor, torch.Tensor]],
+    evaluate_valid: Callable[[], float],
+    config: Any,
+    state_dir: Path,
+    *,
+    show_progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> TrainOutcome:
+    """Run the loop. ``make_batch(query_index)`` → (model inputs, positives, heads);
+    ``evaluate_valid()`` → valid MRR of the current weights. ``config`` is the ``train`` section.
+    ``stop_after_steps`` simulates a kill after that many optimizer steps (tests)."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+    torch.manual_seed(config.seed)
+    head_lr = config.head_lr or config.lr
+    backbone = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
+    others = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+    groups = [g for g in ({"params": backbone, "lr": config.lr}, {"params": others, "lr": head_lr}) if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw = accelerator.unwrap_model(model)
+    progress, best = Progress(), None
+    if config.resume and (state_dir / "progress.json").is_file():
+        progress, best = load_training_state(state_dir, raw, optimizer)
+        accelerator.print(f"resuming from {state_dir}: epoch {progress.epoch}, step {progress.step}")
+    batches_per_epoch = math.ceil(len(queries) / config.batch_size)
+    total_steps = num_optimizer_steps(len(queries), config.batch_size, config.grad_accum, config.epochs)
+    eval_every = config.eval_every or math.ceil(batches_per_epoch / config.grad_accum)
+    started = time.perf_counter() - progress.elapsed_s
+    losses: list[float] = []
+    stopped_by = "epochs" if not progress.finished else "resumed finished run"
+
+    def checkpoint() -> None:
+        progress.elapsed_s = time.perf_counter() - started
+        if accelerator.is_main_process:
+            save_training_state(state_dir, raw, optimizer, progress, best)
+
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task("training", total=total_steps, completed=progress.step)
+        while not progress.finished and progress.epoch < config.epochs:
+            order = epoch_order(len(queries), config.seed, progress.epoch)
+            model.train()
+            for batch_index in range(progress.batches_done, batches_per_epoch):
+                index = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
+                inputs, positives, heads = make_batch(index)
+                with accelerator.accumulate(model):
+                    logits = model(*inputs)
+                    loss = grouped_bce_loss(logits.float(), positives.to(logits.device), heads.to(logits.device))
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                losses.append(float(loss.detach()))
+                progress.batches_done = batch_index + 1
+                if not accelerator.sync_gradients:
+                    continue
+                progress.step += 1
+                bar.update(task, completed=progress.step, description=f"training loss {losses[-1]:.4f}")
+                if progress.step % eval_every == 0 or progress.batches_done == batches_per_epoch:
+                    model.eval()
+                    mrr = evaluate_valid()
+                    model.train()
+                    progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_mrr": mrr})
+                    if mrr > progress.best_mrr:
+                        progress.best_mrr, progress.best_step, progress.bad_evals = mrr, progress.step, 0
+                        best = {k: v.detach().clone() for k, v in raw.state_dict().items() if k in _trainable(raw)}
+                    else:
+                        progress.bad_evals += 1
+                    if progress.bad_evals >= config.patience:
+                        progress.finished, stopped_by = True, "early stopping"
+                over_budget = config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes
+                if over_budget and not progress.finished:
+                    progress.finished, stopped_by = True, f"budget of {config.max_minutes} min"
+                if progress.finished or progress.step % config.checkpoint_every == 0:
+                    checkpoint()
+                if progress.finished:
+                    break
+                if stop_after_steps is not None and progress.step >= stop_after_steps:
+                    return TrainOutcome(progress, "interrupted", float("nan"), float("nan"))
+            else:
+                progress.epoch, progress.batches_done = progress.epoch + 1, 0
+        progress.finished = True
+        checkpoint()
+    if best is not None:
+        with torch.no_grad():
+            params = _trainable(raw)
+            for name, tensor in best.items():
+                params[name].copy_(tensor)
+    window = max(1, min(20, len(losses) // 4))
+    first = sum(losses[:window]) / window if losses else float("nan")
+    last = sum(losses[-window:]) / window if losses else float("nan")
+    return TrainOutcome(progress, stopped_by, first, last)
