@@ -10,6 +10,7 @@ skeleton from those fields, then loads.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import time
@@ -43,6 +44,13 @@ from .prompts import QueryPrompter
 from .train import STATE_DIR, TrainQueries, grouped_bce_loss, train
 
 CHECKPOINT = "checkpoint"
+
+
+def local_device(device: str) -> str:
+    """``cuda`` means this process's GPU under ``accelerate launch`` (``LOCAL_RANK``)."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return device
 
 
 def load_dataset(spec: str) -> KGDataset:
@@ -127,7 +135,7 @@ def build_run(config: ElmmConfig, show_progress: bool = True) -> ElmmRun:
     """Load data and backbone, prune with the core, add LoRA, MVTC and the head."""
     torch.manual_seed(config.train.seed)
     dataset = load_dataset(config.data)
-    loaded = load_model(config.backbone.model, dtype=config.backbone.dtype, device=config.backbone.device)
+    loaded = load_model(config.backbone.model, dtype=config.backbone.dtype, device=local_device(config.backbone.device))
     prompter = QueryPrompter(dataset, loaded.tokenizer, config.prompt)
     source = ImageBank.resolve_source(config.images.source, dataset, loaded.model, config.images.per_entity)
     cache = Path(config.images.cache_dir or Path(config.out) / "image_cache")
@@ -193,7 +201,7 @@ def load_elmm(path: str | Path, show_progress: bool = False) -> ElmmRun:
     config = load_config(path / "config.yaml")
     meta = json.loads((path / "elmm.json").read_text(encoding="utf-8"))
     dataset = load_dataset(config.data)
-    loaded = load_model(config.backbone.model, dtype=config.backbone.dtype, device=config.backbone.device)
+    loaded = load_model(config.backbone.model, dtype=config.backbone.dtype, device=local_device(config.backbone.device))
     for name, spec in meta["replaced"].items():
         _replace_module(loaded.model, name, LinearCompensation(**spec))
     if meta["lora_targets"]:
@@ -251,7 +259,9 @@ def inference_timing(run: ElmmRun) -> dict[str, Any]:
     timing: dict[str, Any] = {"queries": int(queries.shape[0]) - 3, "batch_size": 1, "pruned_s_per_query": pruned}
     if run.config.k:
         config = run.config
-        original = load_model(config.backbone.model, dtype=config.backbone.dtype, device=config.backbone.device)
+        original = load_model(
+            config.backbone.model, dtype=config.backbone.dtype, device=local_device(config.backbone.device)
+        )
         add_lora(original.model, config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.targets)
         unpruned = _build_model(config, original, run.dataset, run.bank)
         timing["unpruned_s_per_query"] = time_per_query(run, queries, unpruned)

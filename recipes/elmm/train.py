@@ -238,6 +238,8 @@ def train(
             model.train()
             for batch_index in range(progress.batches_done, batches_per_epoch):
                 index = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
+                # under `accelerate launch` each process takes its share of the batch
+                index = index[accelerator.process_index :: accelerator.num_processes]
                 inputs, positives, heads = make_batch(index)
                 with accelerator.accumulate(model):
                     logits = model(*inputs)
