@@ -196,3 +196,30 @@ def test_cli_run_elmm_errors_are_one_line() -> None:
     assert "config no/such.yaml does not exist" in message
     message = cli_error(["run", "elmm", "train.learnin_rate=1"])
     assert "unknown config key" in message
+
+
+def test_precomputed_image_features(tmp_path: Path) -> None:
+    """``image_features.safetensors`` rows (with a mask) become one projected token per entity."""
+    from safetensors.torch import save_file
+
+    root = tmp_path / "nations_feat"
+    root.mkdir()
+    for split in ("train", "valid", "test"):
+        shutil.copy(pykeen_dataset_dir("nations") / f"{split}.txt", root / f"{split}.txt")
+    mask = torch.arange(14) % 3 != 0
+    save_file({"features": torch.randn(14, 20), "mask": mask}, str(root / "image_features.safetensors"))
+    config = load_config(None, [*FAST, f"data={root}", "images.source=auto", f"out={tmp_path / 'run'}"])
+    run = build_run(config, show_progress=False)
+    assert run.image_source == "features" and run.model.feature_proj.in_features == 20
+    images = run.bank.batch(torch.tensor([0, 1]))
+    assert images.tokens.shape == (2, 1, 1, 20) and images.mask.tolist() == [[False], [True]]
+    assert torch.isfinite(run.model(*run.inputs(torch.tensor([0, 1]), torch.tensor([3, 4])))).all()
+
+
+def test_unreadable_image_is_a_clear_error(tmp_path: Path, nations_with_images: Path, family_dirs: dict) -> None:
+    root = tmp_path / "broken"
+    shutil.copytree(nations_with_images, root)
+    (root / "images" / "brazil" / "broken.png").write_bytes(b"not a png")
+    config = load_config(None, _llava_overrides(root, family_dirs["llava"], tmp_path / "run"))
+    with pytest.raises(PCError, match="cannot read image .*broken.png"):
+        build_run(config, show_progress=False)
