@@ -216,6 +216,9 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(model)
     progress, best = Progress(), None
+    old_state = state_dir.with_name(f".{state_dir.name}.old")
+    if config.resume and not state_dir.exists() and (old_state / "progress.json").is_file():
+        os.replace(old_state, state_dir)  # killed between the two renames of a state write
     if config.resume and (state_dir / "progress.json").is_file():
         progress, best = load_training_state(state_dir, raw, optimizer)
         accelerator.print(f"resuming from {state_dir}: epoch {progress.epoch}, step {progress.step}")
@@ -260,7 +263,7 @@ def train(
                     progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_mrr": mrr})
                     if mrr > progress.best_mrr:
                         progress.best_mrr, progress.best_step, progress.bad_evals = mrr, progress.step, 0
-                        best = {k: v.detach().clone() for k, v in raw.state_dict().items() if k in _trainable(raw)}
+                        best = {k: v.detach().clone() for k, v in _trainable(raw).items()}
                     else:
                         progress.bad_evals += 1
                     if progress.bad_evals >= config.patience:
