@@ -1,6 +1,6 @@
 """The ELMM ablation table on UMLS (CPU, real MiniLM): one switch per run, same config and seed.
 
-    python benchmarks/elmm_ablation.py [--variants full no_pruning ...] [--threads 1]
+    python benchmarks/elmm_ablation.py [--variants full no_pruning ...] [--seed 0] [--threads 1]
 
 Writes ``benchmarks/results/elmm_umls_<variant>.json`` (each run's metrics.json) and prints a
 table. The image-view / MVTC switches need images, which UMLS does not have on this machine: they
@@ -39,6 +39,7 @@ VARIANTS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0, help="train.seed; results of seed N > 0 get a _seedN suffix")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
     args = parser.parse_args()
@@ -46,15 +47,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rows = {}
     for name in args.variants:
-        out = Path(args.out) / name
+        suffix = f"_seed{args.seed}" if args.seed else ""
+        out = Path(args.out) / f"{name}{suffix}"
         shutil.rmtree(out, ignore_errors=True)
-        overrides = [*VARIANTS[name], f"out={out}"]
-        command = f"python benchmarks/elmm_ablation.py --variants {name}"
+        overrides = [*VARIANTS[name], f"out={out}", f"train.seed={args.seed}"]
+        command = f"python benchmarks/elmm_ablation.py --variants {name} --seed {args.seed}"
         started = time.perf_counter()
         document = run_elmm(load_config(CONFIG, overrides), show_progress=False, command=command)
         document["wall_seconds"] = time.perf_counter() - started
         document["threads"] = torch.get_num_threads()
-        (ROOT / "benchmarks" / "results" / f"elmm_umls_{name}.json").write_text(
+        (ROOT / "benchmarks" / "results" / f"elmm_umls_{name}{suffix}.json").write_text(
             json.dumps(document, indent=2) + "\n", encoding="utf-8"
         )
         rows[name] = document
