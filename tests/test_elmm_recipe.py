@@ -223,3 +223,16 @@ def test_unreadable_image_is_a_clear_error(tmp_path: Path, nations_with_images: 
     config = load_config(None, _llava_overrides(root, family_dirs["llava"], tmp_path / "run"))
     with pytest.raises(PCError, match="cannot read image .*broken.png"):
         build_run(config, show_progress=False)
+
+
+def test_bf16_mixed_precision_trains(nations_with_images: Path, family_dirs: dict, tmp_path: Path) -> None:
+    """accelerate's bf16 autocast (CPU here, GPUs the same way) through MVTC, compensation and LoRA."""
+    overrides = [
+        *_llava_overrides(nations_with_images, family_dirs["llava"], tmp_path / "run"),
+        "train.mixed_precision=bf16",
+        "train.epochs=1",
+        "eval.timing_queries=0",
+    ]
+    document = run_elmm(load_config(None, overrides), show_progress=False)
+    assert document["training"]["probe_loss_after"] < document["training"]["probe_loss_before"]
+    assert all(h["valid_mrr"] > 0 for h in document["training"]["history"])
