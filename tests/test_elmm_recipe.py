@@ -225,7 +225,30 @@ def test_unreadable_image_is_a_clear_error(tmp_path: Path, nations_with_images: 
         build_run(config, show_progress=False)
 
 
-def test_bf16_mixed_precision_trains(nations_with_images: Path, family_dirs: dict, tmp_path: Path) -> None:
+@pytest.fixture
+def fresh_accelerate_state() -> None:
+    """accelerate keeps one state per process (one precision per process, as a real run has);
+    tests that change the precision reset it around themselves (accelerate's own tests do the same
+    with this private helper; if it disappears, this fixture fails loudly)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def test_second_precision_in_one_process_is_a_clear_error(fresh_accelerate_state: None, tmp_path: Path) -> None:
+    from accelerate import Accelerator
+
+    Accelerator(mixed_precision="no")
+    config = load_config(None, [*FAST, "train.mixed_precision=bf16", "eval.timing_queries=0", f"out={tmp_path}"])
+    with pytest.raises(PCError, match="already initialised .* fresh process"):
+        run_elmm(config, show_progress=False)
+
+
+def test_bf16_mixed_precision_trains(
+    fresh_accelerate_state: None, nations_with_images: Path, family_dirs: dict, tmp_path: Path
+) -> None:
     """accelerate's bf16 autocast (CPU here, GPUs the same way) through MVTC, compensation and LoRA."""
     overrides = [
         *_llava_overrides(nations_with_images, family_dirs["llava"], tmp_path / "run"),

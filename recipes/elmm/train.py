@@ -206,7 +206,15 @@ def train(
     ``stop_after_steps`` simulates a kill after that many optimizer steps (tests)."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+    try:
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+    except ValueError as err:  # accelerate's state is per process: one precision per process
+        from prune_compensate import PCError
+
+        raise PCError(
+            f"accelerate is already initialised in this process with other settings ({err})".replace("\n", " "),
+            f"run train.mixed_precision={config.mixed_precision} in a fresh process",
+        ) from err
     torch.manual_seed(config.seed)
     head_lr = config.head_lr or config.lr
     backbone = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
