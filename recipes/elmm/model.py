@@ -70,16 +70,20 @@ def lora_target_names(backbone: nn.Module, targets: list[str]) -> list[str]:
     return names
 
 
-def add_lora(backbone: nn.Module, rank: int, alpha: int, dropout: float, targets: list[str]) -> list[str]:
-    """Inject peft LoRA adapters in place; returns the adapted module names (none if all pruned)."""
-    names = lora_target_names(backbone, targets)
+def inject_lora(backbone: nn.Module, rank: int, alpha: int, dropout: float, names: list[str]) -> None:
+    """peft LoRA adapters on the modules ``names`` (full names), in place; nothing if none."""
     if names and rank > 0:
         from peft import LoraConfig, inject_adapter_in_model
 
-        inject_adapter_in_model(
-            LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=names), backbone
-        )
-    return names if rank > 0 else []
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=names)
+        inject_adapter_in_model(config, backbone)
+
+
+def add_lora(backbone: nn.Module, rank: int, alpha: int, dropout: float, targets: list[str]) -> list[str]:
+    """LoRA on the ``targets`` projections of every kept layer; returns the adapted module names."""
+    names = lora_target_names(backbone, targets) if rank > 0 else []
+    inject_lora(backbone, rank, alpha, dropout, names)
+    return names
 
 
 def set_trainable(backbone: nn.Module, compensation: bool) -> None:

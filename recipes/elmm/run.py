@@ -39,7 +39,7 @@ from recipes.mkgc.staged import STAGED, load_staged
 
 from .config import ElmmConfig, load_config, save_config
 from .images import ImageBank
-from .model import ElmmModel, add_lora, checkpoint_state, set_trainable
+from .model import ElmmModel, add_lora, checkpoint_state, inject_lora, set_trainable
 from .prompts import QueryPrompter
 from .train import STATE_DIR, TrainQueries, grouped_bce_loss, train
 
@@ -131,6 +131,17 @@ def _build_model(config: ElmmConfig, run_loaded: LoadedModel, dataset: KGDataset
     )
 
 
+def _image_bank(
+    config: ElmmConfig, dataset: KGDataset, loaded: LoadedModel, source: str, show_progress: bool
+) -> ImageBank:
+    """The run's image bank, its disk cache keyed by dataset, model and images per entity."""
+    cache = Path(config.images.cache_dir or Path(config.out) / "image_cache")
+    key = ImageBank.cache_key(dataset, loaded.source, config.images.per_entity)
+    bank = ImageBank(source, dataset, config.images.per_entity, cache / key)
+    bank.prepare(loaded.model, loaded.processor, show_progress)
+    return bank
+
+
 def build_run(config: ElmmConfig, show_progress: bool = True) -> ElmmRun:
     """Load data and backbone, prune with the core, add LoRA, MVTC and the head."""
     torch.manual_seed(config.train.seed)
@@ -138,14 +149,7 @@ def build_run(config: ElmmConfig, show_progress: bool = True) -> ElmmRun:
     loaded = load_model(config.backbone.model, dtype=config.backbone.dtype, device=local_device(config.backbone.device))
     prompter = QueryPrompter(dataset, loaded.tokenizer, config.prompt)
     source = ImageBank.resolve_source(config.images.source, dataset, loaded.model, config.images.per_entity)
-    cache = Path(config.images.cache_dir or Path(config.out) / "image_cache")
-    bank = ImageBank(
-        source,
-        dataset,
-        config.images.per_entity,
-        cache / ImageBank.cache_key(dataset, loaded.source, config.images.per_entity),
-    )
-    bank.prepare(loaded.model, loaded.processor, show_progress)
+    bank = _image_bank(config, dataset, loaded, source, show_progress)
     manifest = None
     if config.k:
         queries = TrainQueries.from_triples(dataset.with_inverse(dataset.train), dataset.num_relations)
@@ -204,23 +208,9 @@ def load_elmm(path: str | Path, show_progress: bool = False) -> ElmmRun:
     loaded = load_model(config.backbone.model, dtype=config.backbone.dtype, device=local_device(config.backbone.device))
     for name, spec in meta["replaced"].items():
         _replace_module(loaded.model, name, LinearCompensation(**spec))
-    if meta["lora_targets"]:
-        from peft import LoraConfig, inject_adapter_in_model
-
-        lora = config.lora
-        lora_config = LoraConfig(
-            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=meta["lora_targets"]
-        )
-        inject_adapter_in_model(lora_config, loaded.model)
-    cache = Path(config.images.cache_dir or Path(config.out) / "image_cache")
+    inject_lora(loaded.model, config.lora.rank, config.lora.alpha, config.lora.dropout, meta["lora_targets"])
     source = meta["image_source"]
-    bank = ImageBank(
-        source,
-        dataset,
-        config.images.per_entity,
-        cache / ImageBank.cache_key(dataset, loaded.source, config.images.per_entity),
-    )
-    bank.prepare(loaded.model, loaded.processor, show_progress)
+    bank = _image_bank(config, dataset, loaded, source, show_progress)
     model = _build_model(config, loaded, dataset, bank)
     state = load_file(str(path / "elmm.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)
