@@ -9,9 +9,9 @@ skeleton from those fields, then loads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -41,7 +41,7 @@ from .config import ElmmConfig, load_config, save_config
 from .images import ImageBank
 from .model import ElmmModel, add_lora, checkpoint_state, inject_lora, set_trainable
 from .prompts import QueryPrompter
-from .train import STATE_DIR, TrainQueries, grouped_bce_loss, train
+from .train import STATE_DIR, TrainQueries, atomic_dir_write, grouped_bce_loss, train
 
 CHECKPOINT = "checkpoint"
 
@@ -173,25 +173,18 @@ def save_checkpoint(run: ElmmRun, out: Path) -> Path:
     """``out/checkpoint/``: config.yaml (base model resolved), elmm.json (replaced modules, LoRA
     targets, image source), elmm.safetensors — written to a temp folder, then renamed."""
     target = out / CHECKPOINT
-    tmp = out / f".{CHECKPOINT}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        config = run.config
-        resolved = ElmmConfig(**{**config.__dict__})
-        resolved.backbone = type(config.backbone)(**{**config.backbone.__dict__, "model": run.loaded.source})
+    config = run.config
+    resolved = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, model=run.loaded.source))
+    replaced = {name: compensation_spec(m) for name, m in replaced_modules(run.model.backbone).items()}
+    meta = {"replaced": replaced, "lora_targets": run.lora_targets, "image_source": run.image_source}
+    meta["image_dim"] = run.model.image_dim
+
+    def write(tmp: Path) -> None:
         save_config(resolved, tmp / "config.yaml")
-        replaced = {name: compensation_spec(m) for name, m in replaced_modules(run.model.backbone).items()}
-        meta = {"replaced": replaced, "lora_targets": run.lora_targets, "image_source": run.image_source}
-        meta["image_dim"] = run.model.image_dim
         (tmp / "elmm.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         save_file(checkpoint_state(run.model), str(tmp / "elmm.safetensors"))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.replace(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_dir_write(target, write)
     return target
 
 

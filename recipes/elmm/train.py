@@ -103,11 +103,18 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _atomic_dir_write(target: Path, write: Callable[[Path], None]) -> None:
+def atomic_dir_write(target: Path, write: Callable[[Path], None]) -> None:
+    """Fill a temp folder with ``write(tmp)``, then swap it in for ``target``: a kill leaves either
+    the old folder or the new one (or ``.<name>.old``, which resuming recovers), never a half-written
+    one; a failing ``write`` leaves ``target`` untouched."""
     tmp = target.with_name(f".{target.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = target.with_name(f".{target.name}.old")
     if target.exists():
         os.replace(target, old)
@@ -139,7 +146,7 @@ def save_training_state(
         meta = {"progress": progress.__dict__, "param_groups": groups, "names": names}
         (tmp / "progress.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
-    _atomic_dir_write(folder, write)
+    atomic_dir_write(folder, write)
 
 
 def load_training_state(
