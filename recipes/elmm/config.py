@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from prune_compensate import PCError
+
+from ..config import load_dataclass_config, save_config
+
+__all__ = ["ElmmConfig", "load_config", "save_config"]
 
 IMAGE_SOURCES = ("auto", "folder", "features", "none")
 
@@ -177,67 +179,6 @@ class ElmmConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    if not isinstance(values, dict):
-        raise PCError(f"config section {where or 'root'} must be a mapping", "fix the YAML")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise PCError(f"unknown config key {where + key!r}", f"valid keys here: {', '.join(fields)}")
-        default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), value or {}, f"{where}{key}.")
-        else:
-            kwargs[key] = _coerce(value, str(fields[key].type), where + key)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, annotation: str, key: str) -> Any:
-    """YAML reads ``1e-3`` as a string (YAML 1.1 wants ``1.0e-3``): numbers are converted by the
-    field's annotation, and a value of the wrong kind is an error naming the key."""
-    if value is None or isinstance(value, bool):
-        return value
-    try:
-        if annotation.startswith("float") and isinstance(value, (str, int)):
-            return float(value)
-        if annotation.startswith("int") and isinstance(value, str):
-            return int(value)
-    except ValueError as err:
-        raise PCError(f"config key {key!r} wants a number, got {value!r}", "fix the value") from err
-    return value
-
-
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``["train.lr=1e-3", "prune.k=3"]`` applied to a nested dict (values parsed as YAML)."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise PCError(f"override {item!r} is not key=value", "write e.g. train.lr=1e-3")
-        node = values
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise PCError(f"override {item!r}: {part!r} is not a section", "check the key")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return values
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ElmmConfig:
     """Read a YAML config (or start from the defaults), apply overrides, validate."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise PCError(f"config {path} does not exist", "pass a file from recipes/configs/")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise PCError(f"config {path} is not valid YAML ({err})".replace("\n", " "), "fix the file") from err
-    values = apply_overrides(values, overrides or [])
-    return _build(ElmmConfig, values, "").validate()
-
-
-def save_config(config: ElmmConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    return load_dataclass_config(ElmmConfig, path, overrides)
