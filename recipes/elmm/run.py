@@ -37,11 +37,12 @@ from recipes.mkgc.evaluate import (
 )
 from recipes.mkgc.staged import STAGED, load_staged
 
+from ..io import atomic_dir_write
 from .config import ElmmConfig, load_config, save_config
 from .images import ImageBank
 from .model import ElmmModel, add_lora, checkpoint_state, inject_lora, set_trainable
 from .prompts import QueryPrompter
-from .train import STATE_DIR, TrainQueries, atomic_dir_write, grouped_bce_loss, train
+from .train import STATE_DIR, TrainQueries, grouped_bce_loss, train
 
 CHECKPOINT = "checkpoint"
 

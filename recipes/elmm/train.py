@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prune_compensate.progress import progress_bar
+
+from ..io import atomic_dir_write
 
 STATE_DIR = "train_state"
 
@@ -101,25 +102,6 @@ class Progress:
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def atomic_dir_write(target: Path, write: Callable[[Path], None]) -> None:
-    """Fill a temp folder with ``write(tmp)``, then swap it in for ``target``: a kill leaves either
-    the old folder or the new one (or ``.<name>.old``, which resuming recovers), never a half-written
-    one; a failing ``write`` leaves ``target`` untouched."""
-    tmp = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = target.with_name(f".{target.name}.old")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_training_state(
