@@ -13,9 +13,6 @@ import typer
 
 from prune_compensate import PCError
 
-run_app = typer.Typer(help="Run an MKGC recipe end to end (data → metrics → checkpoint).", no_args_is_help=True)
-
-
 def _baselines(dataset: str) -> dict[str, dict]:
     """Committed baseline results for the same dataset (benchmarks/results/*_<dataset>.json)."""
     root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
@@ -27,7 +24,6 @@ def _baselines(dataset: str) -> dict[str, dict]:
     return rows
 
 
-@run_app.command("elmm")
 def elmm(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="key=value overrides, e.g. train.lr=1e-3 prune.k=3")

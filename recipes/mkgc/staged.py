@@ -8,7 +8,9 @@ dataset's own folder:
 * MKG-W: label and description where the Wikidata id appears in FB15k-237's Wikidata file
   (2,289 entities); the rest keep their id;
 * MKG-Y: the YAGO name with spaces (``Gilles_Mbang_Ondo`` → ``Gilles Mbang Ondo``);
-* OpenKE relation URIs → their last segment, camelCase split.
+* OpenKE relation URIs → their last segment, camelCase split;
+* inductive splits: fb237 mids get FB15k-237's names + Wikidata descriptions, WN18RR offsets their
+  WordNet gloss, NELL ids their readable tail (``concept:coach:harbaugh`` → ``coach harbaugh``).
 """
 
 from __future__ import annotations
@@ -79,6 +81,15 @@ def load_staged(name: str, shared_root: str | Path | None = None) -> KGDataset:
         data.entity_text = texts
     elif name == "MKG-Y":
         data.entity_text = [e.replace("_", " ") for e in data.entities]
+    elif name.startswith("inductive/fb237"):
+        fb = _fb_text(root)
+        data.entity_text = [fb.get(e) for e in data.entities]
+    elif name.startswith("inductive/WN18RR"):
+        with gzip.open(root / "WN18RR" / "entity2text.txt.gz", "rt", encoding="utf-8") as handle:
+            text = dict(line.rstrip("\n").split("\t", 1) for line in handle if "\t" in line)
+        data.entity_text = [text.get(e) for e in data.entities]
+    elif name.startswith("inductive/nell"):
+        data.entity_text = [" ".join(e.split(":")[1:]).replace("_", " ") or None for e in data.entities]
     if data.source == "openke" and not any(data.relation_text):
         data.relation_text = [_readable_uri(r) for r in data.relations]
     return data

@@ -1,0 +1,50 @@
+"""``pc run tofu --config FILE [key=value ...]``: train / pre-train, zero-shot, fine-tune, metrics."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prune_compensate import PCError
+
+
+def baselines(dataset: str) -> dict[str, dict]:
+    """Committed PyKEEN baseline results for the same dataset (benchmarks/results/*_<dataset>.json)."""
+    import json
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    rows = {}
+    for name in ("transe", "rotate"):
+        path = root / f"{name}_{dataset}.json"
+        if path.is_file():
+            rows[f"{name} {dataset} (baseline)"] = json.loads(path.read_text(encoding="utf-8"))
+    return rows
+
+
+def tofu(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key=value overrides, e.g. train.max_minutes=10 ablation.no_se=true")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="a YAML file from recipes/configs/")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
+) -> None:
+    """TOFU: token-based MMKG foundation model (train, zero-shot on unseen graphs, fine-tune)."""
+    from prune_compensate.cli import fail
+
+    from .config import load_config
+    from .run import print_results, run_tofu
+
+    try:
+        cfg = load_config(config, overrides or [])
+        documents = run_tofu(cfg, show_progress=not quiet, command=shlex.join(["pc", *sys.argv[1:]]))
+    except PCError as err:
+        fail(err)
+    rows = {}
+    for doc in documents:
+        rows.update(baselines(doc["dataset"]))
+    print_results(documents, rows)
+    typer.echo(f"metrics: {Path(cfg.out) / 'metrics.json'}  checkpoint: {Path(cfg.out) / 'checkpoint'}")

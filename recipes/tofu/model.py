@@ -1,0 +1,326 @@
+"""TOFU (paper §4): structural encoder, multi-modal encoder, gated fusion, global propagation with
+a mixture of messages. No parameter has a size that depends on a graph's entity or relation count:
+entities are seen only through token ids (codebooks) and relations only through the structural
+encoder's output, which is what lets one checkpoint run on a graph it has never seen.
+
+Shapes: B queries, d = ``hidden``, N entities, E edges (with inverses), 2R relations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch_geometric.utils import scatter, softmax
+
+from .graph import ContextBatch, KGGraph, num_structural_tokens
+from .tokens import EntityTokens
+
+
+def attend_and_pool(messages: torch.Tensor, score: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """``(M, d)`` messages into ``(size, 2d)``: attention-weighted sum (softmax of ``score`` ``(M,)``
+    within each target) beside max-pooling (paper A.1); empty targets get zeros."""
+    alpha = softmax(score, index, num_nodes=size)
+    summed = scatter(alpha.unsqueeze(-1) * messages, index, 0, dim_size=size, reduce="sum")
+    pooled = scatter(messages, index, 0, dim_size=size, reduce="max")
+    return torch.cat([summed, pooled], -1)
+
+
+class StructuralEncoder(nn.Module):
+    """SE (§4.2.1, A.1): L layers over the context subgraphs, alternately updating relation nodes
+    (from the entities they connect) and entities (from their in-edges); messages are MLPs of
+    [hidden states; query relation state], aggregated by attention + max-pooling, ReLU."""
+
+    def __init__(self, hidden: int, layers: int, num_tokens: int) -> None:
+        super().__init__()
+        d = hidden
+        self.token_embedding = nn.Embedding(num_tokens, d)
+        self.query = nn.Parameter(torch.randn(d) / math.sqrt(d))
+        self.rel_message = nn.ModuleList(nn.Sequential(nn.Linear(3 * d, d), nn.ReLU()) for _ in range(layers))
+        self.rel_score = nn.ModuleList(nn.Linear(d, 1) for _ in range(layers))
+        self.rel_update = nn.ModuleList(nn.Linear(3 * d, d) for _ in range(layers))
+        self.ent_message = nn.ModuleList(nn.Sequential(nn.Linear(3 * d, d), nn.ReLU()) for _ in range(layers))
+        self.ent_score = nn.ModuleList(nn.Linear(d, 1) for _ in range(layers))
+        self.ent_update = nn.ModuleList(nn.Linear(3 * d, d) for _ in range(layers))
+        self.rel_norm = nn.ModuleList(nn.LayerNorm(d) for _ in range(layers))
+        self.ent_norm = nn.ModuleList(nn.LayerNorm(d) for _ in range(layers))
+
+    def forward(self, ctx: ContextBatch, use_tokens: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ entity states ``(nodes, d)`` and relation-node states ``(rel nodes, d)``."""
+        n_nodes, n_rels = ctx.node_token.shape[0], ctx.rel_id.shape[0]
+        d = self.query.shape[0]
+        ent = self.token_embedding(ctx.node_token) if use_tokens else self.query.new_zeros(n_nodes, d)
+        rel = self.query.new_zeros(n_rels, d).index_add(0, ctx.query_rel, self.query.expand(ctx.query_rel.shape[0], d))
+        edge_graph = ctx.node_graph[ctx.edge_src]
+        for layer in range(len(self.rel_update)):
+            q = rel[ctx.query_rel]  # (B, d): the query relation's current state
+            m = self.rel_message[layer](torch.cat([ent[ctx.edge_src], ent[ctx.edge_dst], q[edge_graph]], -1))
+            agg = attend_and_pool(m, self.rel_score[layer](m).squeeze(-1), ctx.edge_rel, n_rels)
+            rel = rel + torch.relu(self.rel_norm[layer](self.rel_update[layer](torch.cat([rel, agg], -1))))
+            q = rel[ctx.query_rel]
+            m = self.ent_message[layer](torch.cat([ent[ctx.edge_src], rel[ctx.edge_rel], q[edge_graph]], -1))
+            agg = attend_and_pool(m, self.ent_score[layer](m).squeeze(-1), ctx.edge_dst, n_nodes)
+            ent = ent + torch.relu(self.ent_norm[layer](self.ent_update[layer](torch.cat([ent, agg], -1))))
+        return ent, rel
+
+
+class MultimodalEncoder(nn.Module):
+    """ME (§4.2.2): a transformer over [readout; projected text tokens; projected visual tokens];
+    the readout's output is the entity's multi-modal vector. The text codebook (MiniLM's word
+    embeddings) is a frozen, non-persistent buffer: loaded from the package, never checkpointed."""
+
+    def __init__(
+        self, hidden: int, layers: int, heads: int, text_codebook: torch.Tensor | None, visual_dim: int
+    ) -> None:
+        super().__init__()
+        d = hidden
+        self.register_buffer("text_codebook", text_codebook, persistent=False)
+        text_dim = text_codebook.shape[1] if text_codebook is not None else 384
+        self.text_proj = nn.Linear(text_dim, d)
+        self.visual_proj = nn.Linear(visual_dim, d)
+        self.readout = nn.Parameter(torch.randn(d) / math.sqrt(d))
+        self.modality = nn.Parameter(torch.zeros(3, d))
+        layer = nn.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, text_ids: torch.Tensor, visual_ids: torch.Tensor, visual_codebook: torch.Tensor | None):  # noqa: ANN201
+        """``(B, n)``/``(B, m)`` ids (−1 = pad; empty = modality off) → ``(B, d)``."""
+        b, d = text_ids.shape[0], self.readout.shape[0]
+        parts = [(self.readout + self.modality[0]).expand(b, 1, d)]
+        pads = [torch.zeros(b, 1, dtype=torch.bool, device=text_ids.device)]
+        if text_ids.shape[1] and self.text_codebook is not None:
+            parts.append(self.text_proj(self.text_codebook[text_ids.clamp(min=0)]) + self.modality[1])
+            pads.append(text_ids < 0)
+        if visual_ids.shape[1] and visual_codebook is not None:
+            parts.append(self.visual_proj(visual_codebook[visual_ids.clamp(min=0)]) + self.modality[2])
+            pads.append(visual_ids < 0)
+        out = self.encoder(torch.cat(parts, 1), src_key_padding_mask=torch.cat(pads, 1))
+        return out[:, 0]
+
+
+class GatedFusion(nn.Module):
+    """GF (eqs. 6–7): gate = σ(W[e_S; e_M; q]), e = gate ⊙ e_S + (1 − gate) ⊙ e_M (relation-aware)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(3 * hidden, hidden)
+
+    def forward(self, structural: torch.Tensor, multimodal: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.gate(torch.cat([structural, multimodal, query], -1)))
+        return gate * structural + (1 - gate) * multimodal
+
+
+def transe(h: torch.Tensor, r: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    return h + r
+
+
+def distmult(h: torch.Tensor, r: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    return h * r
+
+
+def rotate(h: torch.Tensor, r: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """h as d/2 complex numbers (first half real, second imaginary) rotated by ``angle`` ``(…, d/2)``."""
+    re, im = h.chunk(2, -1)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    return torch.cat([re * cos - im * sin, re * sin + im * cos], -1)
+
+
+MESSAGE_FUNCTIONS = {"transe": transe, "distmult": distmult, "rotate": rotate}
+
+
+class MixtureOfMessages(nn.Module):
+    """MiM (eqs. 9–12) for one GP layer: per (query, relation) weights w = softmax(g / τ) over the
+    K message functions, with gate logits g = W_g[r; q] and a relation-aware temperature
+    τ = softplus(w_τ · r) + 0.05; per edge a query-aware attention α = σ(W2 ReLU(W1[h_u; r; q]))."""
+
+    def __init__(self, hidden: int, messages: list[str]) -> None:
+        super().__init__()
+        d = hidden
+        self.names = list(messages)
+        self.functions = [MESSAGE_FUNCTIONS[m] for m in messages]
+        self.relation = nn.Linear(d, d)
+        self.gate = nn.Linear(2 * d, len(messages))
+        self.temperature = nn.Linear(d, 1)
+        self.angle = nn.Linear(d, d // 2)
+        self.att_entity = nn.Linear(d, d, bias=False)
+        self.att_context = nn.Linear(2 * d, d)
+        self.att_out = nn.Linear(d, 1)
+
+    def weights(self, relations: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """``(B, 2R, d)`` relation states, ``(B, d)`` query → ``(B, 2R, K)`` mixture weights."""
+        r = self.relation(relations)
+        logits = self.gate(torch.cat([r, query.unsqueeze(1).expand_as(r)], -1))
+        tau = nn.functional.softplus(self.temperature(r)) + 0.05
+        return torch.softmax(logits / tau, -1)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        row_graph: torch.Tensor,
+        edge_rel: torch.Tensor,
+        relations: torch.Tensor,
+        query: torch.Tensor,
+    ) -> torch.Tensor:
+        """Messages along M (query, edge) pairs: ``h`` ``(M, d)`` source states, ``row_graph``
+        ``(M,)`` the query of each, ``edge_rel`` ``(M,)`` the edge's relation → ``(M, d)``."""
+        r = self.relation(relations)  # (B, 2R, d)
+        w = self.weights(relations, query)  # (B, 2R, K)
+        angle = math.pi * torch.tanh(self.angle(r))
+        context = self.att_context(torch.cat([r, query.unsqueeze(1).expand_as(r)], -1))
+        r_e, w_e, a_e = r[row_graph, edge_rel], w[row_graph, edge_rel], angle[row_graph, edge_rel]
+        message = sum(w_e[..., k : k + 1] * fn(h, r_e, a_e) for k, fn in enumerate(self.functions))
+        alpha = torch.sigmoid(self.att_out(torch.relu(self.att_entity(h) + context[row_graph, edge_rel])))
+        return alpha * message
+
+
+class GlobalPropagation(nn.Module):
+    """GP (§4.3): L layers from the query entity over the observed graph. The boundary condition is
+    the fused query vector at the query entity and zeros elsewhere; propagation is progressive (as
+    in RED-GNN / KG-ICL): layer l passes messages only from entities reached in < l hops, so the
+    cost follows the reached neighbourhood, not B × |E|. MiM messages, sum aggregation, residual
+    update; a score layer MLP([h_t; q]) over all entities (unreached ones share the score of a zero
+    state, i.e. they tie at the score layer's prior)."""
+
+    def __init__(self, hidden: int, layers: int, messages: list[str], checkpoint: bool = False) -> None:
+        super().__init__()
+        d = hidden
+        self.mim = nn.ModuleList(MixtureOfMessages(d, messages) for _ in range(layers))
+        self.update = nn.ModuleList(nn.Linear(2 * d, d) for _ in range(layers))
+        self.norm = nn.ModuleList(nn.LayerNorm(d) for _ in range(layers))
+        self.score = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, 1))
+        self.checkpoint = checkpoint
+
+    @staticmethod
+    def expand(
+        rows: torch.Tensor, graph: KGGraph, masked_keys: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Out-edges of active (query, entity) ``rows`` ``(A, 2)`` → (active row index, edge id,
+        target key ``b·N + dst``) per message, without the masked (query, edge) pairs."""
+        ptr = graph.out_ptr.to(rows.device)
+        starts, counts = ptr[rows[:, 1]], ptr[rows[:, 1] + 1] - ptr[rows[:, 1]]
+        source = torch.repeat_interleave(torch.arange(rows.shape[0], device=rows.device), counts)
+        offsets = torch.arange(source.shape[0], device=rows.device) - (torch.cumsum(counts, 0) - counts)[source]
+        edges = graph.out_edges.to(rows.device)[starts[source] + offsets]
+        if masked_keys is not None and masked_keys.numel():
+            keep = ~torch.isin(rows[source, 0] * graph.num_edges + edges, masked_keys)
+            source, edges = source[keep], edges[keep]
+        target = rows[source, 0] * graph.num_entities + graph.dst.to(rows.device)[edges]
+        return source, edges, target
+
+    def _layer(self, layer, states, source, edge_rel, row_graph, target_row, n_rows, boundary, relations, query):  # noqa: ANN001, ANN202
+        message = self.mim[layer](states[source], row_graph, edge_rel, relations, query)
+        grown = torch.cat([states, states.new_zeros(n_rows - states.shape[0], states.shape[1])])
+        agg = grown.new_zeros(grown.shape).index_add(0, target_row, message) + boundary
+        return grown + torch.relu(self.norm[layer](self.update[layer](torch.cat([agg, grown], -1))))
+
+    def forward(
+        self,
+        start: torch.Tensor,
+        entities: torch.Tensor,
+        relations: torch.Tensor,
+        query: torch.Tensor,
+        graph: KGGraph,
+        masked: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``start`` ``(B, d)`` at ``entities`` ``(B,)``; ``masked``: (query row, edge) pairs whose
+        messages are dropped → ``(B, N)`` scores."""
+        b, d = start.shape
+        n, device = graph.num_entities, start.device
+        rel_of = graph.rel.to(device)
+        masked_keys = masked[0] * graph.num_edges + masked[1] if masked is not None else None
+        keys = torch.arange(b, device=device) * n + entities  # active (query, entity) keys b·N + e
+        states = start
+        for layer in range(len(self.mim)):
+            rows = torch.stack([keys // n, keys % n], 1)
+            source, edges, target = self.expand(rows, graph, masked_keys)
+            # rows keep their place (old keys first, newly reached after), so states line up
+            new_keys = torch.unique(target)
+            fresh = new_keys[~torch.isin(new_keys, keys)]
+            all_keys = torch.cat([keys, fresh])
+            order = torch.argsort(all_keys)
+            target_row = order[torch.searchsorted(all_keys[order], target)]
+            boundary = start.new_zeros(all_keys.shape[0], d)
+            boundary[:b] = start  # the first b keys are the query entities
+            args = (
+                states,
+                source,
+                rel_of[edges],
+                keys[source] // n,
+                target_row,
+                all_keys.shape[0],
+                boundary,
+                relations,
+                query,
+            )
+            if self.checkpoint and self.training:
+                states = torch.utils.checkpoint.checkpoint(self._layer, layer, *args, use_reentrant=False)
+            else:
+                states = self._layer(layer, *args)
+            keys = all_keys
+        rows = torch.stack([keys // n, keys % n], 1)
+        prior = self.score(torch.cat([start.new_zeros(b, d), query], -1))  # (B, 1): unreached entities
+        reached = self.score(torch.cat([states, query[rows[:, 0]]], -1)).squeeze(-1)
+        scores = prior.expand(b, n).clone()
+        scores[rows[:, 0], rows[:, 1]] = reached
+        return scores
+
+
+class Tofu(nn.Module):
+    """The whole model; ``forward`` scores every entity of ``graph`` for B queries (e, r, ?)."""
+
+    def __init__(
+        self,
+        hidden: int = 32,
+        se_layers: int = 6,
+        gp_layers: int = 6,
+        me_layers: int = 1,
+        me_heads: int = 4,
+        hops: int = 2,
+        messages: list[str] | None = None,
+        text_codebook: torch.Tensor | None = None,
+        visual_dim: int = 32,
+        use_se: bool = True,
+        use_structural_tokens: bool = True,
+        checkpoint_gp: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_se, self.use_structural_tokens = use_se, use_structural_tokens
+        self.se = StructuralEncoder(hidden, se_layers, num_structural_tokens(hops))
+        self.me = MultimodalEncoder(hidden, me_layers, me_heads, text_codebook, visual_dim)
+        self.fusion = GatedFusion(hidden)
+        self.missing_relation = nn.Parameter(torch.zeros(hidden))
+        self.gp = GlobalPropagation(hidden, gp_layers, messages or list(MESSAGE_FUNCTIONS), checkpoint_gp)
+
+    def relation_states(self, ctx: ContextBatch, num_relations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """→ SE entity states of the query entities ``(B, d)``, relation table ``(B, 2R, d)``
+        (relations absent from a context get the shared ``missing_relation`` vector), query ``(B, d)``."""
+        b, d = ctx.query_node.shape[0], self.missing_relation.shape[0]
+        if self.use_se:
+            ent, rel = self.se(ctx, self.use_structural_tokens)
+        else:  # w/o SE: no structural features; the query relation is told apart by the query vector
+            ent = self.missing_relation.new_zeros(ctx.node_token.shape[0], d)
+            rel = self.missing_relation.new_zeros(ctx.rel_id.shape[0], d)
+            rel = rel.index_add(0, ctx.query_rel, self.se.query.expand(b, d))
+        table = self.missing_relation.expand(b, 2 * num_relations, d).clone()
+        table[ctx.rel_graph, ctx.rel_id] = rel
+        return ent[ctx.query_node], table, rel[ctx.query_rel]
+
+    def forward(
+        self,
+        graph: KGGraph,
+        tokens: EntityTokens,
+        entities: torch.Tensor,
+        ctx: ContextBatch,
+        masked: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``entities`` ``(B,)`` query entities (relations are in ``ctx``) → ``(B, N)`` scores."""
+        structural, relations, query = self.relation_states(ctx, graph.num_relations)
+        multimodal = self.me(tokens.text[entities], tokens.visual[entities], tokens.visual_codebook)
+        fused = self.fusion(structural, multimodal, query)
+        return self.gp(fused, entities, relations, query, graph, masked)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (the frozen codebooks are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
