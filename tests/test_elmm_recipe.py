@@ -19,7 +19,7 @@ from recipes.elmm.run import build_run, load_elmm, run_elmm
 from recipes.elmm.train import STATE_DIR, TrainQueries, grouped_bce_loss
 from recipes.mkgc.data import pykeen_dataset_dir
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("elmm_*.yaml"))
 
 FAST = [
     "data=nations",

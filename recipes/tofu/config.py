@@ -41,11 +41,13 @@ class TokenSection:
 class StructureSection:
     """The query's context subgraph: ``examples`` triples of the query relation plus the query
     entity, ``hops``-hop neighbourhoods around them with at most ``max_nodes_per_hop`` new nodes
-    per hop and seed (random, re-drawn every step; fixed per query at evaluation)."""
+    per hop and seed (random, re-drawn every step; fixed per query at evaluation), and at most
+    ``max_edges`` of the edges among them (a random subset, for dense graphs)."""
 
     hops: int = 2
     examples: int = 1
     max_nodes_per_hop: int = 32
+    max_edges: int = 2000
 
 
 @dataclass

@@ -96,10 +96,13 @@ def num_structural_tokens(hops: int) -> int:
 
 class ContextSampler:
     """Samples context subgraphs; ``max_nodes_per_hop`` new nodes per hop and seed set keep hubs
-    from pulling in the whole graph."""
+    from pulling in the whole graph, ``max_edges`` bounds a context of a dense graph."""
 
-    def __init__(self, graph: KGGraph, hops: int = 2, examples: int = 1, max_nodes_per_hop: int = 32) -> None:
+    def __init__(
+        self, graph: KGGraph, hops: int = 2, examples: int = 1, max_nodes_per_hop: int = 32, max_edges: int = 2000
+    ) -> None:
         self.graph, self.hops, self.examples, self.cap = graph, hops, examples, max_nodes_per_hop
+        self.max_edges = max_edges
 
     def _bfs(self, seeds: torch.Tensor, banned: torch.Tensor, gen: torch.Generator) -> dict[int, int]:
         g = self.graph
@@ -149,6 +152,8 @@ class ContextSampler:
             if banned.numel():
                 keep &= ~torch.isin(edges, banned)
             edges = edges[keep]
+            if edges.numel() > self.max_edges:  # dense graphs: a random subset of the context's edges
+                edges = edges[torch.randperm(edges.numel(), generator=gen)[: self.max_edges]]
             rels = torch.unique(torch.cat([g.rel[edges], torch.tensor([qr])]))
             node_graph.append(torch.full((nodes.numel(),), b, dtype=torch.long))
             node_token.append(torch.tensor(tokens, dtype=torch.long))

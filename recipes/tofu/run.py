@@ -70,7 +70,9 @@ def prepare_graph(spec: str, config: TofuConfig, tokenizer: TextTokenizer | None
     tokens = build_entity_tokens(dataset.entity_text or [None] * dataset.num_entities, text_tokenizer, visual)
     graph = KGGraph.from_triples(dataset.train, dataset.num_entities, dataset.num_relations)
     s = config.structure
-    return GraphData(spec, dataset, graph, tokens, ContextSampler(graph, s.hops, s.examples, s.max_nodes_per_hop))
+    return GraphData(
+        spec, dataset, graph, tokens, ContextSampler(graph, s.hops, s.examples, s.max_nodes_per_hop, s.max_edges)
+    )
 
 
 def build_model(config: TofuConfig) -> Tofu:
@@ -227,11 +229,8 @@ def train_on(
                         stopped_by = "early stopping"
                         break
                 if over:
-                    stopped_by = (
-                        f"budget ({max_minutes} min)"
-                        if max_minutes and step < max_steps or not max_steps
-                        else f"{max_steps} steps"
-                    )
+                    steps_hit = bool(max_steps) and step >= max_steps
+                    stopped_by = f"{max_steps} steps" if steps_hit else f"budget ({max_minutes} min)"
                     break
             else:
                 continue
