@@ -13,6 +13,7 @@ import typer
 
 from prune_compensate import PCError
 
+
 def _baselines(dataset: str) -> dict[str, dict]:
     """Committed baseline results for the same dataset (benchmarks/results/*_<dataset>.json)."""
     root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"

@@ -30,7 +30,7 @@ from ..mkgc.evaluate import InverseRelationScorer, evaluate_link_prediction, met
 from ..mkgc.staged import STAGED, default_shared_root, load_staged
 from .config import TofuConfig, load_config
 from .graph import ContextSampler, KGGraph
-from .model import Tofu, count_parameters
+from .model import UNREACHED, Tofu, count_parameters
 from .tokens import EntityTokens, TextTokenizer, build_entity_tokens, load_text_codebook, load_visual_tokens
 
 CHECKPOINT = "checkpoint"
@@ -188,6 +188,7 @@ def train_on(
     batches_per_epoch = sum(math.ceil(d.graph.num_edges / t.batch_size) for d in graphs)
     eval_every = t.eval_every or batches_per_epoch
     started, step, history, losses = time.perf_counter(), 0, [], []
+    queries = unreachable = 0  # training queries whose answer is out of the GP's reach get no loss
     best, best_mrr, bad, stopped_by = None, -1.0, 0, "epochs"
 
     def valid_mrr() -> float:
@@ -206,8 +207,14 @@ def train_on(
             for j in torch.randperm(len(plan), generator=gen).tolist():
                 i, edges = plan[j]
                 data = graphs[i]
-                logits = train_logits(model, data, edges, seed=t.seed * 10**6 + step, device=device)
-                loss = torch.nn.functional.cross_entropy(logits.float(), data.graph.dst[edges].to(device))
+                logits = train_logits(model, data, edges, seed=t.seed * 10**6 + step, device=device).float()
+                target = data.graph.dst[edges].to(device)
+                reachable = logits[torch.arange(edges.shape[0], device=device), target] > UNREACHED
+                queries += edges.shape[0]
+                unreachable += int((~reachable).sum())
+                if not reachable.any():
+                    continue
+                loss = torch.nn.functional.cross_entropy(logits[reachable], target[reachable])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -246,6 +253,7 @@ def train_on(
         "train_seconds": elapsed,
         "seconds_per_epoch": elapsed / max(step, 1) * batches_per_epoch,
         "stopped_by": stopped_by,
+        "unreachable_answer_fraction": unreachable / max(queries, 1),
         "best_valid_mrr": best_mrr,
         "loss_first": sum(losses[:window]) / window if losses else float("nan"),
         "loss_last": sum(losses[-window:]) / window if losses else float("nan"),
