@@ -262,3 +262,25 @@ def test_visual_tokens_from_a_vq_file(tmp_path: Path) -> None:
 def test_bad_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PCError, match="not a TOFU checkpoint"):
         load_tofu(tmp_path)
+
+
+def test_bf16_autocast_trains() -> None:
+    config = load_config(None, [*SMALL, "train.mixed_precision=bf16", "train.valid_triples=10"])
+    torch.manual_seed(0)
+    model = build_model(config)
+    data = prepare_graph("nations", config, make_tokenizer(config))
+    info = train_on(
+        model,
+        [data],
+        config,
+        epochs=1,
+        lr=3e-3,
+        max_minutes=0,
+        max_steps=3,
+        label="t",
+        device=torch.device("cpu"),
+        show_progress=False,
+    )
+    assert info["steps"] == 3 and torch.isfinite(torch.tensor(info["loss_last"]))
+    with pytest.raises(PCError, match="mixed_precision"):
+        load_config(None, ["train.mixed_precision=fp16"])

@@ -68,7 +68,8 @@ class ModelSection:
 class TrainSection:
     """Paper: 30 epochs, batch 256, Adam at 5e-4. ``max_minutes`` caps wall-clock time (0 = none),
     ``max_steps`` optimizer steps (0 = none). ``eval_every`` steps between valid evaluations on
-    ``valid_triples`` valid triples (0 = every epoch / all)."""
+    ``valid_triples`` valid triples (0 = every epoch / all). ``mixed_precision``: ``bf16`` autocast of
+    the forward pass, ``no`` = float32."""
 
     epochs: int = 30
     batch_size: int = 256
@@ -144,8 +145,8 @@ class TofuConfig:
             raise PCError("model.se_layers, model.gp_layers and structure.hops must be ≥ 1", "fix the config")
         if self.train.batch_size < 1 or self.eval.batch_size < 1:
             raise PCError("train.batch_size and eval.batch_size must be ≥ 1", "fix the config")
-        if self.train.mixed_precision not in ("no", "fp16", "bf16"):
-            raise PCError("train.mixed_precision must be no, fp16 or bf16", "fix the config")
+        if self.train.mixed_precision not in ("no", "bf16"):
+            raise PCError("train.mixed_precision must be no or bf16 (fp16 would need loss scaling)", "fix the config")
         return self
 
     @property

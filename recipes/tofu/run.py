@@ -189,6 +189,8 @@ def train_on(
     eval_every = t.eval_every or batches_per_epoch
     started, step, history, losses = time.perf_counter(), 0, [], []
     queries = unreachable = 0  # training queries whose answer is out of the GP's reach get no loss
+    precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
+    autocast = torch.autocast(device.type, dtype=precision, enabled=precision is not None)
     best, best_mrr, bad, stopped_by = None, -1.0, 0, "epochs"
 
     def valid_mrr() -> float:
@@ -207,7 +209,8 @@ def train_on(
             for j in torch.randperm(len(plan), generator=gen).tolist():
                 i, edges = plan[j]
                 data = graphs[i]
-                logits = train_logits(model, data, edges, seed=t.seed * 10**6 + step, device=device).float()
+                with autocast:
+                    logits = train_logits(model, data, edges, seed=t.seed * 10**6 + step, device=device).float()
                 target = data.graph.dst[edges].to(device)
                 reachable = logits[torch.arange(edges.shape[0], device=device), target] > UNREACHED
                 queries += edges.shape[0]
