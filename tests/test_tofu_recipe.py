@@ -284,3 +284,20 @@ def test_bf16_autocast_trains() -> None:
     assert info["steps"] == 3 and torch.isfinite(torch.tensor(info["loss_last"]))
     with pytest.raises(PCError, match="mixed_precision"):
         load_config(None, ["train.mixed_precision=fp16"])
+
+
+def test_gp_node_budget_keeps_the_strongest_new_entities_per_query() -> None:
+    from recipes.tofu.model import GlobalPropagation
+
+    gp = GlobalPropagation(8, 1, ["transe"], max_new_nodes=2)
+    fresh_graph = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    priority = torch.tensor([0.1, 0.9, 0.5, 0.3, 0.2, 0.8, 0.7])
+    assert gp.keep_strongest(fresh_graph, priority, 2).tolist() == [1, 2, 5, 6]
+    # on a real graph the budget bounds what is reached, and scores stay defined for everything
+    config = load_config(None, [*SMALL, "model.gp_layers=3", "model.gp_max_new_nodes=3"])
+    model = build_model(config).eval()
+    data = prepare_graph("nations", config, make_tokenizer(config))
+    with torch.no_grad():
+        scores = train_logits(model, data, torch.arange(4), seed=0, device=torch.device("cpu"))
+    reached = (scores > UNREACHED).sum(1)
+    assert scores.shape == (4, 14) and (reached <= 1 + 3 * 3).all() and (reached > 1).all()

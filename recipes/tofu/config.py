@@ -52,7 +52,10 @@ class StructureSection:
 
 @dataclass
 class ModelSection:
-    """Hidden size 32 and 6 GNN layers in SE and GP (paper B.3); ME is a small transformer."""
+    """Hidden size 32 and 6 GNN layers in SE and GP (paper B.3); ME is a small transformer.
+    ``gp_max_new_nodes``: per query and GP layer, keep at most this many newly reached entities
+    (0 = all; a CPU budget for deep propagation over graphs with hubs). ``checkpoint_gp``:
+    recompute GP layers in the backward pass (less memory)."""
 
     hidden: int = 32
     se_layers: int = 6
@@ -62,6 +65,7 @@ class ModelSection:
     visual_dim: int = 32
     messages: list[str] = field(default_factory=lambda: list(MESSAGES))
     checkpoint_gp: bool = False
+    gp_max_new_nodes: int = 0
 
 
 @dataclass

@@ -180,15 +180,20 @@ class GlobalPropagation(nn.Module):
     """GP (§4.3): L layers from the query entity over the observed graph. The boundary condition is
     the fused query vector at the query entity and zeros elsewhere; propagation is progressive (as
     in RED-GNN / KG-ICL): layer l passes messages only from entities reached in < l hops, so the
-    cost follows the reached neighbourhood, not B × |E|. MiM messages, sum aggregation, residual
+    cost follows the reached neighbourhood, not B × |E|. ``max_new_nodes`` > 0 keeps, per query and
+    layer, only that many newly reached entities (those receiving the strongest messages), which
+    bounds the cost of deep propagation on graphs with hubs. MiM messages, sum aggregation, residual
     update; a score layer MLP([h_t; q]) over the reached entities. Entities more than L hops away
     score ``UNREACHED`` (below any reached one, tied among themselves); training drops queries
     whose answer is unreached, which would otherwise only teach the model to rank reached entities
     below the unreached block (seen on DB15K with L = 2: valid MRR fell while the loss fell)."""
 
-    def __init__(self, hidden: int, layers: int, messages: list[str], checkpoint: bool = False) -> None:
+    def __init__(
+        self, hidden: int, layers: int, messages: list[str], checkpoint: bool = False, max_new_nodes: int = 0
+    ) -> None:
         super().__init__()
         d = hidden
+        self.max_new_nodes = max_new_nodes
         self.mim = nn.ModuleList(MixtureOfMessages(d, messages) for _ in range(layers))
         self.update = nn.ModuleList(nn.Linear(2 * d, d) for _ in range(layers))
         self.norm = nn.ModuleList(nn.LayerNorm(d) for _ in range(layers))
@@ -216,7 +221,19 @@ class GlobalPropagation(nn.Module):
         message = self.mim[layer](states[source], row_graph, edge_rel, relations, query)
         grown = torch.cat([states, states.new_zeros(n_rows - states.shape[0], states.shape[1])])
         agg = grown.new_zeros(grown.shape).index_add(0, target_row, message) + boundary
-        return grown + torch.relu(self.norm[layer](self.update[layer](torch.cat([agg, grown], -1))))
+        updated = grown + torch.relu(self.norm[layer](self.update[layer](torch.cat([agg, grown], -1))))
+        return updated, agg.detach().norm(dim=-1)
+
+    def keep_strongest(self, fresh_graph: torch.Tensor, priority: torch.Tensor, b: int) -> torch.Tensor:
+        """Indices (ascending) of at most ``max_new_nodes`` newly reached entities per query, those
+        with the largest incoming message (AdaProp-style budget; deterministic, so evaluation keeps
+        what training keeps)."""
+        order = torch.argsort(priority, descending=True, stable=True)
+        order = order[torch.argsort(fresh_graph[order], stable=True)]  # grouped by query, strongest first
+        counts = torch.bincount(fresh_graph, minlength=b)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(order.numel(), device=order.device) - starts[fresh_graph[order]]
+        return order[rank < self.max_new_nodes].sort().values
 
     def forward(
         self,
@@ -258,9 +275,14 @@ class GlobalPropagation(nn.Module):
                 query,
             )
             if self.checkpoint and self.training:
-                states = torch.utils.checkpoint.checkpoint(self._layer, layer, *args, use_reentrant=False)
+                states, strength = torch.utils.checkpoint.checkpoint(self._layer, layer, *args, use_reentrant=False)
             else:
-                states = self._layer(layer, *args)
+                states, strength = self._layer(layer, *args)
+            n_old = keys.shape[0]
+            if self.max_new_nodes and fresh.numel() > self.max_new_nodes:
+                kept = self.keep_strongest(fresh // n, strength[n_old:], b) + n_old
+                rows_kept = torch.cat([torch.arange(n_old, device=device), kept])
+                states, all_keys = states[rows_kept], all_keys[rows_kept]
             keys = all_keys
         rows = torch.stack([keys // n, keys % n], 1)
         reached = self.score(torch.cat([states, query[rows[:, 0]]], -1)).squeeze(-1)
@@ -286,6 +308,7 @@ class Tofu(nn.Module):
         use_se: bool = True,
         use_structural_tokens: bool = True,
         checkpoint_gp: bool = False,
+        gp_max_new_nodes: int = 0,
     ) -> None:
         super().__init__()
         self.use_se, self.use_structural_tokens = use_se, use_structural_tokens
@@ -293,7 +316,9 @@ class Tofu(nn.Module):
         self.me = MultimodalEncoder(hidden, me_layers, me_heads, text_codebook, visual_dim)
         self.fusion = GatedFusion(hidden)
         self.missing_relation = nn.Parameter(torch.zeros(hidden))
-        self.gp = GlobalPropagation(hidden, gp_layers, messages or list(MESSAGE_FUNCTIONS), checkpoint_gp)
+        self.gp = GlobalPropagation(
+            hidden, gp_layers, messages or list(MESSAGE_FUNCTIONS), checkpoint_gp, gp_max_new_nodes
+        )
 
     def relation_states(self, ctx: ContextBatch, num_relations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """→ SE entity states of the query entities ``(B, d)``, relation table ``(B, 2R, d)``
