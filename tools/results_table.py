@@ -11,7 +11,16 @@ from pathlib import Path
 
 
 def budget(document: dict) -> str:
-    training = document.get("training") or {}
+    training = document.get("training") or document.get("finetuning") or {}
+    if "epochs_done" in training:  # a TOFU run (fine-tuning for a fine-tuned one)
+        t = training
+        return (
+            f"{t['train_seconds'] / 60:.1f} min, {t['steps']} steps = {t['epochs_done']:.2f} epochs"
+            f" ({t['stopped_by']}); {t['seconds_per_epoch']:.0f} s/epoch, peak RSS {t['peak_rss_mb'] / 1024:.1f} GiB,"
+            f" {100 * t['unreachable_answer_fraction']:.0f} % answers out of reach"
+        )
+    if document.get("setting") == "zero-shot":
+        return "none on this graph (zero-shot)"
     if "optimizer_steps" in training:  # an ELMM run
         return f"{training['seconds'] / 60:.0f} min, {training['optimizer_steps']} steps ({training['stopped_by']})"
     if "train_seconds" in training:  # a PyKEEN baseline
