@@ -3,7 +3,6 @@ entry-point group, so the core CLI never imports a recipe)."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -13,16 +12,7 @@ import typer
 
 from prune_compensate import PCError
 
-
-def _baselines(dataset: str) -> dict[str, dict]:
-    """Committed baseline results for the same dataset (benchmarks/results/*_<dataset>.json)."""
-    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-    rows = {}
-    for name in ("transe", "rotate"):
-        path = root / f"{name}_{dataset}.json"
-        if path.is_file():
-            rows[f"{name} (baseline)"] = json.loads(path.read_text(encoding="utf-8"))
-    return rows
+from ..mkgc.evaluate import committed_baselines
 
 
 def elmm(
@@ -43,7 +33,7 @@ def elmm(
         document = run_elmm(cfg, show_progress=not quiet, command=shlex.join(["pc", *sys.argv[1:]]))
     except PCError as err:
         fail(err)
-    print_results(document, _baselines(document["dataset"]))
+    print_results(document, committed_baselines(document["dataset"]))
     timing = document.get("timing") or {}
     if "speedup" in timing:
         typer.echo(

@@ -199,3 +199,19 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str = "Link prediction
         both = document["test"]["both"]
         table.add_row(name, f"{both['mr']:.1f}", f"{both['mrr']:.4f}", *[f"{both[f'hits@{k}']:.4f}" for k in HITS])
     return table
+
+
+def committed_baselines(dataset: str, models: tuple[str, ...] = ("transe", "rotate")) -> dict[str, dict[str, Any]]:
+    """The PyKEEN baseline results committed for ``dataset`` (``benchmarks/results/<model>_<dataset>.json``,
+    written by ``benchmarks/mkgc_baselines.py``), keyed ``"<model> <dataset> (baseline)"`` for a recipe's
+    results table; missing files are skipped."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    rows = {}
+    for name in models:
+        path = root / f"{name}_{dataset}.json"
+        if path.is_file():
+            rows[f"{name} {dataset} (baseline)"] = json.loads(path.read_text(encoding="utf-8"))
+    return rows

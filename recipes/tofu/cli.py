@@ -11,18 +11,7 @@ import typer
 
 from prune_compensate import PCError
 
-
-def baselines(dataset: str) -> dict[str, dict]:
-    """Committed PyKEEN baseline results for the same dataset (benchmarks/results/*_<dataset>.json)."""
-    import json
-
-    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-    rows = {}
-    for name in ("transe", "rotate"):
-        path = root / f"{name}_{dataset}.json"
-        if path.is_file():
-            rows[f"{name} {dataset} (baseline)"] = json.loads(path.read_text(encoding="utf-8"))
-    return rows
+from ..mkgc.evaluate import committed_baselines
 
 
 def tofu(
@@ -45,6 +34,6 @@ def tofu(
         fail(err)
     rows = {}
     for doc in documents:
-        rows.update(baselines(doc["dataset"]))
+        rows.update(committed_baselines(doc["dataset"]))
     print_results(documents, rows)
     typer.echo(f"metrics: {Path(cfg.out) / 'metrics.json'}  checkpoint: {Path(cfg.out) / 'checkpoint'}")
