@@ -152,9 +152,12 @@ class MixtureOfMessages(nn.Module):
     def weights(self, relations: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """``(B, 2R, d)`` relation states, ``(B, d)`` query → ``(B, 2R, K)`` mixture weights."""
         r = self.relation(relations)
-        logits = self.gate(torch.cat([r, query.unsqueeze(1).expand_as(r)], -1))
+        return self._mixture(r, torch.cat([r, query.unsqueeze(1).expand_as(r)], -1))
+
+    def _mixture(self, r: torch.Tensor, r_and_query: torch.Tensor) -> torch.Tensor:
+        """Weights from projected relation states ``r`` and ``[r; q]`` (both ``(B, 2R, ·)``)."""
         tau = nn.functional.softplus(self.temperature(r)) + 0.05
-        return torch.softmax(logits / tau, -1)
+        return torch.softmax(self.gate(r_and_query) / tau, -1)
 
     def forward(
         self,
@@ -166,10 +169,11 @@ class MixtureOfMessages(nn.Module):
     ) -> torch.Tensor:
         """Messages along M (query, edge) pairs: ``h`` ``(M, d)`` source states, ``row_graph``
         ``(M,)`` the query of each, ``edge_rel`` ``(M,)`` the edge's relation → ``(M, d)``."""
-        r = self.relation(relations)  # (B, 2R, d)
-        w = self.weights(relations, query)  # (B, 2R, K)
+        r = self.relation(relations)  # (B, 2R, d), projected once for all three uses
+        r_and_query = torch.cat([r, query.unsqueeze(1).expand_as(r)], -1)
+        w = self._mixture(r, r_and_query)  # (B, 2R, K)
         angle = math.pi * torch.tanh(self.angle(r))
-        context = self.att_context(torch.cat([r, query.unsqueeze(1).expand_as(r)], -1))
+        context = self.att_context(r_and_query)
         r_e, w_e, a_e = r[row_graph, edge_rel], w[row_graph, edge_rel], angle[row_graph, edge_rel]
         message = sum(w_e[..., k : k + 1] * fn(h, r_e, a_e) for k, fn in enumerate(self.functions))
         alpha = torch.sigmoid(self.att_out(torch.relu(self.att_entity(h) + context[row_graph, edge_rel])))

@@ -8,6 +8,7 @@ relation-specific tensor, so ``load_tofu`` + ``prepare_graph`` runs it on any gr
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import resource
@@ -328,7 +329,7 @@ def run_tofu(config: TofuConfig, show_progress: bool = True, command: str | None
     params = count_parameters(model)
     print(f"TOFU trainable parameters: {params:,} ({params / 1e6:.3f}M; frozen codebooks excluded)", file=sys.stderr)
     tokenizer = make_tokenizer(config)
-    meta: dict[str, Any] = {"config": config_dict(config), "command": command or "", "parameters": params}
+    meta: dict[str, Any] = {"config": dataclasses.asdict(config), "command": command or "", "parameters": params}
     documents = []
     training = None
     graphs = [prepare_graph(g, config, tokenizer) for g in config.graphs]
@@ -381,12 +382,6 @@ def run_tofu(config: TofuConfig, show_progress: bool = True, command: str | None
         path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(documents, indent=1), encoding="utf-8")
     return documents
-
-
-def config_dict(config: TofuConfig) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(config)
 
 
 def print_results(documents: list[dict[str, Any]], baselines: dict[str, dict[str, Any]] | None = None) -> None:
