@@ -17,14 +17,33 @@ data_app = typer.Typer(no_args_is_help=True, help="Knowledge-graph datasets for 
 console = Console()
 
 
-def load_any(spec: str, shared_root: Path | None = None):  # noqa: ANN201 - KGDataset
-    """A folder, a pykeen built-in (nations, kinships, umls), or a staged name (FB15k-237, DB15K…)."""
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        "--shared-root",
+        help="Data root searched first (then $PC_DATA_DIR, a shared/data folder beside the checkout, "
+        "~/.cache/prune_compensate/data).",
+    ),
+]
+
+
+def load_any(spec: str, data_dir: Path | None = None):  # noqa: ANN201 - KGDataset
+    """A folder, a pykeen built-in (nations, kinships, umls), or a dataset name (FB15k-237, DB15K,
+    inductive/fb237_v1, …) looked up in the data roots."""
     from .data import resolve_kg
     from .staged import STAGED, load_staged
 
-    if spec in STAGED and not Path(spec).exists():
-        return load_staged(spec, shared_root)
+    if (spec in STAGED or spec.startswith("inductive/")) and not Path(spec).exists():
+        return load_staged(spec, data_dir)
     return resolve_kg(spec)
+
+
+def _fail(err: PCError) -> None:
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from err
 
 
 def summary_table(summary: dict) -> Table:
@@ -50,17 +69,36 @@ def summary_table(summary: dict) -> Table:
 
 @data_app.command("info")
 def info(
-    data: Annotated[str, typer.Argument(help="Dataset folder, staged name (FB15k-237, DB15K, …) or nations/umls.")],
+    data: Annotated[str, typer.Argument(help="Dataset folder, name (FB15k-237, DB15K, …) or nations/umls.")],
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary JSON here.")] = None,
-    shared_root: Annotated[Path | None, typer.Option(help="Where staged datasets live (../shared/data).")] = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Counts, relation categories (1-1, 1-N, N-1, N-N) and modality coverage of a dataset."""
     try:
-        summary = load_any(data, shared_root).summary()
+        summary = load_any(data, data_dir).summary()
     except PCError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from err
+        _fail(err)
     console.print(summary_table(summary))
     if json_path is not None:
         json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         console.print(f"summary JSON written to {json_path}")
+
+
+@data_app.command("download")
+def download_command(
+    name: Annotated[str, typer.Argument(help="DB15K, MKG-W, MKG-Y, text, inductive, or inductive/<split>.")],
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where to put it (default: $PC_DATA_DIR or the user cache).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Fetch a dataset PyKEEN does not distribute from its public source, checksum-verified."""
+    from .download import download
+    from .staged import download_root
+
+    root = download_root(data_dir)
+    try:
+        written = download(name, root, show_progress=not quiet)
+    except PCError as err:
+        _fail(err)
+    console.print(f"{name}: {len(written)} files written under {root} (others were already there and verified)")

@@ -1,6 +1,14 @@
-"""The datasets staged under ``../shared/data`` (see its README), with text joined in from the
-cross-links it documents. Each loads through ``load_kg``; this module only adds what is not in the
-dataset's own folder:
+"""The named datasets (FB15k-237, WN18, WN18RR, DB15K, MKG-W, MKG-Y, the GraIL inductive splits),
+found under a *data root*, with text joined in from the cross-links their sources document.
+
+Where a dataset is looked for, first match wins (``data_roots``): ``--data-dir`` / the
+``data_dir`` argument, ``$PC_DATA_DIR``, a ``shared/data`` folder beside the repository checkout
+(when it exists), and the user cache ``~/.cache/prune_compensate/data`` (``$XDG_CACHE_HOME``
+respected). When none holds it: FB15k-237, WN18RR and WN18 come from PyKEEN's own download and
+cache (triples only; ``pc data download text`` adds the entity text), and the others are fetched
+by ``pc data download NAME`` (``download``), which the error says.
+
+Each loads through ``load_kg``; this module only adds what is not in the dataset's own folder:
 
 * WN18: entity text from ``WN18RR/entity2text.txt.gz`` (identical entity set);
 * DB15K: names through ``mmkb/DB15K_SameAsLink.txt`` (DBpedia URI → Freebase mid) and
@@ -17,7 +25,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import warnings
 from pathlib import Path
 
 from prune_compensate import PCError
@@ -25,11 +35,94 @@ from prune_compensate import PCError
 from .data import KGDataset, _read_pairs, load_kg
 
 STAGED = ("FB15k-237", "WN18", "WN18RR", "DB15K", "MKG-W", "MKG-Y")
+DATA_DIR_ENV = "PC_DATA_DIR"
+PYKEEN_FALLBACK = {"FB15k-237": "FB15k237", "WN18RR": "WN18RR", "WN18": "WN18"}
+SPLIT_FILES = ("train.txt", "train.txt.gz", "train2id.txt")
 
 
 def default_shared_root() -> Path:
-    """``../shared/data`` next to the repository checkout."""
+    """A ``shared/data`` folder beside the repository checkout (only in a source checkout)."""
     return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def user_data_dir() -> Path:
+    """Where downloads go by default: ``$XDG_CACHE_HOME/prune_compensate/data`` (``~/.cache/...``)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "prune_compensate" / "data"
+
+
+def data_roots(data_dir: str | Path | None = None) -> list[Path]:
+    """Folders searched for a named dataset, in order (see the module docstring)."""
+    roots = [Path(data_dir)] if data_dir else []
+    if os.environ.get(DATA_DIR_ENV):
+        roots.append(Path(os.environ[DATA_DIR_ENV]))
+    if default_shared_root().is_dir():
+        roots.append(default_shared_root())
+    roots.append(user_data_dir())
+    return list(dict.fromkeys(roots))
+
+
+def download_root(data_dir: str | Path | None = None) -> Path:
+    """Where ``pc data download`` and the PyKEEN fallback write: the first explicit root, else the cache."""
+    if data_dir:
+        return Path(data_dir)
+    return Path(os.environ[DATA_DIR_ENV]) if os.environ.get(DATA_DIR_ENV) else user_data_dir()
+
+
+def _has_splits(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in SPLIT_FILES)
+
+
+def dataset_folder(name: str, data_dir: str | Path | None = None) -> Path | None:
+    """The folder of ``name`` in the first data root that holds its splits, or ``None``."""
+    return next((root / name for root in data_roots(data_dir) if _has_splits(root / name)), None)
+
+
+def pykeen_fallback(name: str, root: Path, cache_root: str | Path | None = None) -> Path:
+    """Load ``name`` through PyKEEN (its download and cache) and write its labelled splits to
+    ``root/name`` as ``{train,valid,test}.txt``; returns that folder."""
+    try:
+        import pykeen.datasets
+    except ImportError as err:
+        raise PCError(
+            f"dataset {name} is not under any data root and pykeen is not installed", "pip install pykeen"
+        ) from err
+    try:
+        dataset = getattr(pykeen.datasets, PYKEEN_FALLBACK[name])(cache_root=cache_root)
+        splits = {"train": dataset.training, "valid": dataset.validation, "test": dataset.testing}
+        triples = {split: factory.triples for split, factory in splits.items()}
+    except Exception as err:  # PyKEEN raises urllib/pystow errors of many types when offline
+        raise PCError(
+            f"dataset {name} is not under {', '.join(map(str, data_roots(root)))} and PyKEEN's download of it "
+            f"failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
+            "check the network connection, or put the dataset's files under --data-dir",
+        ) from err
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in triples.items():  # each file through a temporary name: never half written
+        partial = folder / f".{split}.txt.partial"
+        partial.write_text("".join("\t".join(map(str, row)) + "\n" for row in rows), encoding="utf-8")
+        os.replace(partial, folder / f"{split}.txt")
+    return folder
+
+
+def _missing(name: str, data_dir: str | Path | None) -> PCError:
+    where = ", ".join(map(str, data_roots(data_dir)))
+    return PCError(
+        f"dataset {name} is not under any data root ({where})",
+        f"fetch it with `pc data download {name}` (or pass --data-dir / set {DATA_DIR_ENV})",
+    )
+
+
+def _text_files_present(root: Path, *paths: str) -> bool:
+    missing = [p for p in paths if not (root / p).is_file()]
+    if missing:
+        warnings.warn(
+            f"entity text for this dataset needs {', '.join(missing)} under {root}: names stay ids "
+            "(`pc data download text` fetches them)",
+            stacklevel=3,
+        )
+    return not missing
 
 
 def _readable_uri(uri: str) -> str:
@@ -48,13 +141,35 @@ def _fb_text(root: Path) -> dict[str, str]:
     return text
 
 
-def load_staged(name: str, shared_root: str | Path | None = None) -> KGDataset:
-    root = Path(shared_root) if shared_root else default_shared_root()
+def load_staged(name: str, data_dir: str | Path | None = None) -> KGDataset:
+    """Load a named dataset from the first data root that holds it (see the module docstring)."""
     if name not in STAGED and not name.startswith("inductive/"):
-        raise PCError(f"unknown staged dataset {name!r}", f"use one of {', '.join(STAGED)} or inductive/<split>")
-    if not (root / name).is_dir():
-        raise PCError(f"staged dataset {root / name} is not on this machine", "see ../shared/data/README.md")
-    data = load_kg(root / name, name=name)
+        raise PCError(f"unknown dataset name {name!r}", f"use one of {', '.join(STAGED)} or inductive/<split>")
+    folder = dataset_folder(name, data_dir)
+    if folder is None:
+        if name not in PYKEEN_FALLBACK:
+            raise _missing(name, data_dir)
+        folder = pykeen_fallback(name, download_root(data_dir))
+    root = folder.parents[1] if name.startswith("inductive/") else folder.parent
+    data = load_kg(folder, name=name)
+    needs = {
+        "WN18": ("WN18RR/entity2text.txt.gz",),
+        "DB15K": ("mmkb/DB15K_SameAsLink.txt", "FB15k-237/entity2text.txt", "FB15k-237/entity2wikidata.json.gz"),
+        "MKG-W": ("FB15k-237/entity2wikidata.json.gz",),
+    }
+    if name.startswith("inductive/fb237"):
+        needs[name] = ("FB15k-237/entity2text.txt", "FB15k-237/entity2wikidata.json.gz")
+    elif name.startswith("inductive/WN18RR"):
+        needs[name] = ("WN18RR/entity2text.txt.gz",)
+    if name not in needs or _text_files_present(root, *needs[name]):
+        _join_text(data, name, root)
+    if data.source == "openke" and not any(data.relation_text):
+        data.relation_text = [_readable_uri(r) for r in data.relations]
+    return data
+
+
+def _join_text(data: KGDataset, name: str, root: Path) -> None:
+    """Fill ``data.entity_text`` from the cross-links of ``name`` (files under ``root``)."""
     if name == "WN18":
         with gzip.open(root / "WN18RR" / "entity2text.txt.gz", "rt", encoding="utf-8") as handle:
             text = dict(line.rstrip("\n").split("\t", 1) for line in handle if "\t" in line)
@@ -90,6 +205,3 @@ def load_staged(name: str, shared_root: str | Path | None = None) -> KGDataset:
         data.entity_text = [text.get(e) for e in data.entities]
     elif name.startswith("inductive/nell"):
         data.entity_text = [" ".join(e.split(":")[1:]).replace("_", " ") or None for e in data.entities]
-    if data.source == "openke" and not any(data.relation_text):
-        data.relation_text = [_readable_uri(r) for r in data.relations]
-    return data

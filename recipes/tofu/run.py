@@ -28,7 +28,7 @@ from ..config import save_config
 from ..io import atomic_dir_write
 from ..mkgc.data import KGDataset, relation_categories, resolve_kg
 from ..mkgc.evaluate import InverseRelationScorer, evaluate_link_prediction, metrics_document
-from ..mkgc.staged import STAGED, default_shared_root, load_staged
+from ..mkgc.staged import STAGED, dataset_folder, load_staged
 from .config import TofuConfig, load_config
 from .graph import ContextSampler, KGGraph
 from .model import UNREACHED, Tofu, count_parameters
@@ -52,7 +52,7 @@ class GraphData:
 def load_graph_dataset(spec: str) -> tuple[KGDataset, Path | None]:
     """A staged name (``DB15K``, ``inductive/fb237_v1_ind``), a pykeen graph, or a folder."""
     if spec in STAGED or spec.startswith("inductive/"):
-        return load_staged(spec), default_shared_root() / spec
+        return load_staged(spec), dataset_folder(spec)
     folder = Path(spec)
     return resolve_kg(spec), folder if folder.is_dir() else None
 
