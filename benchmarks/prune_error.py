@@ -25,6 +25,7 @@ from pathlib import Path
 import matplotlib
 
 from prune_compensate import CalibrationConfig, CalibrationSample, PruneConfig, load_model, prune_, read_samples
+from prune_compensate.prune import INITS
 from prune_compensate.testing.tiny_models import build_llava
 
 VARIANTS = {
@@ -40,7 +41,9 @@ def main() -> None:
     samples = read_samples(calibration)
     results: dict = {"command": "python benchmarks/prune_error.py", "minilm": {}, "tiny_llava": {}}
     for name, overrides in VARIANTS.items():
-        config = PruneConfig(k=3, held_out=300 / 1300, calibration=calibration, show_progress=False, **overrides)
+        config = PruneConfig(
+            k=3, held_out=300 / 1300, compare=INITS, calibration=calibration, show_progress=False, **overrides
+        )
         result = prune_(load_model(), config, samples)
         row = {init: err for init, err in result.error.items()}
         row["lstsq_over_none"] = row["lstsq"]["relative"] / row["none"]["relative"]
@@ -51,7 +54,9 @@ def main() -> None:
     images = sorted(str(p) for p in (Path(matplotlib.get_data_path()) / "images").glob("*.png"))
     llava = load_model(build_llava(Path(tempfile.mkdtemp()) / "tiny-llava"))
     vlm_samples = [CalibrationSample(s.text, [images[i % len(images)]], s.origin) for i, s in enumerate(samples[:200])]
-    config = PruneConfig(k=1, held_out=0.25, calibration=CalibrationConfig(batch_size=8), show_progress=False)
+    config = PruneConfig(
+        k=1, held_out=0.25, compare=INITS, calibration=CalibrationConfig(batch_size=8), show_progress=False
+    )
     result = prune_(llava, config, vlm_samples)
     results["tiny_llava"] = {"layers": result.pruned_layers, **result.error}
     print("tiny llava", {k: round(v["relative"], 4) for k, v in result.error.items()})

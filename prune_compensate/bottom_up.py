@@ -23,6 +23,7 @@ from .calibration import BatchEncoder, CalibrationSample
 from .compensate import CoreSwap, LinearCompensation
 from .fit import solve_lstsq, solve_mean
 from .locate import DecoderLayout, output_map
+from .progress import WorkProgress
 from .statistics import CrossMoments, PositionalMeans
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ def fit_variant(
     encoder: BatchEncoder,
     samples: list[CalibrationSample],
     config: PruneConfig,
+    work: WorkProgress | None = None,
 ) -> dict[int, LinearCompensation]:
     modules: dict[int, LinearCompensation] = {}
     if init not in FITTED:
@@ -170,7 +172,9 @@ def fit_variant(
         )
         label = f"fit {init} layer{'s' if len(group) > 1 else ''} {','.join(map(str, group))}"
         with taps:
-            for inputs in encoded_batches(encoder, samples, config.calibration.batch_size, label, config.show_progress):
+            for inputs in encoded_batches(
+                encoder, samples, config.calibration.batch_size, label, config.show_progress, work
+            ):
                 if downstream:
                     collector.phase = "original"
                     swap.restore()

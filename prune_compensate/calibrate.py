@@ -29,7 +29,7 @@ from .locate import (
     residual_from_hook,
     residual_site_from_order,
 )
-from .progress import progress_bar
+from .progress import WorkProgress, progress_bar
 
 ResidualCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 CoreCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -239,8 +239,16 @@ def encoded_batches(
     batch_size: int,
     description: str,
     show_progress: bool = True,
+    work: WorkProgress | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Encode and yield batches, advancing a rich progress bar by samples."""
+    """Encode and yield batches, advancing a rich progress bar by samples (a stage of ``work``
+    when the pass is part of a larger job, else a bar of its own)."""
+    if work is not None:
+        with work.stage(description, len(samples)) as advance:
+            for batch in batches(samples, batch_size):
+                yield encoder(batch)
+                advance(len(batch))
+        return
     with progress_bar(show_progress) as progress:
         task = progress.add_task(description, total=len(samples))
         for batch in batches(samples, batch_size):

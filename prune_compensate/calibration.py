@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,10 @@ import torch
 from .errors import PCError
 
 EMBEDDED = "embedded"
+
+
+class CalibrationWarning(UserWarning):
+    """Calibration data is usable but not what was asked for (e.g. fewer samples than ``n_samples``)."""
 
 
 def embedded_calibration_path() -> Path:
@@ -53,35 +58,46 @@ class CalibrationConfig:
     def __post_init__(self) -> None:
         for name in ("n_samples", "max_length", "batch_size"):
             if getattr(self, name) < 1:
-                raise PCError(f"{name} must be at least 1, got {getattr(self, name)}", f"pass a positive --{name}")
+                flag = "--" + name.replace("_", "-")
+                raise PCError(f"{flag} must be at least 1, got {getattr(self, name)}", f"pass a positive {flag}")
 
 
 def _read_jsonl(path: Path, text_column: str, image_column: str | None) -> list[CalibrationSample]:
     samples: list[CalibrationSample] = []
     image_key = image_column or "images"
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            origin = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PCError(
-                    f"sample {origin} is not valid JSON ({err.msg})", "write one JSON object per line"
-                ) from err
-            if not isinstance(record, dict) or not isinstance(record.get(text_column), str):
-                raise PCError(
-                    f"sample {origin} has no string field {text_column!r}",
-                    'each line needs {"text": ..., "images": [paths]} (or set --text-column)',
-                )
-            images = record.get(image_key) or []
-            if isinstance(images, str):
-                images = [images]
-            base = path.parent
-            images = [str(p if Path(p).is_absolute() else base / p) for p in images]
-            samples.append(CalibrationSample(record[text_column], images, origin))
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                sample = _parse_line(line, f"{path}:{number}", path.parent, text_column, image_key)
+                if sample is not None:
+                    samples.append(sample)
+    except UnicodeDecodeError as err:
+        raise PCError(
+            f"calibration file {path} is not UTF-8 text (undecodable byte at offset {err.start})",
+            'pass a JSONL file with one {"text": ..., "images": [...]} object per line',
+        ) from err
     return samples
+
+
+def _parse_line(line: str, origin: str, base: Path, text_column: str, image_key: str) -> CalibrationSample | None:
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise PCError(f"sample {origin} is not valid JSON ({err.msg})", "write one JSON object per line") from err
+    if not isinstance(record, dict) or not isinstance(record.get(text_column), str):
+        raise PCError(
+            f"sample {origin} has no string field {text_column!r}",
+            'each line needs {"text": ..., "images": [paths]} (or set --text-column)',
+        )
+    images = record.get(image_key) or []
+    if isinstance(images, str):
+        images = [images]
+    if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
+        raise PCError(f"sample {origin}: {image_key!r} must be a list of image paths", "fix that line")
+    images = [str(p if Path(p).is_absolute() else base / p) for p in images]
+    return CalibrationSample(record[text_column], images, origin)
 
 
 def _read_dataset(path: Path, text_column: str, image_column: str | None) -> list[CalibrationSample]:
@@ -127,6 +143,12 @@ def read_samples(config: CalibrationConfig) -> list[CalibrationSample]:
         samples = _read_jsonl(source, config.text_column, config.image_column)
     if not samples:
         raise PCError(f"calibration source {source} holds no samples", "add at least one sample")
+    if len(samples) < config.n_samples:
+        warnings.warn(
+            f"--n-samples {config.n_samples} asked for, but {source} holds {len(samples)} samples: using all of them",
+            CalibrationWarning,
+            stacklevel=2,
+        )
     if len(samples) > config.n_samples:
         rng = random.Random(config.seed)
         samples = rng.sample(samples, config.n_samples)

@@ -1,7 +1,7 @@
 """Save a pruned model as a checkpoint that reloads in one call, and never loads silently wrong.
 
 Like peft, the saved config names what was replaced: ``config.json`` carries a
-``quantization_config`` with ``quant_method = "prune_compensate"`` and, per replaced module path,
+``quantization_config`` with ``quant_method`` = ``METHOD`` and, per replaced module path,
 the compensation module's spec. transformers reads that field *before* it loads weights: with
 ``import prune_compensate`` (which registers this quantizer through transformers' public
 ``register_quantization_config`` / ``register_quantizer``), ``from_pretrained`` rebuilds the
@@ -17,7 +17,8 @@ skeleton without those parameters and tells the loader to ignore the tombstones.
 in the folder says how to load it.
 
 Writing goes to a hidden temporary sibling of ``out`` that is renamed into place at the end, so a
-failed or interrupted save leaves no ``out`` (a later save clears stale temporaries).
+failed or interrupted save leaves no ``out`` and ``--overwrite`` never leaves neither the old nor
+the new checkpoint (``output_dir``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,17 @@ from transformers.quantizers.auto import (
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
+from . import output_dir
 from .compensate import LinearCompensation, _replace_module
 from .errors import PCError
 from .load import LoadedModel, load_model
+from .usage_files import copy_usage_files
 
-METHOD = "prune_compensate"
+# The name stock transformers prints in its "Unknown quantization type, got ..." warning when the
+# package is not imported, so it says what to do. Checkpoints written before it used the bare name.
+METHOD = "prune_compensate: run `import prune_compensate` before from_pretrained"
+LEGACY_METHODS = ("prune_compensate",)
 MANIFEST = "prune_manifest.json"
-PARTIAL_PREFIX = ".partial-"
 CHECKPOINT_README = """# Pruned with prune_compensate
 
 Some attention layers of this model were replaced by linear compensation modules
@@ -64,8 +67,12 @@ zero-size tensors), by design: otherwise it would re-initialise them at random.
 
 
 def _register(mapping: dict, registrar: Callable[[str], Callable], cls: type) -> type:
-    # importing twice (e.g. importlib.reload) must not fail on "already registered"
-    return cls if mapping.get(METHOD) is cls else registrar(METHOD)(cls)
+    for name in (METHOD, *LEGACY_METHODS):
+        # importing twice (e.g. importlib.reload) must not fail on "already registered"
+        if mapping.get(name) is not cls:
+            mapping.pop(name, None)
+            registrar(name)(cls)
+    return cls
 
 
 class PruneCompensateConfig(QuantizationConfigMixin):
@@ -141,34 +148,30 @@ def replaced_modules(model: nn.Module) -> dict[str, LinearCompensation]:
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
-    parent = out.parent
-    if not parent.is_dir():
-        raise PCError(f"parent folder {parent} of --out does not exist", "create it first")
-    try:  # a real write probe: os.access says yes to root even on read-only file systems
-        Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.probe-")).rmdir()
-    except OSError as err:
-        raise PCError(f"cannot write into {parent} ({err.strerror})", "choose a writable --out") from err
-    if out.exists() and not overwrite:
-        raise PCError(f"{out} already exists", "choose a new --out or pass --overwrite")
-    for stale in parent.glob(f".{out.name}{PARTIAL_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    """Fail before any work if ``out`` cannot take a checkpoint (only a checkpoint is overwritten)."""
+    output_dir.check_out_dir(Path(out).resolve(), overwrite, owned=MANIFEST)
 
 
 def save_pruned(
-    model: nn.Module, processor: Any, out: str | os.PathLike, manifest: dict[str, Any], overwrite: bool = False
+    model: nn.Module,
+    processor: Any,
+    out: str | os.PathLike,
+    manifest: dict[str, Any],
+    overwrite: bool = False,
+    source: str | os.PathLike | None = None,
 ) -> Path:
     """Write config (with the replacement spec), safetensors weights, processor files and
-    ``prune_manifest.json`` to ``out`` atomically (temp folder, then rename)."""
+    ``prune_manifest.json`` to ``out`` atomically (see ``output_dir``).
+
+    ``overwrite`` replaces only a folder that is itself a pruned checkpoint. ``source`` (default:
+    the folder the model was loaded from) lends the files that say how the model is used beyond
+    transformers, e.g. sentence-transformers' ``modules.json`` and pooling folders.
+    """
     out = Path(out).resolve()
-    check_out_dir(out, overwrite)
     modules = replaced_modules(model)
     if not modules:
         raise PCError("the model has no pruned layers to save", "run prune_ first")
-    try:
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{PARTIAL_PREFIX}"))
-    except OSError as err:
-        raise PCError(f"cannot write into {out.parent} ({err.strerror})", "choose a writable --out") from err
-    try:
+    with output_dir.atomic_out_dir(out, overwrite, owned=MANIFEST) as tmp:
         model.config.quantization_config = PruneCompensateConfig(
             {name: compensation_spec(m) for name, m in modules.items()}
         )
@@ -181,14 +184,44 @@ def save_pruned(
         (tmp / "README.md").write_text(CHECKPOINT_README, encoding="utf-8")
         if processor is not None:
             processor.save_pretrained(tmp)
+        source = source if source is not None else getattr(model, "name_or_path", None)
+        copy_usage_files(source, tmp)
+        manifest = {**manifest, "versions": manifest.get("versions") or package_versions()}
+        history = pruning_history(source)
+        if history:
+            manifest["history"] = history
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that produced a checkpoint, written into every manifest."""
+    import platform
+
+    import transformers
+
+    from . import __version__
+
+    return {
+        "prune_compensate": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def pruning_history(source: str | os.PathLike | None) -> list[dict[str, Any]]:
+    """Earlier pruning steps of ``source`` when it is itself a pruned checkpoint (oldest first):
+    its own history plus its manifest, so a checkpoint pruned twice says what each step did."""
+    folder = Path(source) if source else None
+    if folder is None or not (folder / MANIFEST).is_file():
+        return []
+    try:
+        previous = read_manifest(folder)
+    except PCError:
+        return []
+    history = list(previous.pop("history", []))
+    return [*history, previous]
 
 
 def load_pruned(path: str | os.PathLike, *, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
@@ -200,4 +233,9 @@ def load_pruned(path: str | os.PathLike, *, dtype: str = "auto", device: str = "
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    """The ``prune_manifest.json`` of a checkpoint folder."""
+    file = Path(path) / MANIFEST
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PCError(f"cannot read {file} ({err})", "point at a complete checkpoint written by `pc prune`") from err

@@ -7,12 +7,14 @@ group, so the core never imports ``recipes``.
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import PCError
 
@@ -22,6 +24,14 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+KOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--k",
+        help="Attention layers to drop (default: half of those the model has, the paper's ratio, e.g. 16 of 32).",
+        show_default=False,
+    ),
+]
 ModelArg = Annotated[
     str | None, typer.Argument(help="Local model directory or cached hub id; omitted: the embedded MiniLM.")
 ]
@@ -36,13 +46,31 @@ DtypeOpt = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (accelerate device map).")]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(f"prune_compensate {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Profile and prune the attention of Hugging Face (V)LMs; MKGC recipes as plugins."""
+    warnings.showwarning = _show_warning  # one readable line per warning, like errors
 
 
 def fail(err: PCError) -> None:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    """Print ``err`` as one line (user text is escaped, so ``[paths]`` is not read as markup), exit 2."""
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -56,7 +84,12 @@ def profile_command(
     seed: SeedOpt = 0,
     text_column: TextColumnOpt = "text",
     image_column: ImageColumnOpt = None,
-    k: Annotated[int, typer.Option("--k", help="Layers `pc prune --k` would take (clipped to depth).")] = 16,
+    k: Annotated[
+        int | None,
+        typer.Option(
+            "--k", help="Mark the layers `pc prune --k K` would take (default: half of them).", show_default=False
+        ),
+    ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the profile JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG plot here.")] = None,
     dtype: DtypeOpt = "auto",
@@ -66,12 +99,16 @@ def profile_command(
     """Rank attention sub-layers by input/output cosine similarity on calibration data."""
     from .calibration import CalibrationConfig, read_samples
     from .load import load_model
+    from .output_dir import check_out_file
     from .profile import ProfileConfig, profile
     from .report import plot_profile, print_profile
 
     try:
-        if k < 0:
+        if k is not None and k < 0:
             raise PCError(f"--k must be non-negative, got {k}", "pass --k between 0 and the layer count")
+        for path, flag in ((json_path, "--json"), (plot, "--plot")):
+            if path is not None:
+                check_out_file(path, flag)  # before the (slow) profile, not after it
         calibration = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column)
         samples = read_samples(calibration)  # bad data fails before the (slow) model load
         loaded = load_model(model, dtype=dtype, device=device)
@@ -80,10 +117,10 @@ def profile_command(
         print_profile(result, console)
         if json_path is not None:
             result.to_json(json_path)
-            console.print(f"profile JSON written to {json_path}")
+            console.print(f"profile JSON written to {escape(str(json_path))}", highlight=False)
         if plot is not None:
             plot_profile(result, plot)
-            console.print(f"plot written to {plot}")
+            console.print(f"plot written to {escape(str(plot))}", highlight=False)
     except PCError as err:
         fail(err)
 
@@ -91,8 +128,10 @@ def profile_command(
 @app.command("prune")
 def prune_command(
     model: ModelArg = None,
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write (must not exist).")] = ...,
-    k: Annotated[int, typer.Option("--k", help="How many attention layers to drop.")] = 16,
+    out: Annotated[
+        Path, typer.Option("--out", help="Checkpoint folder to write (must not exist, see --overwrite).")
+    ] = ...,
+    k: KOpt = None,
     layers: Annotated[str | None, typer.Option(help="Comma-separated layer indices (overrides the ranking).")] = None,
     profile_json: Annotated[Path | None, typer.Option("--profile", help="Reuse a `pc profile --json` ranking.")] = None,
     init: Annotated[str, typer.Option(help="lstsq, mean (paper Thm 1), zero, none.")] = "lstsq",
@@ -103,8 +142,12 @@ def prune_command(
     rank: Annotated[int | None, typer.Option(help="Low-rank W (truncated SVD).")] = None,
     held_out: Annotated[float, typer.Option(help="Share of calibration samples kept for the error report.")] = 0.2,
     compare: Annotated[
-        str, typer.Option(help="Inits whose held-out error is reported (each fitted one costs a fit).")
-    ] = "none,zero,mean,lstsq",
+        str,
+        typer.Option(
+            help="Inits whose held-out error is reported beside --init: none and zero cost nothing; "
+            "mean and lstsq each cost another full fit (a pass over the calibration data per pruned layer)."
+        ),
+    ] = "none",
     calib: CalibOpt = "embedded",
     n_samples: NSamplesOpt = 1000,
     max_length: MaxLengthOpt = 256,
@@ -112,7 +155,10 @@ def prune_command(
     seed: SeedOpt = 0,
     text_column: TextColumnOpt = "text",
     image_column: ImageColumnOpt = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace an existing --out, only if it is a pruned checkpoint (swapped in when complete)."),
+    ] = False,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "cpu",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -157,27 +203,12 @@ def prune_command(
         print_prune(result, console)
         manifest = result.to_manifest()
         manifest["model"] = loaded.source
-        manifest["versions"] = _versions()
-        save_pruned(loaded.model, loaded.processor, out, manifest, overwrite=overwrite)
-        console.print(f"pruned checkpoint written to {out} (reload: prune_compensate.load_pruned)")
+        save_pruned(loaded.model, loaded.processor, out, manifest, overwrite=overwrite, source=loaded.source)
+        console.print(
+            f"pruned checkpoint written to {escape(str(out))} (reload: prune_compensate.load_pruned)", highlight=False
+        )
     except PCError as err:
         fail(err)
-
-
-def _versions() -> dict[str, str]:
-    import platform
-
-    import torch
-    import transformers
-
-    from . import __version__
-
-    return {
-        "prune_compensate": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _add_plugins() -> None:

@@ -25,6 +25,7 @@ from torch import nn
 from .calibrate import encoded_batches, move_inputs
 from .calibration import BatchEncoder, CalibrationSample
 from .compensate import CoreSwap, LinearCompensation
+from .progress import WorkProgress
 
 
 def final_hidden(outputs: Any) -> torch.Tensor:
@@ -97,10 +98,11 @@ def held_out_error(
     samples: list[CalibrationSample],
     batch_size: int,
     show_progress: bool = True,
+    work: WorkProgress | None = None,
 ) -> dict[str, dict[str, float]]:
     """Error of each variant against the original model on ``samples`` (see ``evaluate``)."""
     errors = {name: OutputError() for name in variants}
-    for inputs in encoded_batches(encoder, samples, batch_size, "held-out error", show_progress):
+    for inputs in encoded_batches(encoder, samples, batch_size, "held-out error", show_progress, work):
         mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
         swap.restore()
         reference = _forward_outputs(model, inputs)

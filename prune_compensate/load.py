@@ -66,6 +66,30 @@ def _resolve_source(name_or_path: str | os.PathLike | None) -> str:
     return source
 
 
+def _check_local_files(folder: Path) -> None:
+    """Fail in one line, naming the file, when a local model's config or weights are damaged
+    (e.g. a copy or download cut short), instead of a deep traceback from the loader."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PCError(
+            f"{folder / 'config.json'} is not valid JSON ({err})", "restore the file from the model's source"
+        ) from err
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as err:
+            raise PCError(
+                f"weights file {weights} is damaged or incomplete ({str(err).splitlines()[0]})",
+                "copy or download the model again (a pruned checkpoint: write it again with `pc prune`)",
+            ) from err
+
+
 def _load_config(source: str) -> Any:
     from transformers import AutoConfig
 
@@ -145,6 +169,8 @@ def load_model(
         raise PCError(f"device {device!r} asked for but no CUDA device is visible", "use --device cpu")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     source = _resolve_source(name_or_path)
+    if Path(source).is_dir():
+        _check_local_files(Path(source))
     config = _load_config(source)
     device_map = "auto" if device == "auto" else None
     model = _load_weights(source, config, DTYPES[dtype], device_map)

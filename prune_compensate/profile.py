@@ -18,9 +18,12 @@ from torch import nn
 
 from .calibrate import DecoderTaps, TokenMask, encoded_batches, find_residual_sites, run_forward
 from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, read_samples
+from .compensate import LinearCompensation
 from .errors import PCError
 from .load import LoadedModel
 from .locate import DecoderLayout, find_decoder
+from .output_dir import write_text_atomic
+from .progress import WorkProgress
 from .statistics import CosineMoments
 
 SCHEMA = 1
@@ -33,9 +36,10 @@ TIMING_METHOD = (
 
 @dataclass
 class ProfileConfig:
-    """How to profile. ``k``: how many layers a later ``prune`` would take (clipped to the depth)."""
+    """How to profile. ``k``: how many layers a later ``prune --k`` would take, marked in the table
+    (``None``: half the attention layers, ``prune``'s default; 0 marks none)."""
 
-    k: int = 16
+    k: int | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     time_layers: bool = True
     show_progress: bool = True
@@ -66,11 +70,12 @@ class ProfileResult:
     timing_method: str = TIMING_METHOD
     schema: int = SCHEMA
     environment: dict[str, str] = field(default_factory=dict)
+    replaced: list[int] = field(default_factory=list)
 
     @property
     def chosen(self) -> list[int]:
-        """The K layers ``prune --k K`` would take, most redundant first."""
-        return self.ranking[: self.k]
+        """The K layers ``prune --k K`` would take, most redundant first (never a replaced one)."""
+        return [i for i in self.ranking if i not in self.replaced][: self.k]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -78,25 +83,41 @@ class ProfileResult:
         return data
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_json(cls, path: str | Path) -> ProfileResult:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise PCError(f"cannot read profile {path}: {err}", "pass a JSON file written by `pc profile`") from err
-        if data.get("schema") != SCHEMA:
-            raise PCError(f"profile {path} has schema {data.get('schema')!r}, expected {SCHEMA}", "re-run `pc profile`")
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise PCError(f"profile {path} has schema {found!r}, expected {SCHEMA}", "re-run `pc profile`")
         data.pop("chosen", None)
-        data["layers"] = [LayerProfile(**layer) for layer in data["layers"]]
-        return cls(**data)
+        try:
+            data["layers"] = [LayerProfile(**layer) for layer in data["layers"]]
+            return cls(**data)
+        except (KeyError, TypeError) as err:
+            raise PCError(f"profile {path} is incomplete or malformed ({err})", "re-run `pc profile`") from err
 
 
 def _environment() -> dict[str, str]:
     import transformers
 
     return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def profile_k(k: int | None, available: int, model_name: str) -> int:
+    """The K to mark: ``None`` gives half of the ``available`` (unpruned) attention layers."""
+    if k is None:
+        return max(1, available // 2) if available else 0
+    if not 0 <= k <= available:
+        raise PCError(
+            f"--k {k} is out of range: {model_name} has {available} attention layers that could be pruned",
+            f"pass --k between 0 and {available} (default: half, {max(1, available // 2) if available else 0})",
+        )
+    return k
 
 
 def profile_samples(
@@ -106,11 +127,14 @@ def profile_samples(
     config: ProfileConfig,
     layout: DecoderLayout | None = None,
     source: str = "",
+    work: WorkProgress | None = None,
 ) -> ProfileResult:
     """Profile ``model`` on already-read ``samples``; the core of ``profile``."""
     if not samples:
         raise PCError("no calibration samples to profile on", "pass a calibration source with samples")
     layout = layout or find_decoder(model)
+    replaced = [i for i in range(layout.num_layers) if isinstance(layout.core(i), LinearCompensation)]
+    k = profile_k(config.k, layout.num_layers - len(replaced), type(model).__name__)  # before any forward
     token_mask = TokenMask()
     probe = encoder(samples[: config.calibration.batch_size])
     sites = find_residual_sites(model, layout, probe, token_mask)
@@ -122,7 +146,7 @@ def profile_samples(
     taps = DecoderTaps(layout, token_mask, sites=sites, on_residual=on_residual, time_layers=config.time_layers)
     with taps:
         for inputs in encoded_batches(
-            encoder, samples, config.calibration.batch_size, "profiling", config.show_progress
+            encoder, samples, config.calibration.batch_size, "profiling", config.show_progress, work
         ):
             run_forward(model, inputs, token_mask)
     layers = []
@@ -131,7 +155,6 @@ def profile_samples(
         share = times.core_seconds / times.block_seconds if times.block_seconds > 0 else None
         layers.append(LayerProfile(index, stat.mean, stat.std, share, stat.count))
     ranking = sorted(range(layout.num_layers), key=lambda i: (-moments[i].mean, i))
-    k = max(0, min(config.k, layout.num_layers))
     calibration = asdict(config.calibration)
     return ProfileResult(
         model=source,
@@ -149,6 +172,7 @@ def profile_samples(
         },
         calibration=calibration,
         environment=_environment(),
+        replaced=replaced,
     )
 
 

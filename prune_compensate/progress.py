@@ -1,16 +1,21 @@
-"""Rich progress bars for long work (calibration, fitting), silent when asked to be."""
+"""Rich progress bars for long work (calibration, fitting), silent when asked to be.
+
+A job of several passes over the calibration data (``prune_``: profile, one fit per pruned layer
+and compared init, held-out error) shows one overall bar with an ETA across all passes
+(``WorkProgress``) and, below it, a bar for the pass under way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import TracebackType
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
-@contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Progress]:
-    progress = Progress(
+def _progress(enabled: bool) -> Progress:
+    return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -19,5 +24,46 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress]:
         disable=not enabled,
         transient=False,
     )
-    with progress:
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Progress]:
+    with _progress(enabled) as progress:
         yield progress
+
+
+class WorkProgress:
+    """One overall bar over ``total`` units (samples × passes) plus a bar per pass.
+
+    ``with WorkProgress(total, "pruning") as work: with work.stage("fit layer 3", n) as advance: ...``
+    """
+
+    def __init__(self, total: int, description: str, enabled: bool = True) -> None:
+        self.progress = _progress(enabled)
+        self.total, self.description = total, description
+        self.overall: int | None = None
+
+    def __enter__(self) -> WorkProgress:
+        self.progress.__enter__()
+        self.overall = self.progress.add_task(f"[bold]{self.description}", total=self.total)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.progress.__exit__(kind, value, trace)
+
+    @contextmanager
+    def stage(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        """A bar for one pass; ``advance(n)`` moves it and the overall bar by ``n`` units."""
+        task = self.progress.add_task(f"  {description}", total=total)
+
+        def advance(n: int) -> None:
+            self.progress.advance(task, n)
+            if self.overall is not None:
+                self.progress.advance(self.overall, n)
+
+        try:
+            yield advance
+        finally:
+            self.progress.remove_task(task)

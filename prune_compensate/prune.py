@@ -21,15 +21,16 @@ from typing import Any
 
 from torch import nn
 
-from .bottom_up import fit_variant, residual_maps
+from .bottom_up import FITTED, fit_variant, residual_maps
 from .calibrate import CoreSignature, probe_cores
 from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, read_samples, split_samples
-from .compensate import CoreSwap
+from .compensate import CoreSwap, LinearCompensation
 from .errors import PCError
 from .evaluate import held_out_error
 from .load import LoadedModel
 from .locate import DecoderLayout, find_decoder
 from .profile import ProfileConfig, ProfileResult, profile_samples
+from .progress import WorkProgress
 
 INITS = ("lstsq", "mean", "zero", "none")
 ORDERS = ("bottom-up", "independent")
@@ -40,9 +41,14 @@ TARGETS = ("downstream", "local")
 class PruneConfig:
     """How to prune. ``layers`` overrides the ranking; ``profile`` reuses a saved ranking.
 
+    ``k``: how many attention layers to drop; ``None`` takes half of those the model still has
+    (the paper's ratio: 16 of LLaVA-1.5-7B's 32).
+
     ``ridge``: λ relative to ``trace(XᵀX)/D`` for ``lstsq``. ``rank``: low-rank W (truncated SVD).
     ``held_out``: share of calibration samples kept out of fitting for the error report.
-    ``compare``: inits whose held-out error is reported beside the chosen one.
+    ``compare``: inits whose held-out error is reported beside the chosen one. ``none`` and
+    ``zero`` cost no fit; ``mean`` and ``lstsq`` each cost another full fit (one pass over the
+    fitting samples per pruned layer, bottom-up), so the default compares with ``none`` only.
     ``target``: what each fit regresses on. ``"local"``: the core's own output with the layers
     below already replaced (the error the drop causes at this layer). ``"downstream"`` (default):
     the paper's ε = x_ori − x_pruning taken literally — the *original* model's core output plus
@@ -51,7 +57,7 @@ class PruneConfig:
     the error accumulated below it. The two coincide for ``order="independent"``.
     """
 
-    k: int = 16
+    k: int | None = None
     layers: list[int] | None = None
     init: str = "lstsq"
     order: str = "bottom-up"
@@ -59,7 +65,7 @@ class PruneConfig:
     bias: bool = True
     rank: int | None = None
     held_out: float = 0.2
-    compare: tuple[str, ...] = INITS
+    compare: tuple[str, ...] = ("none",)
     max_positions: int = 4096
     target: str = "downstream"
     profile: ProfileResult | None = None
@@ -67,6 +73,8 @@ class PruneConfig:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.k is not None and self.k < 1:
+            raise PCError(f"--k must be at least 1, got {self.k}", "pass --k 1 or more (default: half the layers)")
         if self.init not in INITS:
             raise PCError(f"unknown --init {self.init!r}", f"use one of {', '.join(INITS)}")
         if self.order not in ORDERS:
@@ -87,6 +95,7 @@ class PruneResult:
     """What was done and what it cost; ``to_manifest`` is ``prune_manifest.json``."""
 
     pruned_layers: list[int]
+    previously_pruned: list[int]
     scores: dict[int, float]
     init: str
     k: int
@@ -110,22 +119,53 @@ class PruneResult:
         return data
 
 
-def choose_layers(layout: DecoderLayout, model: nn.Module, config: PruneConfig, ranking: list[int] | None) -> list[int]:
+def replaced_layers(layout: DecoderLayout) -> list[int]:
+    """Layers whose attention core is already a compensation (a pruned checkpoint pruned again)."""
+    return [i for i in range(layout.num_layers) if isinstance(layout.core(i), LinearCompensation)]
+
+
+def resolve_k(k: int | None, available: int, model_name: str) -> int:
+    """``k`` checked against the attention layers that remain; ``None`` gives half of them."""
+    if available == 0:
+        raise PCError(f"every attention layer of {model_name} is already pruned", "there is nothing left to prune")
+    if k is None:
+        return max(1, available // 2)
+    if not 1 <= k <= available:
+        raise PCError(
+            f"--k {k} is out of range: {model_name} has {available} attention layers left to prune",
+            f"pass --k between 1 and {available} (default: half, {max(1, available // 2)})",
+        )
+    return k
+
+
+def check_choice(layout: DecoderLayout, model: nn.Module, config: PruneConfig) -> int:
+    """Validate ``k`` / ``layers`` before any forward pass; returns the number of layers to drop."""
     n = layout.num_layers
     name = type(model).__name__
+    replaced = replaced_layers(layout)
+    if config.layers is None:
+        return resolve_k(config.k, n - len(replaced), name)
+    if not config.layers:
+        raise PCError("--layers is empty", "name at least one layer index")
+    bad = [i for i in config.layers if not 0 <= i < n]
+    if bad:
+        raise PCError(f"unknown layer index {bad[0]}: {name} has {n} decoder layers (0–{n - 1})", "fix --layers")
+    if len(set(config.layers)) != len(config.layers):
+        raise PCError(f"--layers repeats a layer: {config.layers}", "name each layer once")
+    again = [i for i in config.layers if i in replaced]
+    if again:
+        raise PCError(
+            f"layer {again[0]} of {name} is already pruned (its attention is a compensation)",
+            f"choose among the layers that still have attention: {[i for i in range(n) if i not in replaced]}",
+        )
+    return len(config.layers)
+
+
+def choose_layers(config: PruneConfig, k: int, ranking: list[int] | None, replaced: list[int]) -> list[int]:
     if config.layers is not None:
-        if not config.layers:
-            raise PCError("--layers is empty", "name at least one layer index")
-        bad = [i for i in config.layers if not 0 <= i < n]
-        if bad:
-            raise PCError(f"unknown layer index {bad[0]}: {name} has {n} decoder layers (0–{n - 1})", "fix --layers")
-        if len(set(config.layers)) != len(config.layers):
-            raise PCError(f"--layers repeats a layer: {config.layers}", "name each layer once")
         return sorted(config.layers)
-    if not 1 <= config.k <= n:
-        raise PCError(f"--k {config.k} is out of range: {name} has {n} decoder layers", f"pass --k between 1 and {n}")
     assert ranking is not None
-    return sorted(ranking[: config.k])
+    return sorted([i for i in ranking if i not in replaced][:k])
 
 
 def _kv_bytes(model: nn.Module, layout: DecoderLayout, layers: range | list[int]) -> int:
@@ -148,49 +188,56 @@ def prune_samples(
 ) -> PruneResult:
     """``prune_`` on already-read samples: the core of the public function."""
     layout = find_decoder(model)
+    k = check_choice(layout, model, config)  # before any forward pass
+    replaced = replaced_layers(layout)
     fit, held = split_samples(samples, config.held_out)
     if not fit:
         raise PCError("no calibration samples left to fit on", "pass more samples or a smaller held-out share")
     if config.rank is not None and config.rank < 1:
         raise PCError(f"--rank must be at least 1, got {config.rank}", "pass a positive rank or leave it out")
-    ranking, scores_by_layer = None, {}
-    if config.layers is None:
-        result = config.profile
-        if result is None:
-            profile_config = ProfileConfig(
-                k=config.k, calibration=config.calibration, time_layers=False, show_progress=config.show_progress
-            )
-            result = profile_samples(model, encoder, fit, profile_config, layout)
-        elif len(result.layers) != layout.num_layers or result.model_class != type(model).__name__:
-            raise PCError(
-                f"the profile is for {result.model_class} with {len(result.layers)} layers, "
-                f"not {type(model).__name__} with {layout.num_layers}",
-                "profile this model with `pc profile` first",
-            )
-        ranking = result.ranking
-        scores_by_layer = {layer.index: layer.cosine_mean for layer in result.layers}
-    layers = choose_layers(layout, model, config, ranking)
-    params_before = _count(model)
-    kv_before = _kv_bytes(model, layout, range(layout.num_layers))
-    signatures = probe_cores(model, layout, layers, encoder(fit[: config.calibration.batch_size]))
-    for layer in layers:
-        sig = signatures[layer]
-        if config.rank is not None and config.rank >= min(sig.dim_in, sig.dim_out):
-            raise PCError(
-                f"--rank {config.rank} is not below the layer width {min(sig.dim_in, sig.dim_out)}",
-                "use a smaller rank, or none for a full W",
-            )
-    probe = encoder(fit[: config.calibration.batch_size])
-    maps = residual_maps(model, layout, layers, probe)
-    swap = CoreSwap(model, layout, layers)
     names = list(dict.fromkeys([*config.compare, config.init]))
-    variants = {
-        name: fit_variant(model, layout, swap, layers, signatures, maps, name, encoder, fit, config) for name in names
-    }
-    error: dict[str, dict[str, float]] = {}
-    if held:
-        batch_size = config.calibration.batch_size
-        error = held_out_error(model, swap, variants, encoder, held, batch_size, config.show_progress)
+    fitted_passes = sum(name in FITTED for name in names) * (k if config.order == "bottom-up" else 1)
+    needs_profile = config.layers is None and config.profile is None
+    total = len(fit) * (fitted_passes + needs_profile) + len(held)
+    with WorkProgress(total, "pruning", enabled=config.show_progress) as work:
+        ranking, scores_by_layer = None, {}
+        if config.layers is None:
+            result = config.profile
+            if result is None:
+                profile_config = ProfileConfig(
+                    k=k, calibration=config.calibration, time_layers=False, show_progress=config.show_progress
+                )
+                result = profile_samples(model, encoder, fit, profile_config, layout, work=work)
+            elif len(result.layers) != layout.num_layers or result.model_class != type(model).__name__:
+                raise PCError(
+                    f"the profile is for {result.model_class} with {len(result.layers)} layers, "
+                    f"not {type(model).__name__} with {layout.num_layers}",
+                    "profile this model with `pc profile` first",
+                )
+            ranking = result.ranking
+            scores_by_layer = {layer.index: layer.cosine_mean for layer in result.layers}
+        layers = choose_layers(config, k, ranking, replaced)
+        params_before = _count(model)
+        kv_before = _kv_bytes(model, layout, range(layout.num_layers))
+        signatures = probe_cores(model, layout, layers, encoder(fit[: config.calibration.batch_size]))
+        for layer in layers:
+            sig = signatures[layer]
+            if config.rank is not None and config.rank >= min(sig.dim_in, sig.dim_out):
+                raise PCError(
+                    f"--rank {config.rank} is not below the layer width {min(sig.dim_in, sig.dim_out)}",
+                    "use a smaller rank, or none for a full W",
+                )
+        probe = encoder(fit[: config.calibration.batch_size])
+        maps = residual_maps(model, layout, layers, probe)
+        swap = CoreSwap(model, layout, layers)
+        variants = {
+            name: fit_variant(model, layout, swap, layers, signatures, maps, name, encoder, fit, config, work)
+            for name in names
+        }
+        error: dict[str, dict[str, float]] = {}
+        if held:
+            batch_size = config.calibration.batch_size
+            error = held_out_error(model, swap, variants, encoder, held, batch_size, config.show_progress, work)
     for layer, module in variants[config.init].items():
         module.dropped_params = [name for name, _ in swap.originals[layer].named_parameters()]
     swap.install(variants[config.init])
@@ -198,6 +245,7 @@ def prune_samples(
     has_cache = bool(getattr(model, "can_generate", lambda: False)())
     return PruneResult(
         pruned_layers=layers,
+        previously_pruned=replaced,
         scores={i: scores_by_layer[i] for i in layers if i in scores_by_layer},
         init=config.init,
         k=len(layers),

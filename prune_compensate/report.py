@@ -13,7 +13,10 @@ from .prune import PruneResult
 
 def profile_table(result: ProfileResult) -> Table:
     chosen = set(result.chosen)
-    rank_of = {layer: rank for rank, layer in enumerate(result.ranking, start=1)}
+    replaced = set(result.replaced)
+    kept = [layer for layer in result.ranking if layer not in replaced]
+    rank_of = {layer: str(rank) for rank, layer in enumerate(kept, start=1)}
+    rank_of.update({layer: "pruned" for layer in replaced})
     table = Table(
         title=f"Attention redundancy — {result.model_class} ({result.n_samples} samples, {result.n_tokens} tokens)"
     )
@@ -28,7 +31,7 @@ def profile_table(result: ProfileResult) -> Table:
             str(layer.index),
             f"{layer.cosine_mean:.4f} ± {layer.cosine_std:.4f}",
             share,
-            str(rank_of[layer.index]),
+            rank_of[layer.index],
             "✔" if layer.index in chosen else "",
         )
     return table

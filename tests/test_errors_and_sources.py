@@ -78,7 +78,7 @@ def test_images_for_a_text_only_model(tmp_path: Path, image_paths: list[str]) ->
 
 def test_bad_dtype_and_sizes() -> None:
     assert "unknown dtype 'int8'" in cli_error(["profile", "--dtype", "int8", "--quiet"])
-    assert "n_samples must be at least 1" in cli_error(["profile", "--n-samples", "0", "--quiet"])
+    assert "--n-samples must be at least 1" in cli_error(["profile", "--n-samples", "0", "--quiet"])
 
 
 def test_dataset_source_with_images_and_seeded_draw(tmp_path: Path, image_paths: list[str], family_dirs) -> None:
@@ -126,11 +126,12 @@ def test_embedded_default_and_profile_json_roundtrip(tmp_path: Path) -> None:
     assert ProfileResult.from_json(out).to_dict() == data
 
 
-def test_k_is_clipped_to_depth(tmp_path: Path) -> None:
+def test_default_k_is_half_the_layers(tmp_path: Path) -> None:
     out = tmp_path / "p.json"
     result = runner.invoke(app, ["profile", "--n-samples", "4", "--json", str(out), "--quiet"])
     assert result.exit_code == 0
-    assert json.loads(out.read_text())["k"] == 6  # default 16 clipped to MiniLM's 6 layers
+    data = json.loads(out.read_text())
+    assert data["k"] == 3 and len(data["chosen"]) == 3  # half of MiniLM's 6 attention layers
 
 
 def test_batches_never_mix_image_and_text_samples() -> None:
