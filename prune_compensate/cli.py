@@ -33,8 +33,12 @@ KOpt = Annotated[
     ),
 ]
 ModelArg = Annotated[
-    str | None, typer.Argument(help="Local model directory or cached hub id; omitted: the embedded MiniLM.")
+    str | None,
+    typer.Argument(help="Local model folder or Hugging Face Hub id (downloaded once); omitted: the embedded MiniLM."),
 ]
+RevisionOpt = Annotated[str | None, typer.Option(help="Hub branch, tag or commit (default: main).")]
+TrustOpt = Annotated[bool, typer.Option(help="Run the model repository's own code (only for repos you trust).")]
+OfflineOpt = Annotated[bool, typer.Option(help="Never touch the network: use the Hugging Face cache only.")]
 CalibOpt = Annotated[str, typer.Option("--calib", help="JSONL file, datasets directory, or 'embedded'.")]
 NSamplesOpt = Annotated[int, typer.Option(help="Calibration samples to draw.")]
 MaxLengthOpt = Annotated[int, typer.Option(help="Max text tokens per sample.")]
@@ -94,6 +98,9 @@ def profile_command(
     plot: Annotated[Path | None, typer.Option(help="Write a PNG plot here.")] = None,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "cpu",
+    revision: RevisionOpt = None,
+    trust_remote_code: TrustOpt = False,
+    offline: OfflineOpt = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Rank attention sub-layers by input/output cosine similarity on calibration data."""
@@ -111,7 +118,9 @@ def profile_command(
                 check_out_file(path, flag)  # before the (slow) profile, not after it
         calibration = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column)
         samples = read_samples(calibration)  # bad data fails before the (slow) model load
-        loaded = load_model(model, dtype=dtype, device=device)
+        loaded = load_model(
+            model, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code, offline=offline
+        )
         config = ProfileConfig(k=k, calibration=calibration, show_progress=not quiet)
         result = profile(loaded, config, samples)
         print_profile(result, console)
@@ -161,6 +170,9 @@ def prune_command(
     ] = False,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "cpu",
+    revision: RevisionOpt = None,
+    trust_remote_code: TrustOpt = False,
+    offline: OfflineOpt = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Drop the K most redundant attention sub-layers, fit their compensation, write a checkpoint."""
@@ -198,12 +210,16 @@ def prune_command(
             profile=ProfileResult.from_json(profile_json) if profile_json else None,
         )
         samples = read_samples(calibration)
-        loaded = load_model(model, dtype=dtype, device=device)
+        loaded = load_model(
+            model, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code, offline=offline
+        )
         result = prune_(loaded, config, samples)
         print_prune(result, console)
         manifest = result.to_manifest()
         manifest["model"] = loaded.source
-        save_pruned(loaded.model, loaded.processor, out, manifest, overwrite=overwrite, source=loaded.source)
+        if loaded.origin is not None:
+            manifest["base"] = loaded.origin.to_manifest()
+        save_pruned(loaded.model, loaded.processor, out, manifest, overwrite=overwrite, source=loaded.local_dir)
         console.print(
             f"pruned checkpoint written to {escape(str(out))} (reload: prune_compensate.load_pruned)", highlight=False
         )

@@ -1,4 +1,5 @@
-"""Load any Hugging Face model (VLM, text LM or encoder) with its processor, offline.
+"""Load any Hugging Face model (VLM, text LM or encoder) with its processor, from a local folder or
+the Hub (``hub``: downloaded like ``from_pretrained`` does, unless offline).
 
 Why a chain of auto classes: a VLM registers under image-text-to-text, a text LM under causal LM,
 an encoder such as MiniLM only under the base ``AutoModel``; trying them in that order loads all
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import PCError
+from .hub import ModelOrigin, resolve_origin
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ DTYPES: dict[str, torch.dtype | str] = {
     "float16": torch.float16,
 }
 DEVICES = ("cpu", "cuda", "auto")
+AUTO_ORDER = ("AutoModelForImageTextToText", "AutoModelForCausalLM", "AutoModel")
 
 
 def default_model_path() -> Path:
@@ -42,28 +45,24 @@ def default_model_path() -> Path:
 
 @dataclass
 class LoadedModel:
-    """A model, the callable that turns text (and images) into its inputs, and where it came from."""
+    """A model, the callable that turns text (and images) into its inputs, and where it came from.
+
+    ``source`` is what the user named (a folder or a hub id); ``origin`` where it resolved to
+    (local folder, or hub id + commit), recorded in checkpoint manifests."""
 
     model: torch.nn.Module
     processor: Any
     source: str
+    origin: ModelOrigin | None = field(default=None, repr=False)
+
+    @property
+    def local_dir(self) -> Path:
+        """Where the model's files are on this machine (the hub cache snapshot for a hub id)."""
+        return self.origin.local_dir if self.origin is not None else Path(self.source)
 
     @property
     def tokenizer(self) -> Any:
         return getattr(self.processor, "tokenizer", self.processor)
-
-
-def _resolve_source(name_or_path: str | os.PathLike | None) -> str:
-    if name_or_path is None:
-        return str(default_model_path())
-    source = str(name_or_path)
-    if Path(source).exists():
-        if not (Path(source) / "config.json").is_file():
-            raise PCError(
-                f"{source} has no config.json, so it is not a Hugging Face model directory",
-                "point at the folder that holds config.json and the weights",
-            )
-    return source
 
 
 def _check_local_files(folder: Path) -> None:
@@ -90,16 +89,36 @@ def _check_local_files(folder: Path) -> None:
             ) from err
 
 
-def _load_config(source: str) -> Any:
+def _pretrained_kwargs(origin: ModelOrigin, trust_remote_code: bool, cache_dir: str | None) -> dict[str, Any]:
+    """The same source for config, weights and processor: a hub model pinned to its resolved commit."""
+    kwargs: dict[str, Any] = {"local_files_only": origin.local_only, "trust_remote_code": trust_remote_code}
+    if origin.repo_id is not None:
+        kwargs["revision"] = origin.commit or origin.revision
+        kwargs["cache_dir"] = cache_dir
+    return kwargs
+
+
+def _remote_code_error(source: str, err: Exception) -> PCError | None:
+    if "trust_remote_code" in str(err):
+        return PCError(
+            f"{source} needs to run code from its repository to load",
+            "pass --trust-remote-code (trust_remote_code=True) if you trust that code",
+        )
+    return None
+
+
+def _load_config(origin: ModelOrigin, kwargs: dict[str, Any]) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError) as err:
+        return AutoConfig.from_pretrained(origin.source, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        remote = _remote_code_error(origin.source, err)
+        if remote is not None:
+            raise remote from err
         raise PCError(
-            f"model {source!r} was not found locally (no such directory and not in the Hugging Face cache)",
-            "download it once with `huggingface-cli download "
-            f"{source}` on a machine with internet, or pass a local model directory",
+            f"cannot read the config of {origin.source!r} ({str(err).splitlines()[0]})",
+            "check that it is a transformers model (a newer model type may need a newer transformers)",
         ) from err
 
 
@@ -110,21 +129,28 @@ def _auto_classes(config: Any) -> list[Any]:
     import transformers
 
     known = []
-    for name in ("AutoModelForImageTextToText", "AutoModelForCausalLM", "AutoModel"):
+    for name in AUTO_ORDER:
         auto_class = getattr(transformers, name)
         if type(config) in auto_class._model_mapping:
             known.append((auto_class, auto_class._model_mapping[type(config)]))
     saved_as = set(getattr(config, "architectures", None) or [])
     matching = [auto for auto, model_class in known if getattr(model_class, "__name__", "") in saved_as]
-    return matching + [auto for auto, _ in known if auto not in matching]
+    # remote-code models name their classes in config.auto_map instead of transformers' mappings
+    remote = [getattr(transformers, name) for name in AUTO_ORDER if name in (getattr(config, "auto_map", None) or {})]
+    return remote + matching + [auto for auto, _ in known if auto not in matching]
 
 
-def _load_weights(source: str, config: Any, dtype: torch.dtype | str, device_map: Any) -> torch.nn.Module:
+def _load_weights(
+    source: str, config: Any, dtype: torch.dtype | str, device_map: Any, kwargs: dict[str, Any]
+) -> torch.nn.Module:
     errors = []
     for auto_class in _auto_classes(config):
         try:
-            return auto_class.from_pretrained(source, dtype=dtype, device_map=device_map, local_files_only=True)
+            return auto_class.from_pretrained(source, dtype=dtype, device_map=device_map, **kwargs)
         except (OSError, ValueError) as err:
+            remote = _remote_code_error(source, err)
+            if remote is not None:
+                raise remote from err
             errors.append(f"{auto_class.__name__}: {err}")
     detail = errors[-1].splitlines()[0] if errors else "no auto class knows this config"
     raise PCError(
@@ -133,15 +159,15 @@ def _load_weights(source: str, config: Any, dtype: torch.dtype | str, device_map
     )
 
 
-def _load_processor(source: str) -> Any:
+def _load_processor(source: str, kwargs: dict[str, Any]) -> Any:
     from transformers import AutoProcessor, AutoTokenizer
 
     try:
-        return AutoProcessor.from_pretrained(source, local_files_only=True)
+        return AutoProcessor.from_pretrained(source, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as err:
         log.debug("AutoProcessor failed for %s: %s; falling back to AutoTokenizer", source, err)
     try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+        return AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise PCError(
             f"no processor or tokenizer found for {source!r}",
@@ -154,12 +180,19 @@ def load_model(
     *,
     dtype: str = "auto",
     device: str = "cpu",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    offline: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> LoadedModel:
-    """Load a model and its processor from a local directory or the local Hugging Face cache.
+    """Load a model and its processor from a local folder or a Hugging Face Hub id.
 
-    ``name_or_path=None`` loads the embedded default (real MiniLM). ``device='auto'`` hands the
-    placement to accelerate's device map, for models larger than one device. Nothing is
-    downloaded: a model that is not on disk is a ``PCError``.
+    ``name_or_path=None`` loads the embedded default (real MiniLM). A hub id is downloaded into the
+    Hugging Face cache (``cache_dir``, default ``HF_HOME``'s) as ``from_pretrained`` would, at
+    ``revision``; ``offline=True`` (or ``HF_HUB_OFFLINE=1``) uses the cache only.
+    ``trust_remote_code`` runs a repository's own modelling code (off unless asked for).
+    ``device='auto'`` hands the placement to accelerate's device map, for models larger than one
+    device. Every failure a user can fix is a one-line ``PCError``.
     """
     if dtype not in DTYPES:
         raise PCError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
@@ -167,15 +200,17 @@ def load_model(
         raise PCError(f"unknown device {device!r}", f"use one of {', '.join(DEVICES)} (or cuda:N)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PCError(f"device {device!r} asked for but no CUDA device is visible", "use --device cpu")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    source = _resolve_source(name_or_path)
-    if Path(source).is_dir():
-        _check_local_files(Path(source))
-    config = _load_config(source)
+    cache = str(cache_dir) if cache_dir is not None else None
+    source = str(default_model_path()) if name_or_path is None else str(name_or_path)
+    origin = resolve_origin(source, revision=revision, offline=offline, cache_dir=cache)
+    if origin.repo_id is None:
+        _check_local_files(origin.local_dir)
+    kwargs = _pretrained_kwargs(origin, trust_remote_code, cache)
+    config = _load_config(origin, kwargs)
     device_map = "auto" if device == "auto" else None
-    model = _load_weights(source, config, DTYPES[dtype], device_map)
+    model = _load_weights(origin.source, config, DTYPES[dtype], device_map, kwargs)
     if device_map is None:
         model = model.to(device)
     model.eval()
-    processor = _load_processor(source)
-    return LoadedModel(model=model, processor=processor, source=source)
+    processor = _load_processor(origin.source, kwargs)
+    return LoadedModel(model=model, processor=processor, source=source, origin=origin)

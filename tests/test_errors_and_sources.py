@@ -19,8 +19,10 @@ runner = CliRunner()
 
 
 def test_missing_model(tmp_path: Path) -> None:
-    msg = cli_error(["profile", "no-such-org/no-such-model", "--quiet"])
-    assert "was not found locally" in msg and "local model directory" in msg
+    msg = cli_error(["profile", "no-such-org/no-such-model", "--offline", "--quiet"])
+    assert "is not in the Hugging Face cache and --offline forbids downloading it" in msg
+    assert "local model directory" in msg
+    assert "model folder ./no-such-dir does not exist" in cli_error(["profile", "./no-such-dir", "--quiet"])
 
 
 def test_directory_without_config(tmp_path: Path) -> None:
