@@ -163,7 +163,7 @@ def split_samples(samples: list[CalibrationSample], held_out: float) -> tuple[li
     return samples[: len(samples) - n_held], samples[len(samples) - n_held :]
 
 
-def _load_image(path: Any, origin: str) -> Any:
+def load_image(path: Any, origin: str) -> Any:
     from PIL import Image
 
     if not isinstance(path, (str, Path)):
@@ -233,7 +233,7 @@ class BatchEncoder:
                 )
             )
         prompts = [self._prompt(s) for s in samples]
-        images = [[_load_image(p, s.origin) for p in s.images] for s in samples]
+        images = [[load_image(p, s.origin) for p in s.images] for s in samples]
         kwargs: dict[str, Any] = {"text": prompts, "padding": True, "return_tensors": "pt"}
         if any(images):
             kwargs["images"] = images

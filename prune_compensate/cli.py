@@ -173,6 +173,14 @@ def prune_command(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     offline: OfflineOpt = False,
+    eval_after: Annotated[
+        bool,
+        typer.Option(
+            "--eval",
+            help="Evaluate pruned vs original right after pruning (embedded held-out data, as `pc eval`) "
+            "and write the result into the manifest (loads a second copy of the model).",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Drop the K most redundant attention sub-layers, fit their compensation, write a checkpoint."""
@@ -216,6 +224,17 @@ def prune_command(
         result = prune_(loaded, config, samples)
         print_prune(result, console)
         manifest = result.to_manifest()
+        if eval_after:
+            from .eval import EvalConfig, evaluate
+            from .eval.report import print_eval
+
+            original = load_model(
+                model, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code, offline=True
+            )
+            quality = evaluate(loaded, original, EvalConfig(show_progress=not quiet))
+            print_eval(quality, console)
+            manifest["eval"] = quality.to_dict()
+            del original
         manifest["model"] = loaded.source
         if loaded.origin is not None:
             manifest["base"] = loaded.origin.to_manifest()
@@ -223,6 +242,96 @@ def prune_command(
         console.print(
             f"pruned checkpoint written to {escape(str(out))} (reload: prune_compensate.load_pruned)", highlight=False
         )
+    except PCError as err:
+        fail(err)
+
+
+def _base_of(model: str | None) -> tuple[str | None, str | None]:
+    """The original a pruned checkpoint was made from (its manifest's base), as (name, revision)."""
+    from .checkpoint import MANIFEST, read_manifest
+
+    if model is None or not (Path(model) / MANIFEST).is_file():
+        return None, None
+    manifest = read_manifest(model)
+    base = manifest.get("base") or {}
+    if base.get("hub_id"):
+        return base["hub_id"], base.get("commit") or base.get("revision")
+    return base.get("path") or manifest.get("model"), None
+
+
+@app.command("eval")
+def eval_command(
+    model: ModelArg = None,
+    against: Annotated[
+        str | None,
+        typer.Option(help="The original to compare with (default: the base recorded in a pruned checkpoint)."),
+    ] = None,
+    alone: Annotated[bool, typer.Option(help="Evaluate MODEL alone, even if it names a base.")] = False,
+    text: Annotated[
+        str | None,
+        typer.Option(help="LM text: 'embedded', a .txt/.jsonl file, a dataset folder or NAME[:CONFIG] id; 'none'."),
+    ] = "embedded",
+    pairs: Annotated[
+        str | None, typer.Option(help="Encoder retrieval pairs: 'embedded' or a JSONL of query/document; 'none'.")
+    ] = "embedded",
+    captions: Annotated[str | None, typer.Option(help="VLM image–caption JSONL (caption, images).")] = None,
+    tasks: Annotated[str | None, typer.Option(help="lm-eval tasks, comma-separated (needs the eval extra).")] = None,
+    include_path: Annotated[str | None, typer.Option(help="Folder of local lm-eval task YAMLs.")] = None,
+    limit: Annotated[int | None, typer.Option(help="lm-eval examples per task.")] = None,
+    max_examples: Annotated[int | None, typer.Option(help="Use at most this many texts / pairs / captions.")] = None,
+    max_length: Annotated[int, typer.Option(help="Tokens per window (LMs) or per text (encoders).")] = 512,
+    stride: Annotated[int, typer.Option(help="Window stride for perplexity (transformers' guide).")] = 256,
+    batch_size: BatchSizeOpt = 16,
+    text_column: TextColumnOpt = "text",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of retention per metric here.")] = None,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "cpu",
+    revision: RevisionOpt = None,
+    trust_remote_code: TrustOpt = False,
+    offline: OfflineOpt = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """What pruning cost: MODEL (pruned) vs its original on text, image captions, retrieval or lm-eval tasks."""
+    from .eval import EvalConfig, evaluate
+    from .eval.report import plot_retention, print_eval
+    from .eval.run import check_disjoint
+    from .load import load_model
+    from .output_dir import check_out_file
+
+    try:
+        for path, flag in ((json_path, "--json"), (plot, "--plot")):
+            if path is not None:
+                check_out_file(path, flag)
+        config = EvalConfig(
+            text=None if text == "none" else text,
+            pairs=None if pairs == "none" else pairs,
+            captions=captions,
+            tasks=tuple(t.strip() for t in (tasks or "").split(",") if t.strip()),
+            include_path=include_path,
+            limit=limit,
+            text_column=text_column,
+            max_length=max_length,
+            stride=stride,
+            batch_size=batch_size,
+            max_examples=max_examples,
+            show_progress=not quiet,
+        )
+        check_disjoint(model, config)
+        options = dict(dtype=dtype, device=device, trust_remote_code=trust_remote_code, offline=offline)
+        loaded = load_model(model, revision=revision, **options)
+        base, base_revision = (against, None) if against else _base_of(model)
+        original = None if alone or base is None else load_model(base, revision=base_revision, **options)
+        result = evaluate(loaded, original, config)
+        print_eval(result, console)
+        if json_path is not None:
+            result.to_json(json_path)
+            console.print(f"eval JSON written to {escape(str(json_path))}", highlight=False)
+        if plot is not None:
+            if original is None:
+                raise PCError("--plot draws retention, which needs an original", "pass --against or drop --plot")
+            plot_retention(result, plot)
+            console.print(f"plot written to {escape(str(plot))}", highlight=False)
     except PCError as err:
         fail(err)
 

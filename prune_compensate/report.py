@@ -42,7 +42,9 @@ def print_profile(result: ProfileResult, console: Console | None = None) -> None
 
 
 def plot_profile(result: ProfileResult, path: str | Path) -> None:
-    """PNG of cosine by layer (mean ± std), the layers ``prune`` would take highlighted."""
+    """PNG of cosine by layer (mean ± std; the y-axis spans the data, not 0–1, so a 0.88–0.94
+    spread stays visible), the layers ``prune`` would take highlighted, and the attention core's
+    share of the layer's time on a second axis when it was measured."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,13 +54,22 @@ def plot_profile(result: ProfileResult, path: str | Path) -> None:
     index = [layer.index for layer in result.layers]
     mean = [layer.cosine_mean for layer in result.layers]
     std = [layer.cosine_std for layer in result.layers]
-    colors = ["tab:red" if i in chosen else "tab:blue" for i in index]
+    colors = ["tab:red" if i in chosen else "tab:gray" if i in result.replaced else "tab:blue" for i in index]
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(index)), 4))
     ax.bar(index, mean, yerr=std, color=colors, capsize=2)
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("cos(residual before, after attention)")
     ax.set_title(f"{result.model_class}: red = the {result.k} layers prune would take")
-    ax.set_ylim(min(0.0, min(mean) - 0.05), 1.0)
+    low = min(m - s for m, s in zip(mean, std, strict=True))
+    high = max(m + s for m, s in zip(mean, std, strict=True))
+    margin = 0.1 * max(high - low, 1e-3)
+    ax.set_ylim(low - margin, min(1.0, high) + margin)
+    shares = [layer.attention_time_share for layer in result.layers]
+    if any(share is not None for share in shares):
+        right = ax.twinx()
+        right.plot(index, [100 * s if s is not None else float("nan") for s in shares], "o-", color="tab:orange")
+        right.set_ylabel("attention share of layer time (%)", color="tab:orange")
+        right.set_ylim(0, 100)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
