@@ -224,11 +224,18 @@ def pruning_history(source: str | os.PathLike | None) -> list[dict[str, Any]]:
     return [*history, previous]
 
 
-def load_pruned(path: str | os.PathLike, *, dtype: str = "auto", device: str = "cpu") -> LoadedModel:
-    """Reload a checkpoint written by ``save_pruned`` (or ``pc prune --out``): one call."""
+def load_pruned(
+    path: str | os.PathLike, *, dtype: str = "auto", device: str = "cpu", allow_base_change: bool = False
+) -> LoadedModel:
+    """Reload a checkpoint written by ``save_pruned`` / ``save_delta`` (or ``pc prune --out``): one
+    call. A delta checkpoint loads its recorded base first (see ``delta``)."""
+    from .delta import is_delta, load_delta
+
     path = Path(path)
     if not (path / MANIFEST).is_file():
         raise PCError(f"{path} is not a pruned checkpoint (no {MANIFEST})", "point at a folder written by `pc prune`")
+    if is_delta(path):
+        return load_delta(path, dtype=dtype, device=device, allow_base_change=allow_base_change)
     return load_model(path, dtype=dtype, device=device)
 
 

@@ -10,7 +10,7 @@ import sys
 import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -39,6 +39,9 @@ ModelArg = Annotated[
 RevisionOpt = Annotated[str | None, typer.Option(help="Hub branch, tag or commit (default: main).")]
 TrustOpt = Annotated[bool, typer.Option(help="Run the model repository's own code (only for repos you trust).")]
 OfflineOpt = Annotated[bool, typer.Option(help="Never touch the network: use the Hugging Face cache only.")]
+AllowBaseOpt = Annotated[
+    bool, typer.Option(help="Apply a delta checkpoint's maps even if its base model changed since they were fitted.")
+]
 CalibOpt = Annotated[str, typer.Option("--calib", help="JSONL file, datasets directory, or 'embedded'.")]
 NSamplesOpt = Annotated[int, typer.Option(help="Calibration samples to draw.")]
 MaxLengthOpt = Annotated[int, typer.Option(help="Max text tokens per sample.")]
@@ -101,11 +104,11 @@ def profile_command(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     offline: OfflineOpt = False,
+    allow_base_change: AllowBaseOpt = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Rank attention sub-layers by input/output cosine similarity on calibration data."""
     from .calibration import CalibrationConfig, read_samples
-    from .load import load_model
     from .output_dir import check_out_file
     from .profile import ProfileConfig, profile
     from .report import plot_profile, print_profile
@@ -118,8 +121,14 @@ def profile_command(
                 check_out_file(path, flag)  # before the (slow) profile, not after it
         calibration = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column)
         samples = read_samples(calibration)  # bad data fails before the (slow) model load
-        loaded = load_model(
-            model, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code, offline=offline
+        loaded = _load(
+            model,
+            allow_base_change,
+            dtype=dtype,
+            device=device,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            offline=offline,
         )
         config = ProfileConfig(k=k, calibration=calibration, show_progress=not quiet)
         result = profile(loaded, config, samples)
@@ -173,6 +182,14 @@ def prune_command(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     offline: OfflineOpt = False,
+    allow_base_change: AllowBaseOpt = False,
+    save: Annotated[
+        str,
+        typer.Option(
+            help="full: the whole pruned model (works offline, standalone); delta: only the replacement maps "
+            "plus the base's id and commit (or path and hashes), reloaded on top of the base."
+        ),
+    ] = "full",
     eval_after: Annotated[
         bool,
         typer.Option(
@@ -186,12 +203,13 @@ def prune_command(
     """Drop the K most redundant attention sub-layers, fit their compensation, write a checkpoint."""
     from .calibration import CalibrationConfig, read_samples
     from .checkpoint import check_out_dir, save_pruned
-    from .load import load_model
     from .profile import ProfileResult
     from .prune import PruneConfig, prune_
     from .report import print_prune
 
     try:
+        if save not in ("full", "delta"):
+            raise PCError(f"unknown --save {save!r}", "use full or delta")
         check_out_dir(out.resolve(), overwrite)  # fail before any work
         layer_list = None
         if layers is not None:
@@ -218,8 +236,14 @@ def prune_command(
             profile=ProfileResult.from_json(profile_json) if profile_json else None,
         )
         samples = read_samples(calibration)
-        loaded = load_model(
-            model, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code, offline=offline
+        loaded = _load(
+            model,
+            allow_base_change,
+            dtype=dtype,
+            device=device,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            offline=offline,
         )
         result = prune_(loaded, config, samples)
         print_prune(result, console)
@@ -228,8 +252,14 @@ def prune_command(
             from .eval import EvalConfig, evaluate
             from .eval.report import print_eval
 
-            original = load_model(
-                model, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code, offline=True
+            original = _load(
+                model,
+                allow_base_change,
+                dtype=dtype,
+                device=device,
+                revision=revision,
+                trust_remote_code=trust_remote_code,
+                offline=True,
             )
             quality = evaluate(loaded, original, EvalConfig(show_progress=not quiet))
             print_eval(quality, console)
@@ -238,12 +268,30 @@ def prune_command(
         manifest["model"] = loaded.source
         if loaded.origin is not None:
             manifest["base"] = loaded.origin.to_manifest()
-        save_pruned(loaded.model, loaded.processor, out, manifest, overwrite=overwrite, source=loaded.local_dir)
+        if save == "delta":
+            from .delta import save_delta
+
+            if loaded.origin is None:
+                raise PCError("the base of this model is unknown", "use --save full")
+            save_delta(loaded.model, loaded.processor, out, manifest, loaded.origin, overwrite=overwrite)
+        else:
+            save_pruned(loaded.model, loaded.processor, out, manifest, overwrite=overwrite, source=loaded.local_dir)
         console.print(
             f"pruned checkpoint written to {escape(str(out))} (reload: prune_compensate.load_pruned)", highlight=False
         )
     except PCError as err:
         fail(err)
+
+
+def _load(model: str | None, allow_base_change: bool, **options: Any) -> Any:
+    """A delta checkpoint through ``load_pruned`` (base first), anything else through ``load_model``."""
+    from .delta import is_delta, load_delta
+    from .load import load_model
+
+    if model is not None and is_delta(model):
+        options.pop("revision", None)
+        return load_delta(model, allow_base_change=allow_base_change, **options)
+    return load_model(model, **options)
 
 
 def _base_of(model: str | None) -> tuple[str | None, str | None]:
@@ -290,6 +338,7 @@ def eval_command(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     offline: OfflineOpt = False,
+    allow_base_change: AllowBaseOpt = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """What pruning cost: MODEL (pruned) vs its original on text, image captions, retrieval or lm-eval tasks."""
@@ -319,7 +368,7 @@ def eval_command(
         )
         check_disjoint(model, config)
         options = dict(dtype=dtype, device=device, trust_remote_code=trust_remote_code, offline=offline)
-        loaded = load_model(model, revision=revision, **options)
+        loaded = _load(model, allow_base_change, revision=revision, **options)
         base, base_revision = (against, None) if against else _base_of(model)
         original = None if alone or base is None else load_model(base, revision=base_revision, **options)
         result = evaluate(loaded, original, config)

@@ -35,6 +35,15 @@ def _default_mode() -> int:
     return 0o777 & ~mask
 
 
+def _normal_permissions(folder: Path) -> None:
+    """Files as ``open`` would create them under the umask (some writers, safetensors among them,
+    leave 0600), folders as ``mkdir`` would."""
+    mode = _default_mode()
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, mode if path.is_dir() else mode & 0o666)
+
+
 def _writer_alive(marker: Path) -> bool:
     """True unless the marker names a process on this host that no longer runs."""
     try:
@@ -122,6 +131,7 @@ def atomic_out_dir(out: str | os.PathLike, overwrite: bool, owned: str) -> Itera
         if not (tmp / owned).is_file():
             raise RuntimeError(f"atomic_out_dir: the writer did not create {owned}")
         marker.unlink()
+        _normal_permissions(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{OLD_INFIX}"))
             old.rmdir()  # a unique free name for the old folder

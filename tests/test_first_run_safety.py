@@ -123,6 +123,7 @@ def test_stale_partials_of_dead_runs_are_cleaned_and_nothing_else(family_dirs: d
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask  # like save_pretrained's folder, not 0700
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o666 & ~umask  # not 0600
 
 
 # 2. validation before the work
