@@ -182,6 +182,14 @@ def prune_command(
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
     offline: OfflineOpt = False,
+    heal_steps: Annotated[
+        int, typer.Option(help="Distillation steps that refine the fitted maps against the original (0 = off).")
+    ] = 0,
+    heal_lr: Annotated[float, typer.Option(help="Heal learning rate (Adam).")] = 3e-4,
+    heal_objective: Annotated[
+        str, typer.Option(help="auto (kl for LMs, embedding for encoders), kl, embedding or hidden.")
+    ] = "auto",
+    heal_norms: Annotated[bool, typer.Option(help="Heal also the norms of the blocks holding a map.")] = False,
     allow_base_change: AllowBaseOpt = False,
     save: Annotated[
         str,
@@ -203,6 +211,7 @@ def prune_command(
     """Drop the K most redundant attention sub-layers, fit their compensation, write a checkpoint."""
     from .calibration import CalibrationConfig, read_samples
     from .checkpoint import check_out_dir, save_pruned
+    from .heal import HealConfig
     from .profile import ProfileResult
     from .prune import PruneConfig, prune_
     from .report import print_prune
@@ -232,6 +241,7 @@ def prune_command(
             held_out=held_out,
             compare=tuple(name.strip() for name in compare.split(",") if name.strip()),
             calibration=calibration,
+            heal=HealConfig(steps=heal_steps, lr=heal_lr, objective=heal_objective, train_norms=heal_norms),
             show_progress=not quiet,
             profile=ProfileResult.from_json(profile_json) if profile_json else None,
         )

@@ -27,6 +27,7 @@ from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, rea
 from .compensate import CoreSwap, LinearCompensation
 from .errors import PCError
 from .evaluate import held_out_error
+from .heal import HealConfig, HealReport, heal_
 from .load import LoadedModel
 from .locate import DecoderLayout, find_decoder
 from .profile import ProfileConfig, ProfileResult, profile_samples
@@ -70,6 +71,7 @@ class PruneConfig:
     target: str = "downstream"
     profile: ProfileResult | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    heal: HealConfig = field(default_factory=HealConfig)
     show_progress: bool = True
 
     def __post_init__(self) -> None:
@@ -105,6 +107,7 @@ class PruneResult:
     rank: int | None
     signatures: dict[int, CoreSignature]
     error: dict[str, dict[str, float]]
+    heal: dict[str, Any] | None
     parameters: dict[str, int]
     kv_cache_bytes_per_token: dict[str, int] | None
     calibration: dict[str, Any]
@@ -168,6 +171,37 @@ def choose_layers(config: PruneConfig, k: int, ranking: list[int] | None, replac
     return sorted([i for i in ranking if i not in replaced][:k])
 
 
+def _healed(
+    model: nn.Module,
+    layout: DecoderLayout,
+    swap: CoreSwap,
+    start: dict[int, LinearCompensation],
+    encoder: BatchEncoder,
+    fit: list[CalibrationSample],
+    config: PruneConfig,
+    work: WorkProgress | None = None,
+) -> tuple[dict[int, LinearCompensation], HealReport]:
+    """Copies of the ``start`` maps, healed on the fitting samples; the last tenth of them (never
+    trained on by the heal) drives early stopping, so the held-out error report stays unseen.
+    From ``none`` (no maps) the heal starts from zero-initialised linear maps."""
+    import copy
+
+    modules = {}
+    for layer, module in start.items():
+        if module.kind == "none":
+            spec = dict(dim_in=module.dim_in, dim_out=module.dim_out, bias=config.bias)
+            module = LinearCompensation(**spec, output_arity=module.output_arity, layer_idx=module.layer_idx)
+            reference = next(swap.originals[layer].parameters())
+            module = module.to(device=reference.device, dtype=reference.dtype)
+        modules[layer] = copy.deepcopy(module)
+    n_val = max(1, len(fit) // 10)
+    if len(fit) < 2:
+        raise PCError("healing needs at least two fitting samples", "pass more calibration samples")
+    heal_fit, heal_val = fit[:-n_val], fit[-n_val:]
+    report = heal_(model, layout, swap, modules, encoder, heal_fit, heal_val, config.heal, config.show_progress, work)
+    return modules, report
+
+
 def _kv_bytes(model: nn.Module, layout: DecoderLayout, layers: range | list[int]) -> int:
     total = 0
     for index in layers:
@@ -198,7 +232,7 @@ def prune_samples(
     names = list(dict.fromkeys([*config.compare, config.init]))
     fitted_passes = sum(name in FITTED for name in names) * (k if config.order == "bottom-up" else 1)
     needs_profile = config.layers is None and config.profile is None
-    total = len(fit) * (fitted_passes + needs_profile) + len(held)
+    total = len(fit) * (fitted_passes + needs_profile) + len(held) + config.heal.steps * config.heal.batch_size
     with WorkProgress(total, "pruning", enabled=config.show_progress) as work:
         ranking, scores_by_layer = None, {}
         if config.layers is None:
@@ -234,13 +268,19 @@ def prune_samples(
             name: fit_variant(model, layout, swap, layers, signatures, maps, name, encoder, fit, config, work)
             for name in names
         }
+        heal_report = None
+        if config.heal.steps > 0:
+            variants["heal"], heal_report = _healed(
+                model, layout, swap, variants[config.init], encoder, fit, config, work
+            )
         error: dict[str, dict[str, float]] = {}
         if held:
             batch_size = config.calibration.batch_size
             error = held_out_error(model, swap, variants, encoder, held, batch_size, config.show_progress, work)
-    for layer, module in variants[config.init].items():
+    chosen = "heal" if heal_report is not None else config.init
+    for layer, module in variants[chosen].items():
         module.dropped_params = [name for name, _ in swap.originals[layer].named_parameters()]
-    swap.install(variants[config.init])
+    swap.install(variants[chosen])
     kept = [i for i in range(layout.num_layers) if i not in layers]
     has_cache = bool(getattr(model, "can_generate", lambda: False)())
     return PruneResult(
@@ -255,6 +295,7 @@ def prune_samples(
         rank=config.rank,
         signatures=signatures,
         error=error,
+        heal=heal_report.to_dict() if heal_report is not None else None,
         parameters={"before": params_before, "after": _count(model)},
         kv_cache_bytes_per_token={"before": kv_before, "after": _kv_bytes(model, layout, kept)} if has_cache else None,
         calibration={

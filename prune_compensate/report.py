@@ -110,6 +110,19 @@ def prune_tables(result: PruneResult) -> list[Table]:
                 name + mark, f"{row['mse']:.5g}", rel, f"{row['relative_norm']:.4f}", *[f"{row[c]:.4f}" for c in extra]
             )
         tables.append(errors)
+    if result.heal:
+        heal = result.heal
+        curve = heal["curve"]
+        table = Table(title=f"Heal ({heal['objective']}): held-out loss by step")
+        for column in ("step", "held-out loss"):
+            table.add_column(column, justify="right")
+        for step, loss in curve:
+            table.add_row(f"{step}" + (" ◀" if step == heal["best_step"] else ""), f"{loss:.5g}")
+        table.caption = (
+            f"{heal['steps_run']} steps, {heal['seconds']:.0f} s, peak RSS {heal['peak_rss_mb']:.0f} MB; "
+            f"kept step {heal['best_step']}"
+        )
+        tables.append(table)
     return tables
 
 

@@ -1,0 +1,98 @@
+"""Heal on real MiniLM, K = 3: does distillation of the replacement maps beat the closed-form fit?
+
+Protocol of ``benchmarks/prune_error.py`` (embedded calibration, 1,000 fitting / 300 held-out
+samples, K = 3 in profile order), then ``--heal-steps`` with each objective, starting from lstsq
+and (for comparison) from zero maps ("heal from none": plain distillation). Reported per row: the
+held-out relative squared error of the final hidden states and its ratio to no compensation, the
+held-out embedding cosine, the retrieval MRR retention of ``benchmarks/minilm_retrieval_sweep.py``
+(same pairs), and the heal's cost (seconds, peak RSS, steps kept).
+
+    python benchmarks/heal_minilm.py --data-dir DIR   # DIR holds FB15k-237/
+    → benchmarks/results/heal_minilm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from prune_compensate import CalibrationConfig, PruneConfig, load_model, prune_, read_samples
+from prune_compensate.eval import EvalConfig, evaluate
+from prune_compensate.heal import HealConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from minilm_retrieval_sweep import write_pairs  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args()
+    calibration = CalibrationConfig(n_samples=1300)
+    samples = read_samples(calibration)
+    pairs = Path(tempfile.mkdtemp()) / "pairs.jsonl"
+    counts = write_pairs(args.data_dir, "\n".join(s.text for s in samples[:1000]), pairs)
+    eval_config = EvalConfig(text=None, pairs=str(pairs), batch_size=64, max_length=128, show_progress=False)
+    dense = {m.metric: m.pruned for m in evaluate(load_model(), None, eval_config).metrics}
+    rows = []
+    variants = [("lstsq", "hidden"), ("lstsq", "embedding"), ("none", "embedding")]
+    for init, objective in variants:
+        heal = HealConfig(steps=args.steps, lr=args.lr, objective=objective, eval_every=25, patience=4)
+        config = PruneConfig(
+            k=3,
+            init=init,
+            held_out=300 / 1300,
+            compare=("none", "lstsq"),
+            calibration=calibration,
+            heal=heal,
+            show_progress=False,
+        )
+        loaded = load_model()
+        started = time.perf_counter()
+        result = prune_(loaded, config, samples)
+        seconds = time.perf_counter() - started
+        found = {m.metric: m.pruned for m in evaluate(loaded, None, eval_config).metrics}
+        none = result.error["none"]["relative"]
+        row = {
+            "start": init,
+            "objective": objective,
+            "layers": result.pruned_layers,
+            "relative": {name: err["relative"] for name, err in result.error.items()},
+            "embedding_cosine": {name: err["embedding_cosine"] for name, err in result.error.items()},
+            "heal_over_none": result.error["heal"]["relative"] / none,
+            "lstsq_over_none": result.error["lstsq"]["relative"] / none,
+            "mrr_retention": found["mrr"] / dense["mrr"],
+            "recall@1_retention": found["recall@1"] / dense["recall@1"],
+            "heal": result.heal,
+            "prune_seconds": round(seconds, 1),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = RESULTS / "heal_minilm.json"
+    out.write_text(
+        json.dumps(
+            {
+                "command": f"python benchmarks/heal_minilm.py --data-dir DIR --steps {args.steps} --lr {args.lr}",
+                "protocol": "K=3, embedded calibration, 1,000 fitting / 300 held-out samples; heal early-stops on "
+                "the last tenth of the fitting samples; retrieval as benchmarks/minilm_retrieval_sweep.py",
+                "pairs": counts,
+                "dense": dense,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()

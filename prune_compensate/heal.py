@@ -1,0 +1,224 @@
+"""Heal: refine the fitted replacement maps by distillation from the original model.
+
+Why: each map is fitted in closed form to its *local* target; the model's output is what users
+consume. Healing trains only the replacement maps (optionally also the norms of the blocks they
+sit in) so that the pruned model's output matches the original's on the calibration samples:
+
+* encoders (``objective="embedding"``, the default for models without an LM head): 1 − cosine of
+  the pooled, normalised sentence embeddings (mean over real tokens) — what retrieval consumes;
+* LMs / VLMs (``"kl"``): KL(original ‖ pruned) of the next-token distributions over real tokens;
+* ``"hidden"``: relative squared error of the final hidden states over real tokens.
+
+The teacher is the same model with the original cores swapped back in (``CoreSwap``), run under
+``no_grad`` on each batch, so memory stays bounded by one batch. Every ``eval_every`` steps the
+objective is measured on held-out calibration samples (never trained on); the weights with the
+lowest held-out loss are kept, and training stops after ``patience`` evaluations without a gain.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .calibrate import move_inputs
+from .calibration import BatchEncoder, CalibrationSample, batches
+from .compensate import CoreSwap, LinearCompensation
+from .errors import PCError
+from .locate import DecoderLayout, is_norm
+from .progress import WorkProgress, progress_bar
+
+OBJECTIVES = ("auto", "embedding", "kl", "hidden")
+
+
+@dataclass
+class HealConfig:
+    """``steps``: optimiser steps (0 = no heal); ``lr``: Adam learning rate; ``train_norms``: also
+    train the norms of the blocks that hold a replacement."""
+
+    steps: int = 0
+    lr: float = 3e-4
+    batch_size: int = 16
+    eval_every: int = 25
+    patience: int = 4
+    objective: str = "auto"
+    train_norms: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise PCError(f"--heal-steps must be non-negative, got {self.steps}", "pass e.g. --heal-steps 300")
+        if self.objective not in OBJECTIVES:
+            raise PCError(f"unknown heal objective {self.objective!r}", f"use one of {', '.join(OBJECTIVES)}")
+        if self.lr <= 0 or self.batch_size < 1 or self.eval_every < 1:
+            raise PCError("heal lr, batch size and eval interval must be positive", "fix the heal options")
+
+
+@dataclass
+class HealReport:
+    """The held-out curve ``[(step, loss)]`` (step 0 = before healing), the step kept, the cost."""
+
+    objective: str
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int = 0
+    steps_run: int = 0
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    trained_parameters: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+
+def _final_hidden(outputs: Any) -> torch.Tensor:
+    hidden = getattr(outputs, "hidden_states", None)
+    return hidden[-1] if hidden else outputs.last_hidden_state
+
+
+def objective_loss(objective: str, teacher: Any, student: Any, mask: torch.Tensor) -> torch.Tensor:
+    """The heal loss of one batch (mean over sequences or real tokens)."""
+    mask = mask.to(_final_hidden(student).device).bool()
+    if objective == "embedding":
+        a, b = _pooled(_final_hidden(teacher), mask), _pooled(_final_hidden(student), mask)
+        return (1 - (a * b).sum(-1)).mean()
+    if objective == "kl":
+        log_p = torch.log_softmax(teacher.logits[mask].float(), dim=-1)
+        log_q = torch.log_softmax(student.logits[mask].float(), dim=-1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    a, b = _final_hidden(teacher)[mask].float(), _final_hidden(student)[mask].float()
+    return ((b - a) ** 2).sum() / (a**2).sum().clamp(min=1e-12)
+
+
+def resolve_objective(model: nn.Module, objective: str) -> str:
+    if objective != "auto":
+        return objective
+    has_head = getattr(model, "get_output_embeddings", lambda: None)() is not None
+    return "kl" if has_head else "embedding"
+
+
+def _forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+    return model(**move_inputs(inputs, model), output_hidden_states=True, use_cache=False)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def heal_(
+    model: nn.Module,
+    layout: DecoderLayout,
+    swap: CoreSwap,
+    modules: dict[int, LinearCompensation],
+    encoder: BatchEncoder,
+    fit: list[CalibrationSample],
+    held: list[CalibrationSample],
+    config: HealConfig,
+    show_progress: bool = True,
+    work: WorkProgress | None = None,
+) -> HealReport:
+    """Train ``modules`` (installed in ``model`` on return) against the original; see module doc.
+    Progress: a stage of ``work`` when given (units: samples), else a bar of its own."""
+
+    objective = resolve_objective(model, config.objective)
+    if not held:
+        raise PCError("healing needs held-out calibration samples for early stopping", "pass --held-out above 0")
+    params = [p for m in modules.values() for p in m.parameters()]
+    if config.train_norms:
+        for index in modules:
+            params += [p for m in layout.blocks[index].modules() if is_norm(m) for p in m.parameters(recurse=False)]
+    if not params:
+        raise PCError("there is nothing to heal (init none has no maps)", "use --init zero, mean or lstsq with --heal")
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    trainable = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    optimiser = torch.optim.Adam(params, lr=config.lr)
+    report = HealReport(objective, trained_parameters=sum(p.numel() for p in params))
+    rng = random.Random(config.seed)
+    start = time.perf_counter()
+
+    def held_out_loss() -> float:
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch in batches(held, config.batch_size):
+                inputs = encoder(batch)
+                mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+                swap.restore()
+                teacher = _forward(model, inputs)
+                swap.install(modules)
+                total += float(objective_loss(objective, teacher, _forward(model, inputs), mask)) * len(batch)
+                count += len(batch)
+        return total / count
+
+    best = held_out_loss()
+    report.curve.append((0, best))
+    best_state = {k: v.detach().clone() for k, v in _state(params).items()}
+    stale, step = 0, 0
+    was_training = model.training
+    model.train(False)  # no dropout: the student must match the teacher's deterministic output
+    try:
+        with ExitStack() as stack:
+            if work is not None:
+                advance = stack.enter_context(work.stage(f"heal ({objective})", config.steps * config.batch_size))
+            else:
+                progress = stack.enter_context(progress_bar(show_progress))
+                task = progress.add_task(f"heal ({objective})", total=config.steps * config.batch_size)
+
+                def advance(n: int) -> None:
+                    progress.advance(task, n)
+
+            while step < config.steps and stale < config.patience:
+                order = list(fit)
+                rng.shuffle(order)
+                for batch in batches(order, config.batch_size):
+                    inputs = encoder(batch)
+                    mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+                    with torch.no_grad():
+                        swap.restore()
+                        teacher = _forward(model, inputs)
+                    swap.install(modules)
+                    loss = objective_loss(objective, teacher, _forward(model, inputs), mask)
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    step += 1
+                    advance(len(batch))
+                    if step % config.eval_every == 0 or step == config.steps:
+                        current = held_out_loss()
+                        report.curve.append((step, current))
+                        if current < best:
+                            best, stale, report.best_step = current, 0, step
+                            best_state = {k: v.detach().clone() for k, v in _state(params).items()}
+                        else:
+                            stale += 1
+                    if step >= config.steps or stale >= config.patience:
+                        break
+    finally:
+        with torch.no_grad():
+            for key, param in _state(params).items():
+                param.copy_(best_state[key])
+        for p in model.parameters():
+            p.requires_grad_(flags.get(id(p), True))
+        swap.install(modules)
+        model.train(was_training)
+    report.steps_run = step
+    report.seconds = round(time.perf_counter() - start, 2)
+    report.peak_rss_mb = round(_peak_rss_mb(), 1)
+    return report
+
+
+def _state(params: list[nn.Parameter]) -> dict[int, nn.Parameter]:
+    return dict(enumerate(params))

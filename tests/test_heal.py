@@ -1,0 +1,82 @@
+"""Heal: its objectives equal by-hand formulas, it trains only the maps, and distillation from zero
+maps learns what dropping the attention lost (tiny Llama, next-token KL)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import scipy.special
+import torch
+from conftest import TEXTS
+from typer.testing import CliRunner
+
+from prune_compensate import CalibrationSample, PCError, PruneConfig, load_model, prune_
+from prune_compensate.cli import app
+from prune_compensate.compensate import LinearCompensation
+from prune_compensate.heal import HealConfig, objective_loss
+from prune_compensate.locate import find_decoder
+
+runner = CliRunner()
+
+
+def test_objectives_match_hand_formulas() -> None:
+    g = torch.Generator().manual_seed(0)
+    hidden_a, hidden_b = torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)
+    logits_a, logits_b = torch.randn(2, 5, 11, generator=g), torch.randn(2, 5, 11, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    a = SimpleNamespace(last_hidden_state=hidden_a, hidden_states=None, logits=logits_a)
+    b = SimpleNamespace(last_hidden_state=hidden_b, hidden_states=None, logits=logits_b)
+    real = mask.bool().numpy()
+    pooled = [np.stack([h[i][real[i]].mean(0) for i in range(2)]) for h in (hidden_a.numpy(), hidden_b.numpy())]
+    cosine = (pooled[0] * pooled[1]).sum(1) / np.linalg.norm(pooled[0], axis=1) / np.linalg.norm(pooled[1], axis=1)
+    assert float(objective_loss("embedding", a, b, mask)) == pytest.approx(float(np.mean(1 - cosine)), rel=1e-5)
+    p = scipy.special.softmax(logits_a.numpy()[real], axis=-1)
+    q = scipy.special.softmax(logits_b.numpy()[real], axis=-1)
+    kl = scipy.special.rel_entr(p, q).sum(-1).mean()
+    assert float(objective_loss("kl", a, b, mask)) == pytest.approx(float(kl), rel=1e-5)
+    diff = hidden_b.numpy()[real] - hidden_a.numpy()[real]
+    relative = (diff**2).sum() / (hidden_a.numpy()[real] ** 2).sum()
+    assert float(objective_loss("hidden", a, b, mask)) == pytest.approx(float(relative), rel=1e-5)
+
+
+def test_heal_from_zero_maps_learns_and_touches_nothing_else(family_dirs: dict) -> None:
+    loaded = load_model(family_dirs["llama"])
+    before = {name: p.detach().clone() for name, p in loaded.model.named_parameters()}
+    samples = [CalibrationSample(f"{t} {i}") for i, t in enumerate(TEXTS * 10)]
+    heal = HealConfig(steps=40, lr=1e-2, batch_size=4, eval_every=10, patience=10)
+    config = PruneConfig(layers=[1], init="none", held_out=0.25, heal=heal, show_progress=False)
+    result = prune_(loaded, config, samples)
+    # the held-out report (samples the heal never saw) against dropping the attention outright
+    assert result.error["heal"]["kl"] < 0.9 * result.error["none"]["kl"]
+    assert result.heal["objective"] == "kl" and result.heal["steps_run"] > 0
+    assert (
+        result.heal["curve"][0][0] == 0 and min(loss for _, loss in result.heal["curve"]) < result.heal["curve"][0][1]
+    )
+    core = find_decoder(loaded.model).core(1)
+    assert isinstance(core, LinearCompensation) and core.kind == "linear" and float(core.weight.abs().sum()) > 0
+    after = dict(loaded.model.named_parameters())
+    untouched = [name for name in before if name in after]
+    assert untouched and all(torch.equal(before[n], after[n]) for n in untouched)  # only the maps trained
+    assert all(p.requires_grad for p in loaded.model.parameters())  # flags restored
+
+
+def test_heal_needs_held_out_samples_and_valid_options(family_dirs: dict) -> None:
+    with pytest.raises(PCError, match="--heal-steps must be non-negative"):
+        HealConfig(steps=-1)
+    with pytest.raises(PCError, match="unknown heal objective"):
+        HealConfig(objective="mse")
+
+
+def test_pc_prune_heal_writes_the_curve(family_dirs: dict, tmp_path: Path) -> None:
+    out = tmp_path / "healed"
+    args = ["prune", str(family_dirs["llama"]), "--k", "1", "--n-samples", "16", "--heal-steps", "4", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Heal (kl)" in result.output
+    manifest = json.loads((out / "prune_manifest.json").read_text())
+    assert set(manifest["error"]) == {"none", "lstsq", "heal"}
+    assert manifest["heal"]["steps_run"] == 4 and len(manifest["heal"]["curve"]) >= 2
