@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from prune_compensate import CalibrationConfig, PruneConfig, load_model, prune_, read_samples
+from prune_compensate import CalibrationConfig, CalibrationSample, PruneConfig, load_model, prune_, read_samples
 from prune_compensate.eval import EvalConfig, evaluate
 from prune_compensate.heal import HealConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minilm_retrieval_sweep import write_pairs  # noqa: E402
+from minilm_retrieval_sweep import seen_entity_texts, write_pairs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,15 +36,28 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--variants", default="lstsq:hidden,lstsq:embedding,none:embedding", help="start:objective,...")
+    parser.add_argument(
+        "--calib",
+        choices=("embedded", "task"),
+        default="embedded",
+        help="task: fit and heal on short texts (names and descriptions of the calibration's entities)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args()
     calibration = CalibrationConfig(n_samples=1300)
     samples = read_samples(calibration)
     pairs = Path(tempfile.mkdtemp()) / "pairs.jsonl"
-    counts = write_pairs(args.data_dir, "\n".join(s.text for s in samples[:1000]), pairs)
+    calibration_text = "\n".join(s.text for s in samples[:1000])
+    counts = write_pairs(args.data_dir, calibration_text, pairs)
+    if args.calib == "task":  # same entities, task-shaped text; still disjoint from the scored queries
+        texts = seen_entity_texts(args.data_dir, calibration_text)
+        random.Random(0).shuffle(texts)
+        samples = [CalibrationSample(t, [], f"task:{i}") for i, t in enumerate(texts[:1300])]
     eval_config = EvalConfig(text=None, pairs=str(pairs), batch_size=64, max_length=128, show_progress=False)
     dense = {m.metric: m.pruned for m in evaluate(load_model(), None, eval_config).metrics}
     rows = []
-    variants = [("lstsq", "hidden"), ("lstsq", "embedding"), ("none", "embedding")]
+    variants = [tuple(v.split(":")) for v in args.variants.split(",")]
     for init, objective in variants:
         heal = HealConfig(steps=args.steps, lr=args.lr, objective=objective, eval_every=25, patience=4)
         config = PruneConfig(
@@ -76,11 +90,12 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = RESULTS / "heal_minilm.json"
+    out = RESULTS / f"heal_minilm{args.tag}.json"
     out.write_text(
         json.dumps(
             {
-                "command": f"python benchmarks/heal_minilm.py --data-dir DIR --steps {args.steps} --lr {args.lr}",
+                "command": "python benchmarks/heal_minilm.py --data-dir DIR " + " ".join(sys.argv[3:]),
+                "calibration": args.calib,
                 "protocol": "K=3, embedded calibration, 1,000 fitting / 300 held-out samples; heal early-stops on "
                 "the last tenth of the fitting samples; retrieval as benchmarks/minilm_retrieval_sweep.py",
                 "pairs": counts,

@@ -56,6 +56,28 @@ def write_pairs(data_dir: Path, calibration_text: str, out: Path) -> dict[str, i
     return {"corpus": len(lines), "queries": held_out}
 
 
+def seen_entity_texts(data_dir: Path, calibration_text: str) -> list[str]:
+    """Task-like short texts disjoint from the queries: the names and descriptions of the entities
+    that the calibration text names (whose pairs are never scored)."""
+    root = data_dir / "FB15k-237"
+    names = dict(
+        line.split("\t", 1) for line in (root / "FB15k_mid2name.txt").read_text("utf-8").splitlines() if "\t" in line
+    )
+    with gzip.open(root / "entity2wikidata.json.gz", "rt", encoding="utf-8") as handle:
+        wikidata = json.load(handle)
+    texts = []
+    for mid in sorted(wikidata):
+        entry = wikidata[mid] or {}
+        name = names.get(mid, "").replace("_", " ")
+        if (
+            entry.get("description")
+            and name
+            and (name in calibration_text or entry.get("label", "") in calibration_text)
+        ):
+            texts += [name, entry["description"]]
+    return texts
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
