@@ -42,7 +42,7 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from . import output_dir
-from .compensate import LinearCompensation, _replace_module
+from .compensate import LinearCompensation, replace_module
 from .errors import PCError
 from .load import LoadedModel, load_model
 from .usage_files import copy_usage_files
@@ -103,7 +103,7 @@ class PruneCompensateQuantizer(HfQuantizer):
                     f"pruned checkpoint names module {path!r}, which {type(model).__name__} does not have",
                     "load it with the transformers version it was saved with",
                 ) from err
-            _replace_module(model, path, LinearCompensation(**spec, device="meta"))
+            replace_module(model, path, LinearCompensation(**spec, device="meta"))
         # an instance attribute read by transformers' loading report: the tombstones are expected
         # (their on-disk names may carry the older prefixes, hence the end-anchored patterns)
         ignored = set(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])

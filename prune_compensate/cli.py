@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import PCError
+from .errors import PCError, fail
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Profile and prune the attention of Hugging Face (V)LMs."
@@ -73,12 +73,6 @@ def _root(
 ) -> None:
     """Profile and prune the attention of Hugging Face (V)LMs; MKGC recipes as plugins."""
     warnings.showwarning = _show_warning  # one readable line per warning, like errors
-
-
-def fail(err: PCError) -> None:
-    """Print ``err`` as one line (user text is escaped, so ``[paths]`` is not read as markup), exit 2."""
-    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @app.command("profile")

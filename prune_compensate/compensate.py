@@ -124,7 +124,7 @@ def mark_layer_dropped(cache: Any, layer_idx: int) -> None:
         layers[layer_idx] = DummyLayer()
 
 
-def _replace_module(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
+def replace_module(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
     """Swap the submodule ``name`` of ``root`` for ``new`` in place, keeping the old module's device
     and dtype; returns the old module."""
     parent_name, _, child = name.rpartition(".")
@@ -152,7 +152,7 @@ class CoreSwap:
         for index, original in self.originals.items():
             target = modules.get(index, original)
             if self.layout.core(index) is not target:
-                _replace_module(self.model, core_path(self.layout, index), target)
+                replace_module(self.model, core_path(self.layout, index), target)
 
     def restore(self) -> None:
         self.install({})

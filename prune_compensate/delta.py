@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import output_dir
-from .compensate import LinearCompensation, _replace_module
+from .compensate import LinearCompensation, replace_module
 from .errors import PCError
 from .hub import ModelOrigin
 from .load import LoadedModel, load_model
@@ -140,7 +140,7 @@ def load_delta(
             model.get_submodule(name)
         except AttributeError as err:
             raise PCError(f"the base has no module {name!r} named by {path}", "is this the right base model?") from err
-        _replace_module(model, name, LinearCompensation(**spec))
+        replace_module(model, name, LinearCompensation(**spec))
         prefix = name + "."
         own = {key[len(prefix) :]: value for key, value in weights.items() if key.startswith(prefix)}
         model.get_submodule(name).load_state_dict(own, strict=True)

@@ -6,6 +6,8 @@ Python API raises it as is, so callers can catch one type.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 
 class PCError(Exception):
     """A user-fixable problem. ``str(err)`` is one line naming the problem and the fix."""
@@ -13,3 +15,14 @@ class PCError(Exception):
     def __init__(self, problem: str, fix: str | None = None) -> None:
         message = problem if fix is None else f"{problem} — {fix}"
         super().__init__(" ".join(message.split()))
+
+
+def fail(err: PCError) -> NoReturn:
+    """End a ``pc`` command (the core's or a plugin's) on ``err``: one line on stderr, exit code 2.
+    User text is escaped, so ``[paths]`` is not read as rich markup."""
+    import typer
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)

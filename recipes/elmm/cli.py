@@ -23,7 +23,7 @@ def elmm(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """Prune the backbone with the core, train MVTC + LoRA + KGC head, report filtered metrics."""
-    from prune_compensate.cli import fail
+    from prune_compensate import fail
 
     from .config import load_config
     from .run import print_results, run_elmm

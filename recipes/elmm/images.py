@@ -25,8 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from prune_compensate import PCError
-from prune_compensate.progress import progress_bar
+from prune_compensate import PCError, progress_bar
 from recipes.mkgc.data import KGDataset
 
 

@@ -17,9 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune_compensate import PCError
-from prune_compensate.compensate import LinearCompensation
-from prune_compensate.locate import DecoderLayout, find_decoder
+from prune_compensate import DecoderLayout, LinearCompensation, PCError, find_decoder
 
 from .images import ImageBatch
 from .modules import KGCHead, MultiViewTokenCompressor

@@ -21,12 +21,19 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from prune_compensate import PCError, load_model
-from prune_compensate.calibration import CalibrationConfig, CalibrationSample
-from prune_compensate.checkpoint import compensation_spec, replaced_modules
-from prune_compensate.compensate import LinearCompensation, _replace_module
-from prune_compensate.load import LoadedModel
-from prune_compensate.prune import PruneConfig, prune_
+from prune_compensate import (
+    CalibrationConfig,
+    CalibrationSample,
+    LinearCompensation,
+    LoadedModel,
+    PCError,
+    PruneConfig,
+    compensation_spec,
+    load_model,
+    prune_,
+    replace_module,
+    replaced_modules,
+)
 from recipes.mkgc.data import KGDataset, relation_categories, resolve_kg
 from recipes.mkgc.evaluate import (
     InverseRelationScorer,
@@ -201,7 +208,7 @@ def load_elmm(path: str | Path, show_progress: bool = False) -> ElmmRun:
     dataset = load_dataset(config.data)
     loaded = load_model(config.backbone.model, dtype=config.backbone.dtype, device=local_device(config.backbone.device))
     for name, spec in meta["replaced"].items():
-        _replace_module(loaded.model, name, LinearCompensation(**spec))
+        replace_module(loaded.model, name, LinearCompensation(**spec))
     inject_lora(loaded.model, config.lora.rank, config.lora.alpha, config.lora.dropout, meta["lora_targets"])
     source = meta["image_source"]
     bank = _image_bank(config, dataset, loaded, source, show_progress)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from prune_compensate.progress import progress_bar
+from prune_compensate import progress_bar
 
 from ..io import atomic_dir_write
 

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prune_compensate import PCError
+from prune_compensate import PCError, fail
 
 data_app = typer.Typer(no_args_is_help=True, help="Knowledge-graph datasets for the MKGC recipes.")
 console = Console()
@@ -37,13 +37,6 @@ def load_any(spec: str, data_dir: Path | None = None):  # noqa: ANN201 - KGDatas
     if (spec in STAGED or spec.startswith("inductive/")) and not Path(spec).exists():
         return load_staged(spec, data_dir)
     return resolve_kg(spec)
-
-
-def _fail(err: PCError) -> None:
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2) from err
 
 
 def summary_table(summary: dict) -> Table:
@@ -77,7 +70,7 @@ def info(
     try:
         summary = load_any(data, data_dir).summary()
     except PCError as err:
-        _fail(err)
+        fail(err)
     console.print(summary_table(summary))
     if json_path is not None:
         json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -100,5 +93,5 @@ def download_command(
     try:
         written = download(name, root, show_progress=not quiet)
     except PCError as err:
-        _fail(err)
+        fail(err)
     console.print(f"{name}: {len(written)} files written under {root} (others were already there and verified)")

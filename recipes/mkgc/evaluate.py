@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
-from prune_compensate.progress import progress_bar
+from prune_compensate import progress_bar
 
 HITS = (1, 3, 10)
 RANK_TYPES = ("realistic", "optimistic", "pessimistic")

@@ -22,7 +22,7 @@ def tofu(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """TOFU: token-based MMKG foundation model (train, zero-shot on unseen graphs, fine-tune)."""
-    from prune_compensate.cli import fail
+    from prune_compensate import fail
 
     from .config import load_config
     from .run import print_results, run_tofu

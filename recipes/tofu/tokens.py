@@ -45,7 +45,7 @@ class EntityTokens:
 
 def text_model_path(name: str | None) -> Path:
     """A local BERT-style folder (tokenizer + safetensors weights); ``None`` = the embedded MiniLM."""
-    from prune_compensate.load import default_model_path
+    from prune_compensate import default_model_path
 
     path = Path(name) if name else default_model_path()
     if not (path / "model.safetensors").is_file():
