@@ -103,16 +103,13 @@ def profile_command(
 ) -> None:
     """Rank attention sub-layers by input/output cosine similarity on calibration data."""
     from .calibration import CalibrationConfig, read_samples
-    from .output_dir import check_out_file
     from .profile import ProfileConfig, profile
     from .report import plot_profile, print_profile
 
     try:
         if k is not None and k < 0:
             raise PCError(f"--k must be non-negative, got {k}", "pass --k between 0 and the layer count")
-        for path, flag in ((json_path, "--json"), (plot, "--plot")):
-            if path is not None:
-                check_out_file(path, flag)  # before the (slow) profile, not after it
+        _check_outputs(json_path, plot)  # before the (slow) profile, not after it
         calibration = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column)
         samples = read_samples(calibration)  # bad data fails before the (slow) model load
         loaded = _load(
@@ -287,6 +284,15 @@ def prune_command(
         fail(err)
 
 
+def _check_outputs(json_path: Path | None, plot: Path | None) -> None:
+    """``--json`` / ``--plot`` must be writable before any work starts."""
+    from .output_dir import check_out_file
+
+    for path, flag in ((json_path, "--json"), (plot, "--plot")):
+        if path is not None:
+            check_out_file(path, flag)
+
+
 def _load(model: str | None, allow_base_change: bool, **options: Any) -> Any:
     """A delta checkpoint through ``load_pruned`` (base first), anything else through ``load_model``."""
     from .delta import is_delta, load_delta
@@ -351,12 +357,9 @@ def eval_command(
     from .eval.report import plot_retention, print_eval
     from .eval.run import check_disjoint
     from .load import load_model
-    from .output_dir import check_out_file
 
     try:
-        for path, flag in ((json_path, "--json"), (plot, "--plot")):
-            if path is not None:
-                check_out_file(path, flag)
+        _check_outputs(json_path, plot)
         config = EvalConfig(
             text=None if text == "none" else text,
             pairs=None if pairs == "none" else pairs,
