@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import output_dir
+from .checkpoint import MANIFEST, compensation_spec, package_versions, replaced_modules
 from .compensate import LinearCompensation, replace_module
 from .errors import PCError
 from .hub import ModelOrigin
@@ -30,7 +31,6 @@ from .load import LoadedModel, load_model
 
 DELTA_FILE = "prune_delta.json"
 WEIGHTS_FILE = "compensation.safetensors"
-MANIFEST = "prune_manifest.json"
 
 
 def _sha256(path: Path) -> str:
@@ -66,8 +66,6 @@ def save_delta(
     overwrite: bool = False,
 ) -> Path:
     """Write a change-only checkpoint of ``model`` (pruned in place from ``base``) to ``out``."""
-    from .checkpoint import compensation_spec, package_versions, replaced_modules
-
     modules = replaced_modules(model)
     if not modules:
         raise PCError("the model has no pruned layers to save", "run prune_ first")

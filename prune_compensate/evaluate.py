@@ -35,6 +35,13 @@ def final_hidden(outputs: Any) -> torch.Tensor:
     return outputs.last_hidden_state
 
 
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(batch, hidden)`` mean of ``hidden`` ``(batch, seq, hidden)`` over real tokens (``mask`` 1),
+    in ``hidden``'s dtype: the sentence embedding of mean-pooling encoders such as MiniLM."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
 @dataclass
 class OutputError:
     sum_sq_diff: float = 0.0
@@ -64,9 +71,7 @@ class OutputError:
             self.kl_sum += float((log_p.exp() * (log_p - log_q)).sum(dtype=torch.float64))
             self.top1_agree += int((log_p.argmax(-1) == log_q.argmax(-1)).sum())
         else:
-            weights = mask.unsqueeze(-1).double()
-            pooled_a = (ref_h.double() * weights).sum(1) / weights.sum(1).clamp(min=1)
-            pooled_b = (new_h.double() * weights).sum(1) / weights.sum(1).clamp(min=1)
+            pooled_a, pooled_b = mean_pool(ref_h.double(), mask), mean_pool(new_h.double(), mask)
             self.cos_sum += float(torch.nn.functional.cosine_similarity(pooled_a, pooled_b, dim=-1).sum())
             self.n_sequences += pooled_a.shape[0]
 

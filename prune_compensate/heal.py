@@ -30,7 +30,8 @@ from .calibrate import move_inputs
 from .calibration import BatchEncoder, CalibrationSample, batches
 from .compensate import CoreSwap, LinearCompensation
 from .errors import PCError
-from .locate import DecoderLayout, is_norm
+from .evaluate import final_hidden, mean_pool
+from .locate import DecoderLayout, has_lm_head, is_norm
 from .progress import WorkProgress, progress_bar
 
 OBJECTIVES = ("auto", "embedding", "kl", "hidden")
@@ -76,35 +77,27 @@ class HealReport:
 
 
 def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-    return torch.nn.functional.normalize(pooled.float(), dim=-1)
-
-
-def _final_hidden(outputs: Any) -> torch.Tensor:
-    hidden = getattr(outputs, "hidden_states", None)
-    return hidden[-1] if hidden else outputs.last_hidden_state
+    return torch.nn.functional.normalize(mean_pool(hidden, mask).float(), dim=-1)
 
 
 def objective_loss(objective: str, teacher: Any, student: Any, mask: torch.Tensor) -> torch.Tensor:
     """The heal loss of one batch (mean over sequences or real tokens)."""
-    mask = mask.to(_final_hidden(student).device).bool()
+    mask = mask.to(final_hidden(student).device).bool()
     if objective == "embedding":
-        a, b = _pooled(_final_hidden(teacher), mask), _pooled(_final_hidden(student), mask)
+        a, b = _pooled(final_hidden(teacher), mask), _pooled(final_hidden(student), mask)
         return (1 - (a * b).sum(-1)).mean()
     if objective == "kl":
         log_p = torch.log_softmax(teacher.logits[mask].float(), dim=-1)
         log_q = torch.log_softmax(student.logits[mask].float(), dim=-1)
         return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
-    a, b = _final_hidden(teacher)[mask].float(), _final_hidden(student)[mask].float()
+    a, b = final_hidden(teacher)[mask].float(), final_hidden(student)[mask].float()
     return ((b - a) ** 2).sum() / (a**2).sum().clamp(min=1e-12)
 
 
 def resolve_objective(model: nn.Module, objective: str) -> str:
     if objective != "auto":
         return objective
-    has_head = getattr(model, "get_output_embeddings", lambda: None)() is not None
-    return "kl" if has_head else "embedding"
+    return "kl" if has_lm_head(model) else "embedding"
 
 
 def _forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:

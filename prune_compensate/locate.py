@@ -80,6 +80,16 @@ class DecoderLayout:
         return self.blocks[index].get_submodule(self.core_names[index])
 
 
+def replaced_layers(layout: DecoderLayout) -> list[int]:
+    """Layers whose attention core is already a compensation (a pruned checkpoint)."""
+    return [i for i in range(layout.num_layers) if isinstance(layout.core(i), LinearCompensation)]
+
+
+def has_lm_head(model: nn.Module) -> bool:
+    """Whether the model scores next tokens (LMs, VLMs) rather than returning states (encoders)."""
+    return getattr(model, "get_output_embeddings", lambda: None)() is not None
+
+
 def _input_embedding(model: nn.Module) -> nn.Module | None:
     try:
         embedding = model.get_input_embeddings()

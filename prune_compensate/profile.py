@@ -18,10 +18,9 @@ from torch import nn
 
 from .calibrate import DecoderTaps, TokenMask, encoded_batches, find_residual_sites, run_forward
 from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, read_samples
-from .compensate import LinearCompensation
 from .errors import PCError
 from .load import LoadedModel
-from .locate import DecoderLayout, find_decoder
+from .locate import DecoderLayout, find_decoder, replaced_layers
 from .output_dir import write_text_atomic
 from .progress import WorkProgress
 from .statistics import CosineMoments
@@ -108,14 +107,18 @@ def _environment() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
 
 
-def profile_k(k: int | None, available: int, model_name: str) -> int:
-    """The K to mark: ``None`` gives half of the ``available`` (unpruned) attention layers."""
+def resolve_k(k: int | None, available: int, model_name: str, minimum: int = 0) -> int:
+    """``k`` checked against the ``available`` (not yet pruned) attention layers; ``None`` gives
+    half of them, the paper's ratio. ``minimum``: 0 for a profile (mark none), 1 for a prune."""
+    default = max(1, available // 2) if available else 0
+    if minimum > 0 and available == 0:
+        raise PCError(f"every attention layer of {model_name} is already pruned", "there is nothing left to prune")
     if k is None:
-        return max(1, available // 2) if available else 0
-    if not 0 <= k <= available:
+        return default
+    if not minimum <= k <= available:
         raise PCError(
-            f"--k {k} is out of range: {model_name} has {available} attention layers that could be pruned",
-            f"pass --k between 0 and {available} (default: half, {max(1, available // 2) if available else 0})",
+            f"--k {k} is out of range: {model_name} has {available} attention layers left to prune",
+            f"pass --k between {minimum} and {available} (default: half, {default})",
         )
     return k
 
@@ -133,8 +136,8 @@ def profile_samples(
     if not samples:
         raise PCError("no calibration samples to profile on", "pass a calibration source with samples")
     layout = layout or find_decoder(model)
-    replaced = [i for i in range(layout.num_layers) if isinstance(layout.core(i), LinearCompensation)]
-    k = profile_k(config.k, layout.num_layers - len(replaced), type(model).__name__)  # before any forward
+    replaced = replaced_layers(layout)
+    k = resolve_k(config.k, layout.num_layers - len(replaced), type(model).__name__)  # before any forward
     token_mask = TokenMask()
     probe = encoder(samples[: config.calibration.batch_size])
     sites = find_residual_sites(model, layout, probe, token_mask)

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from .bottom_up import FITTED, fit_variant, residual_maps
+from .bottom_up import FITTED, fit_variant, make_compensation, residual_maps
 from .calibrate import CoreSignature, probe_cores
 from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, read_samples, split_samples
 from .compensate import CoreSwap, LinearCompensation
@@ -29,8 +29,8 @@ from .errors import PCError
 from .evaluate import held_out_error
 from .heal import HealConfig, HealReport, heal_
 from .load import LoadedModel
-from .locate import DecoderLayout, find_decoder
-from .profile import ProfileConfig, ProfileResult, profile_samples
+from .locate import DecoderLayout, find_decoder, replaced_layers
+from .profile import ProfileConfig, ProfileResult, profile_samples, resolve_k
 from .progress import WorkProgress
 
 INITS = ("lstsq", "mean", "zero", "none")
@@ -122,32 +122,13 @@ class PruneResult:
         return data
 
 
-def replaced_layers(layout: DecoderLayout) -> list[int]:
-    """Layers whose attention core is already a compensation (a pruned checkpoint pruned again)."""
-    return [i for i in range(layout.num_layers) if isinstance(layout.core(i), LinearCompensation)]
-
-
-def resolve_k(k: int | None, available: int, model_name: str) -> int:
-    """``k`` checked against the attention layers that remain; ``None`` gives half of them."""
-    if available == 0:
-        raise PCError(f"every attention layer of {model_name} is already pruned", "there is nothing left to prune")
-    if k is None:
-        return max(1, available // 2)
-    if not 1 <= k <= available:
-        raise PCError(
-            f"--k {k} is out of range: {model_name} has {available} attention layers left to prune",
-            f"pass --k between 1 and {available} (default: half, {max(1, available // 2)})",
-        )
-    return k
-
-
 def check_choice(layout: DecoderLayout, model: nn.Module, config: PruneConfig) -> int:
     """Validate ``k`` / ``layers`` before any forward pass; returns the number of layers to drop."""
     n = layout.num_layers
     name = type(model).__name__
     replaced = replaced_layers(layout)
     if config.layers is None:
-        return resolve_k(config.k, n - len(replaced), name)
+        return resolve_k(config.k, n - len(replaced), name, minimum=1)
     if not config.layers:
         raise PCError("--layers is empty", "name at least one layer index")
     bad = [i for i in config.layers if not 0 <= i < n]
@@ -176,6 +157,7 @@ def _healed(
     layout: DecoderLayout,
     swap: CoreSwap,
     start: dict[int, LinearCompensation],
+    signatures: dict[int, CoreSignature],
     encoder: BatchEncoder,
     fit: list[CalibrationSample],
     config: PruneConfig,
@@ -189,14 +171,13 @@ def _healed(
     modules = {}
     for layer, module in start.items():
         if module.kind == "none":
-            spec = dict(dim_in=module.dim_in, dim_out=module.dim_out, bias=config.bias)
-            module = LinearCompensation(**spec, output_arity=module.output_arity, layer_idx=module.layer_idx)
+            module = make_compensation(signatures[layer], "zero", config.rank, config.bias)
             reference = next(swap.originals[layer].parameters())
             module = module.to(device=reference.device, dtype=reference.dtype)
         modules[layer] = copy.deepcopy(module)
-    n_val = max(1, len(fit) // 10)
     if len(fit) < 2:
         raise PCError("healing needs at least two fitting samples", "pass more calibration samples")
+    n_val = max(1, len(fit) // 10)
     heal_fit, heal_val = fit[:-n_val], fit[-n_val:]
     report = heal_(model, layout, swap, modules, encoder, heal_fit, heal_val, config.heal, config.show_progress, work)
     return modules, report
@@ -271,7 +252,7 @@ def prune_samples(
         heal_report = None
         if config.heal.steps > 0:
             variants["heal"], heal_report = _healed(
-                model, layout, swap, variants[config.init], encoder, fit, config, work
+                model, layout, swap, variants[config.init], signatures, encoder, fit, config, work
             )
         error: dict[str, dict[str, float]] = {}
         if held:

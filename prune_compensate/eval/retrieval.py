@@ -18,6 +18,7 @@ from torch import nn
 
 from ..calibrate import move_inputs
 from ..errors import PCError
+from ..evaluate import mean_pool
 
 
 def pooling_mode(model_dir: Path | None) -> str:
@@ -53,8 +54,7 @@ def embed(
         if mode == "cls":
             pooled = hidden[:, 0]
         else:
-            mask = inputs["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            pooled = mean_pool(hidden, inputs["attention_mask"])
         chunks.append(torch.nn.functional.normalize(pooled, dim=-1))
     return torch.cat(chunks)
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import PCError
 from ..load import LoadedModel
+from ..locate import has_lm_head
 from ..output_dir import write_text_atomic
 from ..progress import progress_bar
 from . import data as eval_data
@@ -105,11 +106,6 @@ def _row(task: str, metric: str, values: dict[str, float], higher: bool | None, 
     return EvalMetric(task, metric, pruned, original, retention, higher, n)
 
 
-def _is_encoder(model: nn.Module) -> bool:
-    head = getattr(model, "get_output_embeddings", lambda: None)()
-    return head is None
-
-
 def _token_rows(task: str, scores: TokenScores, names: list[str]) -> list[EvalMetric]:
     rows = [_row(task, "perplexity", {n: scores.perplexity(n) for n in names}, False, scores.tokens)]
     if "original" in names:
@@ -129,7 +125,7 @@ def evaluate(pruned: LoadedModel, original: LoadedModel | None = None, config: E
     names = list(models)
     metrics: list[EvalMetric] = []
     sources: dict[str, Any] = {}
-    encoder = _is_encoder(pruned.model)
+    encoder = not has_lm_head(pruned.model)
     with progress_bar(config.show_progress) as progress:
         if encoder and config.pairs is not None:
             pairs = _limit(eval_data.read_pairs(config.pairs), config)
