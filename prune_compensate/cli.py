@@ -237,15 +237,8 @@ def prune_command(
             profile=ProfileResult.from_json(profile_json) if profile_json else None,
         )
         samples = read_samples(calibration)
-        loaded = _load(
-            model,
-            allow_base_change,
-            dtype=dtype,
-            device=device,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
-            offline=offline,
-        )
+        options = dict(dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code)
+        loaded = _load(model, allow_base_change, offline=offline, **options)
         result = prune_(loaded, config, samples)
         print_prune(result, console)
         manifest = result.to_manifest()
@@ -253,15 +246,7 @@ def prune_command(
             from .eval import EvalConfig, evaluate
             from .eval.report import print_eval
 
-            original = _load(
-                model,
-                allow_base_change,
-                dtype=dtype,
-                device=device,
-                revision=revision,
-                trust_remote_code=trust_remote_code,
-                offline=True,
-            )
+            original = _load(model, allow_base_change, offline=True, **options)  # the first load fetched it
             quality = evaluate(loaded, original, EvalConfig(show_progress=not quiet))
             print_eval(quality, console)
             manifest["eval"] = quality.to_dict()
@@ -376,18 +361,18 @@ def eval_command(
             show_progress=not quiet,
         )
         check_disjoint(model, config)
+        base, base_revision = (None, None) if alone else (against, None) if against else _base_of(model)
+        if plot is not None and base is None:
+            raise PCError("--plot draws retention, which needs an original", "pass --against or drop --plot")
         options = dict(dtype=dtype, device=device, trust_remote_code=trust_remote_code, offline=offline)
         loaded = _load(model, allow_base_change, revision=revision, **options)
-        base, base_revision = (against, None) if against else _base_of(model)
-        original = None if alone or base is None else load_model(base, revision=base_revision, **options)
+        original = None if base is None else load_model(base, revision=base_revision, **options)
         result = evaluate(loaded, original, config)
         print_eval(result, console)
         if json_path is not None:
             result.to_json(json_path)
             console.print(f"eval JSON written to {escape(str(json_path))}", highlight=False)
         if plot is not None:
-            if original is None:
-                raise PCError("--plot draws retention, which needs an original", "pass --against or drop --plot")
             plot_retention(result, plot)
             console.print(f"plot written to {escape(str(plot))}", highlight=False)
     except PCError as err:
