@@ -14,7 +14,7 @@ import torch
 from conftest import TEXTS, cli_error, write_jsonl
 from typer.testing import CliRunner
 
-from prune_compensate import CalibrationSample, PruneConfig, load_model, prune_, save_pruned
+from prune_compensate import CalibrationSample, PCError, PruneConfig, load_model, prune_, save_pruned
 from prune_compensate.cli import app
 from prune_compensate.eval import EvalConfig, evaluate
 from prune_compensate.eval.data import Caption, read_pairs
@@ -198,6 +198,22 @@ def test_eval_refuses_the_calibration_file(family_dirs: dict, tmp_path: Path) ->
     args = ["prune", str(family_dirs["llama"]), "--k", "1", "--calib", str(calib), "--out", str(out), "--quiet"]
     assert runner.invoke(app, args).exit_code == 0
     assert "is the calibration data" in cli_error(["eval", str(out), "--text", str(calib), "--quiet"])
+
+
+def test_bad_eval_options_fail_before_scoring(family_dirs: dict, tmp_path: Path) -> None:
+    pytest.importorskip("lm_eval")
+    llama = str(family_dirs["llama"])
+    assert "--stride 64 is above --max-length 32" in cli_error(
+        ["eval", llama, "--max-length", "32", "--stride", "64", "--quiet"]
+    )
+    original, pruned = load_model(family_dirs["llama"]), load_model(family_dirs["llama"])
+
+    def no_forward(*_: object) -> None:
+        raise AssertionError("a forward pass ran before the task names were checked")
+
+    pruned.model.register_forward_pre_hook(no_forward)
+    with pytest.raises(PCError, match="lm-eval knows no task 'no_such_task'"):
+        evaluate(pruned, original, _text_config(tmp_path, tasks=("no_such_task",)))
 
 
 def test_missing_lm_eval_names_the_extra(monkeypatch: pytest.MonkeyPatch, family_dirs: dict) -> None:

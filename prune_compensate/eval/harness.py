@@ -28,6 +28,18 @@ def _lm_eval() -> Any:
     return lm_eval
 
 
+def check_tasks(tasks: list[str], include_path: str | None = None) -> Any:
+    """lm-eval's task manager, after checking that it is installed and knows every task."""
+    _lm_eval()
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=include_path)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise PCError(f"lm-eval knows no task {unknown[0]!r}", "check the name (or --include-path for local tasks)")
+    return manager
+
+
 def run_tasks(
     model: Any,
     tokenizer: Any,
@@ -40,14 +52,10 @@ def run_tasks(
     """``{task: {metric: value}}`` of ``model`` (standard errors dropped; ``_n``: examples scored)."""
     lm_eval = _lm_eval()
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
+    manager = check_tasks(tasks, include_path)
     device = str(next(model.parameters()).device)
     harness_model = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-    manager = TaskManager(include_path=include_path)
-    unknown = [t for t in tasks if t not in manager.all_tasks]
-    if unknown:
-        raise PCError(f"lm-eval knows no task {unknown[0]!r}", "check the name (or --include-path for local tasks)")
     results = lm_eval.simple_evaluate(
         model=harness_model,
         tasks=tasks,

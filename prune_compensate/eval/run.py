@@ -27,7 +27,7 @@ from ..locate import has_lm_head
 from ..output_dir import write_text_atomic
 from ..progress import progress_bar
 from . import data as eval_data
-from .harness import HIGHER_IS_BETTER, run_tasks
+from .harness import HIGHER_IS_BETTER, check_tasks, run_tasks
 from .lm import TokenScores, score_captions, score_corpus
 from .retrieval import embed, pooling_mode, retrieval_metrics
 
@@ -61,6 +61,8 @@ class EvalConfig:
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise PCError(f"{flag} must be at least 1, got {getattr(self, name)}", f"pass a positive {flag}")
+        if self.stride > self.max_length:
+            raise PCError(f"--stride {self.stride} is above --max-length {self.max_length}", "use a smaller --stride")
 
 
 @dataclass
@@ -125,6 +127,8 @@ def evaluate(pruned: LoadedModel, original: LoadedModel | None = None, config: E
     names = list(models)
     metrics: list[EvalMetric] = []
     sources: dict[str, Any] = {}
+    if config.tasks:
+        check_tasks(list(config.tasks), config.include_path)  # before any forward pass
     encoder = not has_lm_head(pruned.model)
     with progress_bar(config.show_progress) as progress:
         if encoder and config.pairs is not None:
