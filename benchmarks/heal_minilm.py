@@ -96,6 +96,7 @@ def main() -> None:
             {
                 "command": "python benchmarks/heal_minilm.py --data-dir DIR " + " ".join(sys.argv[3:]),
                 "calibration": args.calib,
+                "seeds": {"calibration_draw": calibration.seed, "heal_batch_order": HealConfig().seed},
                 "protocol": "K=3, embedded calibration, 1,000 fitting / 300 held-out samples; heal early-stops on "
                 "the last tenth of the fitting samples; retrieval as benchmarks/minilm_retrieval_sweep.py",
                 "pairs": counts,
