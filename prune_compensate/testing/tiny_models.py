@@ -32,21 +32,29 @@ def minilm_vocab() -> Path:
 
 
 def wordpiece(extra: dict[str, str] | None = None, tokens: list[str] | None = None) -> Any:
-    """MiniLM's real WordPiece tokenizer plus the family's special tokens (``extra`` become
-    named attributes such as ``tokenizer.image_token``)."""
-    from transformers import BertTokenizerFast
+    """MiniLM's real WordPiece vocabulary (30,522 tokens) as a decoder tokenizer: it prepends the
+    BOS token ``[CLS]`` and appends nothing, as Llama-style tokenizers do (BERT's ``[SEP]`` at the
+    end would make lm-eval's context/continuation split wrong), plus the family's special tokens
+    (``extra`` become named attributes such as ``tokenizer.image_token``)."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
     extra = extra or {}
+    backend = BertTokenizerFast(vocab=str(minilm_vocab()))._tokenizer
+    backend.post_processor = TemplateProcessing(single="[CLS] $A", pair="[CLS] $A $B", special_tokens=[("[CLS]", 101)])
     # decoders take no token_type_ids; passed at construction so the saved tokenizer keeps it
-    tok = BertTokenizerFast(
-        vocab_file=str(minilm_vocab()),
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="[CLS]",
+        eos_token="[SEP]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
         extra_special_tokens=extra,
         model_input_names=["input_ids", "attention_mask"],
+        padding_side="left",  # batched generation continues every row from its last real token
     )
     new = list(dict.fromkeys(list(extra.values()) + (tokens or [])))
     tok.add_special_tokens({"additional_special_tokens": new})
-    tok.eos_token = "[SEP]"
-    tok.bos_token = "[CLS]"
     return tok
 
 
