@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibration import BatchEncoder, CalibrationSample, batches
+from .calibration import BatchEncoder, CalibrationSample, batches, real_tokens
 from .errors import PCError
 from .locate import (
+    ChildTrace,
     DecoderLayout,
     ResidualSite,
     block_input,
@@ -139,7 +140,7 @@ class DecoderTaps:
             site = self.sites[index]
 
             def site_hook(_m: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-                self._after[index] = residual_from_hook(site, args, kwargs, output)
+                self._after[index] = residual_from_hook(site, args, kwargs, output, self._before.get(index))
 
             self._handles.append(block.get_submodule(site.module).register_forward_hook(site_hook, with_kwargs=True))
 
@@ -221,10 +222,7 @@ def forward_kwargs(model: nn.Module) -> dict[str, Any]:
 
 def run_forward(model: nn.Module, inputs: dict[str, torch.Tensor], token_mask: TokenMask) -> None:
     """One calibration forward; ``StopForward`` from a hook ends it early by design."""
-    mask = inputs.get("attention_mask")
-    if mask is None:
-        mask = torch.ones(inputs["input_ids"].shape, dtype=torch.long)
-    token_mask.set(mask)
+    token_mask.set(real_tokens(inputs))
     moved = move_inputs(inputs, model)
     try:
         with torch.inference_mode():
@@ -261,16 +259,16 @@ def find_residual_sites(
 ) -> list[ResidualSite]:
     """Run one probe forward, watching the order of each block's children, and locate the
     residual after attention in every block (see ``locate``). The probe doubles as warm-up."""
-    with _record_all(layout) as orders:
+    with _record_all(layout) as traces:
         run_forward(model, inputs, token_mask)
     return [
-        residual_site_from_order(block, core_name, order)
-        for block, core_name, order in zip(layout.blocks, layout.core_names, orders, strict=True)
+        residual_site_from_order(block, core_name, trace)
+        for block, core_name, trace in zip(layout.blocks, layout.core_names, traces, strict=True)
     ]
 
 
 @contextmanager
-def _record_all(layout: DecoderLayout) -> Iterator[list[list[str]]]:
+def _record_all(layout: DecoderLayout) -> Iterator[list[ChildTrace]]:
     from contextlib import ExitStack
 
     with ExitStack() as stack:

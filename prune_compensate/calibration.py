@@ -200,20 +200,50 @@ class BatchEncoder:
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.max_length = max_length
         self.has_images = hasattr(processor, "image_processor")
+        self._inserts_own: bool | None = None
+        # Set for the decoder of an encoder–decoder (Florence-2): the text also goes to the decoder,
+        # teacher-forced, so its blocks see real tokens (without it they see one start token).
+        self.decoder_text = False
         if getattr(self.tokenizer, "pad_token", None) is None:
             eos = getattr(self.tokenizer, "eos_token", None)
             if eos is None:
                 raise PCError("the tokenizer has neither a pad nor an eos token", "set tokenizer.pad_token")
             self.tokenizer.pad_token = eos
 
+    def image_token(self) -> str | None:
+        """The placeholder a prompt carries per image, as text (some processors keep an ``AddedToken``)."""
+        token = getattr(self.processor, "image_token", None) or getattr(self.tokenizer, "image_token", None)
+        return None if token is None else str(token)
+
+    def inserts_own_placeholders(self, sample: CalibrationSample) -> bool:
+        """Whether the processor puts the image tokens in itself (BLIP-2, Kosmos-2, Florence-2, Fuyu):
+        asked once, by processing a text without placeholder with one of ``sample``'s images and
+        looking for image tokens in the ids. A processor that refuses that needs placeholders."""
+        if self._inserts_own is None:
+            image = load_image(sample.images[0], sample.origin)
+            try:
+                ids = self.processor(text=["a"], images=[[image]], return_tensors="pt")["input_ids"]
+            except Exception:  # noqa: BLE001 — any refusal means "put placeholders in the text"
+                self._inserts_own = False
+                return False
+            token = self.image_token()
+            if token is None:  # it took an image without a placeholder and names none: it handles images
+                self._inserts_own = True
+            else:
+                token_id = self.tokenizer.convert_tokens_to_ids(token)
+                self._inserts_own = bool((torch.as_tensor(ids) == token_id).any())
+        return self._inserts_own
+
     def _prompt(self, sample: CalibrationSample) -> str:
         text = _truncate_text(self.tokenizer, sample.text, self.max_length)
+        n_images = len(sample.images)
+        if n_images and self.inserts_own_placeholders(sample):
+            n_images = 0  # never a second placeholder beside the processor's own
         template = getattr(self.processor, "chat_template", None)
         if template:
-            content = [{"type": "image"} for _ in sample.images] + [{"type": "text", "text": text}]
+            content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]
             return self.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False)
-        image_token = getattr(self.processor, "image_token", None) or "<image>"
-        return image_token * len(sample.images) + text
+        return (self.image_token() or "<image>") * n_images + text
 
     def __call__(self, samples: list[CalibrationSample]) -> dict[str, torch.Tensor]:
         if not self.has_images:
@@ -240,12 +270,31 @@ class BatchEncoder:
         try:
             encoded = dict(self.processor(**kwargs))
             encoded.pop("labels", None)  # some processors (PaliGemma) add LM labels; calibration wants no loss
+            if self.decoder_text:
+                text = self.tokenizer(
+                    [s.text for s in samples],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
+                encoded["decoder_input_ids"] = text["input_ids"]
+                encoded["decoder_attention_mask"] = text["attention_mask"]
             return encoded
         except (ValueError, TypeError) as err:
             first = ", ".join(s.origin for s in samples[:3])
             raise PCError(
                 f"the processor rejected samples {first}: {str(err).splitlines()[0]}", "check the images and text"
             ) from err
+
+
+def real_tokens(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(B, T)`` mask of the real tokens of the stack being pruned: the decoder's when the batch
+    carries decoder inputs, else the attention mask (all ones when there is none)."""
+    for key in ("decoder_attention_mask", "attention_mask"):
+        if key in inputs:
+            return inputs[key]
+    return torch.ones_like(inputs["input_ids"])
 
 
 def batches(samples: list[CalibrationSample], batch_size: int) -> Iterator[list[CalibrationSample]]:

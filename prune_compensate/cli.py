@@ -51,6 +51,11 @@ TextColumnOpt = Annotated[str, typer.Option(help="Text column/field name.")]
 ImageColumnOpt = Annotated[str | None, typer.Option(help="Image column/field name (JSONL default: images).")]
 DtypeOpt = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (accelerate device map).")]
+DecoderOpt = Annotated[
+    str | None,
+    typer.Option(help="Dotted path of the block list to prune (skips the search), e.g. model.language_model.layers."),
+]
+StackOpt = Annotated[str, typer.Option(help="Encoder–decoders: prune the decoder (default) or the encoder.")]
 
 
 def _show_version(value: bool) -> None:
@@ -99,6 +104,8 @@ def profile_command(
     trust_remote_code: TrustOpt = False,
     offline: OfflineOpt = False,
     allow_base_change: AllowBaseOpt = False,
+    decoder: DecoderOpt = None,
+    stack: StackOpt = "decoder",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Rank attention sub-layers by input/output cosine similarity on calibration data."""
@@ -121,7 +128,7 @@ def profile_command(
             trust_remote_code=trust_remote_code,
             offline=offline,
         )
-        config = ProfileConfig(k=k, calibration=calibration, show_progress=not quiet)
+        config = ProfileConfig(k=k, calibration=calibration, show_progress=not quiet, decoder=decoder, stack=stack)
         result = profile(loaded, config, samples)
         print_profile(result, console)
         if json_path is not None:
@@ -197,6 +204,8 @@ def prune_command(
             "and write the result into the manifest (loads a second copy of the model).",
         ),
     ] = False,
+    decoder: DecoderOpt = None,
+    stack: StackOpt = "decoder",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Drop the K most redundant attention sub-layers, fit their compensation, write a checkpoint."""
@@ -235,6 +244,8 @@ def prune_command(
             heal=HealConfig(steps=heal_steps, lr=heal_lr, objective=heal_objective, train_norms=heal_norms),
             show_progress=not quiet,
             profile=ProfileResult.from_json(profile_json) if profile_json else None,
+            decoder=decoder,
+            stack=stack,
         )
         samples = read_samples(calibration)
         options = dict(dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code)

@@ -4,7 +4,8 @@ Per batch the caller runs the original and the pruned model on the same inputs a
 outputs here; only sums are kept. Definitions (real tokens only, padding masked):
 
 * ``mse``: mean over tokens and features of ``(h_pruned − h_orig)²`` of the final hidden states
-  (the last entry of ``output_hidden_states``);
+  (the output of the located stack's final norm, or of its last block when it has none; read
+  by a hook, so every output class works);
 * ``relative``: relative squared error ``‖H_pruned − H_orig‖²_F / ‖H_orig‖²_F`` over all held-out
   tokens (= MSE / mean square of the original); ``relative_norm`` is its square root;
 * LMs (``logits``): ``kl`` = mean over tokens of KL(p_orig ‖ p_pruned) of the next-token
@@ -15,7 +16,10 @@ outputs here; only sums are kept. Definitions (real tokens only, padding masked)
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +27,55 @@ import torch
 from torch import nn
 
 from .calibrate import encoded_batches, move_inputs
-from .calibration import BatchEncoder, CalibrationSample
+from .calibration import BatchEncoder, CalibrationSample, real_tokens
 from .compensate import CoreSwap, LinearCompensation
+from .errors import PCError
+from .locate import DecoderLayout
 from .progress import WorkProgress
 
 
-def final_hidden(outputs: Any) -> torch.Tensor:
-    hidden = getattr(outputs, "hidden_states", None)
-    if hidden:
-        return hidden[-1]
-    return outputs.last_hidden_state
+@dataclass
+class FinalOutputs:
+    """What the error report and heal compare: the located stack's final hidden state ``(B, T, D)``
+    (read by a hook, so every output class works) and the logits ``(B, T, V)`` when the model has them."""
+
+    hidden: torch.Tensor
+    logits: torch.Tensor | None
+
+
+@contextmanager
+def capture_final_hidden(layout: DecoderLayout) -> Iterator[dict[str, Any]]:
+    """Hook the stack's possible ends (``layout.ends``) for the duration; ``store["hidden"]`` is the
+    output of the one that ran last, ``store["name"]`` its dotted name."""
+    store: dict[str, Any] = {}
+    handles = []
+
+    def make_hook(name: str) -> Any:
+        def hook(_m: nn.Module, _args: tuple, output: Any) -> None:
+            store["hidden"] = output if isinstance(output, torch.Tensor) else output[0]
+            store["name"] = name
+
+        return hook
+
+    try:
+        for name, module in layout.ends:
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_final(model: nn.Module, layout: DecoderLayout, inputs: dict[str, torch.Tensor]) -> FinalOutputs:
+    """One full forward (gradients as the caller's mode allows) returning ``FinalOutputs``."""
+    extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+    with capture_final_hidden(layout) as store:
+        outputs = model(**move_inputs(inputs, model), **extra)
+    if "hidden" not in store:
+        raise PCError(
+            f"the blocks {layout.blocks_path} did not run in the forward pass", "please report this model class"
+        )
+    return FinalOutputs(store["hidden"], getattr(outputs, "logits", None))
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -54,16 +97,22 @@ class OutputError:
     cos_sum: float = 0.0
     n_sequences: int = 0
 
-    def update(self, reference: Any, pruned: Any, mask: torch.Tensor) -> None:
-        ref_h, new_h = final_hidden(reference), final_hidden(pruned)
+    def update(self, reference: FinalOutputs, pruned: FinalOutputs, mask: torch.Tensor) -> None:
+        ref_h, new_h = reference.hidden, pruned.hidden
         mask = mask.bool().to(ref_h.device)
+        if tuple(ref_h.shape[:2]) != tuple(mask.shape):
+            raise PCError(
+                f"the final hidden states {tuple(ref_h.shape)} do not line up with the attention mask "
+                f"{tuple(mask.shape)}",
+                "the model changes the sequence length inside; pass --held-out 0 to skip the error report",
+            )
         a, b = ref_h[mask].double(), new_h[mask].double()
         self.sum_sq_diff += float(((b - a) ** 2).sum())
         self.sum_sq_ref += float((a**2).sum())
         self.n_values += a.numel()
         self.n_tokens += a.shape[0]
-        ref_logits = getattr(reference, "logits", None)
-        if ref_logits is not None and ref_logits.shape[:2] == mask.shape:
+        ref_logits = reference.logits
+        if ref_logits is not None and pruned.logits is not None and ref_logits.shape[:2] == mask.shape:
             self.has_logits = True
             # float32 softmaxes (a 7B model's vocabulary × tokens in float64 would double the memory), float64 sum
             log_p = torch.log_softmax(ref_logits[mask].float(), dim=-1)
@@ -90,13 +139,9 @@ class OutputError:
         return out
 
 
-def _forward_outputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
-    with torch.inference_mode():
-        return model(**move_inputs(inputs, model), output_hidden_states=True, use_cache=False)
-
-
 def held_out_error(
     model: nn.Module,
+    layout: DecoderLayout,
     swap: CoreSwap,
     variants: dict[str, dict[int, LinearCompensation]],
     encoder: BatchEncoder,
@@ -108,11 +153,12 @@ def held_out_error(
     """Error of each variant against the original model on ``samples`` (see ``evaluate``)."""
     errors = {name: OutputError() for name in variants}
     for inputs in encoded_batches(encoder, samples, batch_size, "held-out error", show_progress, work):
-        mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+        mask = real_tokens(inputs)
         swap.restore()
-        reference = _forward_outputs(model, inputs)
-        for name, modules in variants.items():
-            swap.install(modules)
-            errors[name].update(reference, _forward_outputs(model, inputs), mask)
+        with torch.inference_mode():
+            reference = forward_final(model, layout, inputs)
+            for name, modules in variants.items():
+                swap.install(modules)
+                errors[name].update(reference, forward_final(model, layout, inputs), mask)
     swap.restore()
     return {name: err.summary() for name, err in errors.items()}

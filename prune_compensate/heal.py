@@ -26,11 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibrate import move_inputs
-from .calibration import BatchEncoder, CalibrationSample, batches
+from .calibration import BatchEncoder, CalibrationSample, batches, real_tokens
 from .compensate import CoreSwap, LinearCompensation
 from .errors import PCError
-from .evaluate import final_hidden, mean_pool
+from .evaluate import FinalOutputs, forward_final, mean_pool
 from .locate import DecoderLayout, has_lm_head, is_norm
 from .progress import WorkProgress, progress_bar
 
@@ -80,17 +79,19 @@ def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(mean_pool(hidden, mask).float(), dim=-1)
 
 
-def objective_loss(objective: str, teacher: Any, student: Any, mask: torch.Tensor) -> torch.Tensor:
+def objective_loss(objective: str, teacher: FinalOutputs, student: FinalOutputs, mask: torch.Tensor) -> torch.Tensor:
     """The heal loss of one batch (mean over sequences or real tokens)."""
-    mask = mask.to(final_hidden(student).device).bool()
+    mask = mask.to(student.hidden.device).bool()
     if objective == "embedding":
-        a, b = _pooled(final_hidden(teacher), mask), _pooled(final_hidden(student), mask)
+        a, b = _pooled(teacher.hidden, mask), _pooled(student.hidden, mask)
         return (1 - (a * b).sum(-1)).mean()
     if objective == "kl":
+        if teacher.logits is None or student.logits is None:
+            raise PCError("the kl heal objective needs a model with logits", "use --heal-objective hidden")
         log_p = torch.log_softmax(teacher.logits[mask].float(), dim=-1)
         log_q = torch.log_softmax(student.logits[mask].float(), dim=-1)
         return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
-    a, b = final_hidden(teacher)[mask].float(), final_hidden(student)[mask].float()
+    a, b = teacher.hidden[mask].float(), student.hidden[mask].float()
     return ((b - a) ** 2).sum() / (a**2).sum().clamp(min=1e-12)
 
 
@@ -98,10 +99,6 @@ def resolve_objective(model: nn.Module, objective: str) -> str:
     if objective != "auto":
         return objective
     return "kl" if has_lm_head(model) else "embedding"
-
-
-def _forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
-    return model(**move_inputs(inputs, model), output_hidden_states=True, use_cache=False)
 
 
 def _peak_rss_mb() -> float:
@@ -148,11 +145,12 @@ def heal_(
         with torch.no_grad():
             for batch in batches(held, config.batch_size):
                 inputs = encoder(batch)
-                mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+                mask = real_tokens(inputs)
                 swap.restore()
-                teacher = _forward(model, inputs)
+                teacher = forward_final(model, layout, inputs)
                 swap.install(modules)
-                total += float(objective_loss(objective, teacher, _forward(model, inputs), mask)) * len(batch)
+                student = forward_final(model, layout, inputs)
+                total += float(objective_loss(objective, teacher, student, mask)) * len(batch)
                 count += len(batch)
         return total / count
 
@@ -178,12 +176,12 @@ def heal_(
                 rng.shuffle(order)
                 for batch in batches(order, config.batch_size):
                     inputs = encoder(batch)
-                    mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+                    mask = real_tokens(inputs)
                     with torch.no_grad():
                         swap.restore()
-                        teacher = _forward(model, inputs)
+                        teacher = forward_final(model, layout, inputs)
                     swap.install(modules)
-                    loss = objective_loss(objective, teacher, _forward(model, inputs), mask)
+                    loss = objective_loss(objective, teacher, forward_final(model, layout, inputs), mask)
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     optimiser.step()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -66,11 +66,17 @@ def find_attention_core(block: nn.Module) -> tuple[str, nn.Module] | None:
 
 @dataclass
 class DecoderLayout:
-    """Where the text decoder's blocks are. ``blocks_path`` is the dotted name of the block list."""
+    """Where the text decoder's blocks are. ``blocks_path`` is the dotted name of the block list.
+    ``ends`` (dotted name, module) are the modules that may produce the stack's final hidden state
+    ``(B, T, D)``: its last block and the norms beside the block list; whichever of them runs last
+    in a forward is the final one (a final norm after the blocks, not BART's embedding norm before)."""
 
     blocks_path: str
     blocks: nn.ModuleList
     core_names: list[str]
+    ends: list[tuple[str, nn.Module]] = field(default_factory=list)
+    caches: bool = True  # False for the encoder stack of an encoder–decoder: it keeps no KV cache
+    cross_attends: bool = False  # the decoder of an encoder–decoder: its tokens are the decoder inputs
 
     @property
     def num_layers(self) -> int:
@@ -98,34 +104,102 @@ def _input_embedding(model: nn.Module) -> nn.Module | None:
     return embedding
 
 
-def find_decoder(model: nn.Module) -> DecoderLayout:
-    """Locate the text decoder's block list by structure. Raises ``PCError`` naming the class if none."""
-    names = {id(module): name for name, module in model.named_modules()}
-    candidates: list[tuple[str, nn.ModuleList]] = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0:
-            if all(find_attention_core(block) is not None for block in module):
-                candidates.append((name, module))
-    if not candidates:
-        raise PCError(
-            f"no decoder found in {type(model).__name__}: no list of blocks whose blocks own "
-            "an attention module with query/key/value projections",
-            "this model family is not supported yet; please open an issue with the model class",
-        )
-    chosen = candidates[0]
+STACKS = ("decoder", "encoder")
+
+
+def _block_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """Every non-empty ``ModuleList`` whose blocks all own a self-attention core."""
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module) > 0
+        and all(find_attention_core(block) is not None for block in module)
+    ]
+
+
+def _has_cross_attention(blocks: nn.ModuleList) -> bool:
+    """Decoder blocks of an encoder–decoder attend to the encoder: a second attention core whose
+    name says so (``encoder_attn``, ``crossattention``, ``cross_attn``)."""
+    for name, module in blocks[0].named_modules():
+        lowered = name.lower()
+        if is_attention_core(module) and ("cross" in lowered or "encoder_attn" in lowered):
+            return True
+    return False
+
+
+def _under_text_embedding(model: nn.Module, candidates: list[tuple[str, nn.ModuleList]]) -> list:
+    """The candidates nearest the model's input (text) embedding: walk up from the embedding until
+    an ancestor holds one of the lists. Vision towers own q/k/v blocks too, but not beside it."""
     embedding = _input_embedding(model)
-    if embedding is not None and id(embedding) in names and len(candidates) > 1:
-        # Walk up from the text embedding until an ancestor holds one of the candidate lists.
-        parts = names[id(embedding)].split(".")
-        for depth in range(len(parts) - 1, -1, -1):
-            prefix = ".".join(parts[:depth])
-            under = [c for c in candidates if not prefix or c[0].startswith(prefix + ".")]
-            if under:
-                chosen = min(under, key=lambda c: c[0].count("."))
-                break
-    path, blocks = chosen
+    names = {id(module): name for name, module in model.named_modules()}
+    if embedding is None or id(embedding) not in names:
+        return candidates
+    parts = names[id(embedding)].split(".")
+    for depth in range(len(parts) - 1, -1, -1):
+        prefix = ".".join(parts[:depth])
+        under = [c for c in candidates if not prefix or c[0].startswith(prefix + ".")]
+        if under:
+            shallowest = min(c[0].count(".") for c in under)
+            return [c for c in under if c[0].count(".") == shallowest]
+    return candidates
+
+
+def _layout(model: nn.Module, path: str, blocks: nn.ModuleList, candidates: list) -> DecoderLayout:
     core_names = [find_attention_core(block)[0] for block in blocks]  # type: ignore[index]
-    return DecoderLayout(blocks_path=path, blocks=blocks, core_names=core_names)
+    parent_path = path.rpartition(".")[0]
+    parent = model.get_submodule(parent_path) if parent_path else model
+    prefix = f"{parent_path}." if parent_path else ""
+    ends = [(f"{path}.{len(blocks) - 1}", blocks[-1])]
+    ends += [(prefix + name, child) for name, child in parent.named_children() if is_norm(child)]
+    cross = _has_cross_attention(blocks)
+    # the other stack of the same encoder–decoder sits under the same grandparent (``….encoder.layers``
+    # beside ``….decoder.layers``); a Q-Former's cross-attending blocks elsewhere do not count
+    home = path.rsplit(".", 2)[0]
+    siblings = [b for name, b in candidates if name != path and name.rsplit(".", 2)[0] == home]
+    encoder_side = not cross and any(_has_cross_attention(b) for b in siblings)
+    return DecoderLayout(path, blocks, core_names, ends, caches=not encoder_side, cross_attends=cross)
+
+
+def find_decoder(model: nn.Module, path: str | None = None, stack: str = "decoder") -> DecoderLayout:
+    """Locate the text decoder's block list by structure.
+
+    ``path`` (dotted, e.g. ``"model.language_model.layers"``) skips the search. ``stack`` picks
+    between the two text stacks of an encoder–decoder (Florence-2, T5-style): ``"decoder"`` (the
+    one with cross-attention and a KV cache, default) or ``"encoder"``. Raises ``PCError`` naming
+    the lists it saw when none fits.
+    """
+    if stack not in STACKS:
+        raise PCError(f"unknown --stack {stack!r}", f"use one of {', '.join(STACKS)}")
+    candidates = _block_lists(model)
+    if path is not None:
+        chosen = [c for c in candidates if c[0] == path]
+        if not chosen:
+            seen = ", ".join(name for name, _ in candidates) or "none"
+            raise PCError(
+                f"--decoder {path!r} is not a list of attention blocks in {type(model).__name__} (lists seen: {seen})",
+                "pass the dotted path of one of the lists seen",
+            )
+        return _layout(model, *chosen[0], candidates)
+    if not candidates:
+        lists = [name for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+        raise PCError(
+            f"no decoder found in {type(model).__name__}: no list of blocks whose blocks own an attention "
+            f"module with query/key/value projections (module lists seen: {', '.join(lists[:8]) or 'none'})",
+            "pass --decoder with the dotted path of the text blocks, or open an issue with the model class",
+        )
+    near = _under_text_embedding(model, candidates)
+    if len(near) > 1:  # an encoder–decoder: both stacks sit beside the shared embedding
+        decoders = [c for c in near if _has_cross_attention(c[1])]
+        encoders = [c for c in near if not _has_cross_attention(c[1])]
+        pick = decoders if stack == "decoder" else encoders
+        near = pick or near
+    elif stack == "encoder":
+        raise PCError(
+            f"{type(model).__name__} has one text stack ({near[0][0]}), not an encoder and a decoder",
+            "leave out --stack",
+        )
+    return _layout(model, *near[0], candidates)
 
 
 @dataclass(frozen=True)
@@ -160,22 +234,62 @@ def block_input(args: tuple, kwargs: dict) -> torch.Tensor:
     raise PCError("a decoder block was called without hidden states", "please report this model class")
 
 
+def _fingerprint(value: Any) -> tuple | None:
+    """A cheap identity of a tensor's values (shape and two sums), to tell whether two modules of a
+    block were fed the same tensor during the probe forward."""
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        return None
+    data = value.detach().double()
+    return (tuple(value.shape), round(float(data.sum()), 6), round(float(data.abs().sum()), 6))
+
+
+@dataclass
+class ChildTrace:
+    """What one probe forward showed of a block: the order its direct children ran in, and a
+    fingerprint of the input each child (and the block itself, key ``""``) was called with."""
+
+    order: list[str]
+    inputs: dict[str, tuple | None]
+
+
 @contextmanager
-def record_child_order(block: nn.Module) -> Iterator[list[str]]:
-    """Record the order in which the block's direct children run during one forward."""
-    order: list[str] = []
+def record_child_order(block: nn.Module) -> Iterator[ChildTrace]:
+    """Record the order in which the block's direct children run during one forward, and their inputs."""
+    trace = ChildTrace([], {})
     handles = []
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            if name:
+                trace.order.append(name)
+            if name not in trace.inputs:
+                first = args[0] if args else kwargs.get("hidden_states")
+                trace.inputs[name] = _fingerprint(first)
+
+        return hook
+
+    handles.append(block.register_forward_pre_hook(record(""), with_kwargs=True))
     for name, child in block.named_children():
-        handles.append(child.register_forward_pre_hook(lambda _m, _a, name=name: order.append(name)))
+        handles.append(child.register_forward_pre_hook(record(name), with_kwargs=True))
     try:
-        yield order
+        yield trace
     finally:
         for handle in handles:
             handle.remove()
 
 
-def residual_site_from_order(block: nn.Module, core_name: str, order: list[str]) -> ResidualSite:
-    """Decide where the residual after attention is, given the run order of the block's children."""
+def _parallel(trace: ChildTrace, container: str) -> bool:
+    """Attention and MLP read the same residual (Cohere, Phi, GPT-J: one shared norm; GPT-NeoX: a
+    second norm of the block input): some child after attention is fed attention's own input or
+    the block's input, so nothing after attention sees the residual with attention added."""
+    core_in, block_in = trace.inputs.get(container), trace.inputs.get("")
+    later = trace.order[trace.order.index(container) + 1 :]
+    return any(trace.inputs.get(name) is not None and trace.inputs.get(name) in (core_in, block_in) for name in later)
+
+
+def residual_site_from_order(block: nn.Module, core_name: str, trace: ChildTrace) -> ResidualSite:
+    """Decide where the residual after attention is, given what the probe forward showed."""
+    order = trace.order
     container = core_name.split(".")[0]
     if container not in order:
         raise PCError(
@@ -185,6 +299,9 @@ def residual_site_from_order(block: nn.Module, core_name: str, order: list[str])
     first = order.index(container)
     children = dict(block.named_children())
     pre_norm = any(is_norm(children[name]) for name in order[:first])
+    if pre_norm and _parallel(trace, container):
+        # residual after attention = block input + attention's output (never materialised by the block)
+        return ResidualSite(module=core_name, where="core_sum", layout="parallel")
     after: list[str] = []
     for name in order[first + 1 :]:
         if not is_norm(children[name]):
@@ -193,9 +310,9 @@ def residual_site_from_order(block: nn.Module, core_name: str, order: list[str])
     if pre_norm:
         if not after:
             raise PCError(
-                f"{type(block).__name__} is pre-norm but no norm runs between attention and the MLP "
-                "(parallel attention/MLP blocks have no residual after attention)",
-                "this block layout is not supported",
+                f"{type(block).__name__} is pre-norm but no norm runs between attention and the MLP, "
+                "and the MLP does not read attention's input",
+                "this block layout is not supported; please open an issue with the model class",
             )
         return ResidualSite(module=after[-1], where="input", layout="pre-norm")
     if after:
@@ -203,13 +320,20 @@ def residual_site_from_order(block: nn.Module, core_name: str, order: list[str])
     return ResidualSite(module=container, where="output", layout="post-norm")
 
 
-def residual_from_hook(site: ResidualSite, args: tuple, kwargs: dict, output: Any) -> torch.Tensor:
-    """Pick the residual tensor out of a forward hook's arguments for ``site``."""
+def residual_from_hook(
+    site: ResidualSite, args: tuple, kwargs: dict, output: Any, before: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Pick the residual tensor out of a forward hook's arguments for ``site`` (``before``: the
+    block's input, needed by parallel blocks whose site is the core's output plus it)."""
     if site.where == "input":
         return block_input(args, kwargs)
     tensor = _first_tensor(output)
     if tensor is None:
         raise PCError(f"module {site.module!r} returned no tensor", "please report this model class")
+    if site.where == "core_sum":
+        if before is None:
+            raise PCError("a parallel block's residual needs the block input", "please report this model class")
+        return before + tensor
     return tensor
 
 

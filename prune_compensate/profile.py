@@ -36,12 +36,16 @@ TIMING_METHOD = (
 @dataclass
 class ProfileConfig:
     """How to profile. ``k``: how many layers a later ``prune --k`` would take, marked in the table
-    (``None``: half the attention layers, ``prune``'s default; 0 marks none)."""
+    (``None``: half the attention layers, ``prune``'s default; 0 marks none). ``decoder`` (dotted
+    path of a block list) and ``stack`` (``"decoder"`` or ``"encoder"`` of an encoder–decoder)
+    override where the blocks are found (see ``find_decoder``)."""
 
     k: int | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     time_layers: bool = True
     show_progress: bool = True
+    decoder: str | None = None
+    stack: str = "decoder"
 
 
 @dataclass
@@ -135,7 +139,8 @@ def profile_samples(
     """Profile ``model`` on already-read ``samples``; the core of ``profile``."""
     if not samples:
         raise PCError("no calibration samples to profile on", "pass a calibration source with samples")
-    layout = layout or find_decoder(model)
+    layout = layout or find_decoder(model, config.decoder, config.stack)
+    encoder.decoder_text = layout.cross_attends
     replaced = replaced_layers(layout)
     k = resolve_k(config.k, layout.num_layers - len(replaced), type(model).__name__)  # before any forward
     token_mask = TokenMask()

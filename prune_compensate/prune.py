@@ -23,7 +23,13 @@ from torch import nn
 
 from .bottom_up import FITTED, fit_variant, make_compensation, residual_maps
 from .calibrate import CoreSignature, probe_cores
-from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, read_samples, split_samples
+from .calibration import (
+    BatchEncoder,
+    CalibrationConfig,
+    CalibrationSample,
+    read_samples,
+    split_samples,
+)
 from .compensate import CoreSwap, LinearCompensation
 from .errors import PCError
 from .evaluate import held_out_error
@@ -56,6 +62,7 @@ class PruneConfig:
     the drift of the residual stream the earlier replacements left (original − pruned residual,
     mapped back through the block's affine output map when it has one), so each fit also undoes
     the error accumulated below it. The two coincide for ``order="independent"``.
+    ``decoder`` / ``stack``: where the blocks are, as in ``ProfileConfig``.
     """
 
     k: int | None = None
@@ -73,6 +80,8 @@ class PruneConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     heal: HealConfig = field(default_factory=HealConfig)
     show_progress: bool = True
+    decoder: str | None = None
+    stack: str = "decoder"
 
     def __post_init__(self) -> None:
         if self.k is not None and self.k < 1:
@@ -128,21 +137,37 @@ def check_choice(layout: DecoderLayout, model: nn.Module, config: PruneConfig) -
     name = type(model).__name__
     replaced = replaced_layers(layout)
     if config.layers is None:
-        return resolve_k(config.k, n - len(replaced), name, minimum=1)
-    if not config.layers:
+        k = resolve_k(config.k, n - len(replaced), name, minimum=1)
+    else:
+        k = _check_layers(config.layers, n, name, replaced)
+    if k >= n - len(replaced) and layout.caches and _generates(model):
+        raise PCError(
+            f"pruning all {n - len(replaced)} remaining attention layers of {name} leaves no layer with a KV "
+            "cache, and generate needs one",
+            f"prune at most {n - len(replaced) - 1} layers",
+        )
+    return k
+
+
+def _check_layers(layers: list[int], n: int, name: str, replaced: list[int]) -> int:
+    if not layers:
         raise PCError("--layers is empty", "name at least one layer index")
-    bad = [i for i in config.layers if not 0 <= i < n]
+    bad = [i for i in layers if not 0 <= i < n]
     if bad:
         raise PCError(f"unknown layer index {bad[0]}: {name} has {n} decoder layers (0–{n - 1})", "fix --layers")
-    if len(set(config.layers)) != len(config.layers):
-        raise PCError(f"--layers repeats a layer: {config.layers}", "name each layer once")
-    again = [i for i in config.layers if i in replaced]
+    if len(set(layers)) != len(layers):
+        raise PCError(f"--layers repeats a layer: {layers}", "name each layer once")
+    again = [i for i in layers if i in replaced]
     if again:
         raise PCError(
             f"layer {again[0]} of {name} is already pruned (its attention is a compensation)",
             f"choose among the layers that still have attention: {[i for i in range(n) if i not in replaced]}",
         )
-    return len(config.layers)
+    return len(layers)
+
+
+def _generates(model: nn.Module) -> bool:
+    return bool(getattr(model, "can_generate", lambda: False)())
 
 
 def choose_layers(config: PruneConfig, k: int, ranking: list[int] | None, replaced: list[int]) -> list[int]:
@@ -183,14 +208,41 @@ def _healed(
     return modules, report
 
 
-def _kv_bytes(model: nn.Module, layout: DecoderLayout, layers: range | list[int]) -> int:
+KV_NAMES = ("k_proj", "v_proj", "key", "value", "k_lin", "v_lin")
+FUSED_NAMES = ("qkv_proj", "query_key_value", "c_attn", "qkv", "Wqkv")
+
+
+def _heads(core: nn.Module, model: nn.Module) -> tuple[int | None, int | None, int | None]:
+    """(query heads, key/value heads, head width) of a fused-projection core, from its attributes
+    or, where it keeps none, the model's (text) config."""
+    config = getattr(core, "config", None) or getattr(model.config, "text_config", None) or model.config
+    heads = getattr(core, "num_heads", None) or getattr(config, "num_attention_heads", None)
+    kv = getattr(core, "num_key_value_heads", None) or getattr(config, "num_key_value_heads", None) or heads
+    width = getattr(core, "head_dim", None) or getattr(config, "head_dim", None)
+    return heads, kv, width
+
+
+def kv_bytes_per_token(model: nn.Module, layout: DecoderLayout, layers: range | list[int]) -> int:
+    """Bytes of keys and values one token adds to the cache of ``layers``: the output widths of
+    separate key/value projections, or, for a fused q/k/v projection, its width minus the queries'
+    (``(heads + 2·kv_heads)·head_dim`` wide, of which ``2·kv_heads·head_dim`` are cached)."""
     total = 0
     for index in layers:
         core = layout.core(index)
-        for name in ("k_proj", "v_proj", "key", "value", "k_lin", "v_lin"):
-            proj = getattr(core, name, None)
-            if isinstance(proj, nn.Linear):
-                total += proj.out_features * proj.weight.element_size()
+        children = dict(core.named_children())
+        separate = [children[n] for n in KV_NAMES if isinstance(children.get(n), nn.Linear)]
+        if separate:
+            total += sum(p.out_features * p.weight.element_size() for p in separate)
+            continue
+        fused = next((children[n] for n in FUSED_NAMES if n in children), None)
+        if fused is None or not hasattr(fused, "weight"):
+            continue
+        out = fused.out_features if isinstance(fused, nn.Linear) else fused.weight.shape[-1]  # GPT-2's Conv1D
+        heads, kv, width = _heads(core, model)
+        if heads and kv and width and (heads + 2 * kv) * width == out:
+            total += 2 * kv * width * fused.weight.element_size()
+        else:  # equal heads: a third each for q, k, v
+            total += (2 * out // 3) * fused.weight.element_size()
     return total
 
 
@@ -202,8 +254,9 @@ def prune_samples(
     model: nn.Module, encoder: BatchEncoder, samples: list[CalibrationSample], config: PruneConfig
 ) -> PruneResult:
     """``prune_`` on already-read samples: the core of the public function."""
-    layout = find_decoder(model)
+    layout = find_decoder(model, config.decoder, config.stack)
     k = check_choice(layout, model, config)  # before any forward pass
+    encoder.decoder_text = layout.cross_attends
     replaced = replaced_layers(layout)
     fit, held = split_samples(samples, config.held_out)
     if not fit:
@@ -220,7 +273,12 @@ def prune_samples(
             result = config.profile
             if result is None:
                 profile_config = ProfileConfig(
-                    k=k, calibration=config.calibration, time_layers=False, show_progress=config.show_progress
+                    k=k,
+                    calibration=config.calibration,
+                    time_layers=False,
+                    show_progress=config.show_progress,
+                    decoder=config.decoder,
+                    stack=config.stack,
                 )
                 result = profile_samples(model, encoder, fit, profile_config, layout, work=work)
             elif len(result.layers) != layout.num_layers or result.model_class != type(model).__name__:
@@ -233,7 +291,7 @@ def prune_samples(
             scores_by_layer = {layer.index: layer.cosine_mean for layer in result.layers}
         layers = choose_layers(config, k, ranking, replaced)
         params_before = _count(model)
-        kv_before = _kv_bytes(model, layout, range(layout.num_layers))
+        kv_before = kv_bytes_per_token(model, layout, range(layout.num_layers))
         signatures = probe_cores(model, layout, layers, encoder(fit[: config.calibration.batch_size]))
         for layer in layers:
             sig = signatures[layer]
@@ -257,13 +315,14 @@ def prune_samples(
         error: dict[str, dict[str, float]] = {}
         if held:
             batch_size = config.calibration.batch_size
-            error = held_out_error(model, swap, variants, encoder, held, batch_size, config.show_progress, work)
+            error = held_out_error(model, layout, swap, variants, encoder, held, batch_size, config.show_progress, work)
     chosen = "heal" if heal_report is not None else config.init
     for layer, module in variants[chosen].items():
         module.dropped_params = [name for name, _ in swap.originals[layer].named_parameters()]
     swap.install(variants[chosen])
     kept = [i for i in range(layout.num_layers) if i not in layers]
-    has_cache = bool(getattr(model, "can_generate", lambda: False)())
+    has_cache = layout.caches and _generates(model)
+    kv = {"before": kv_before, "after": kv_bytes_per_token(model, layout, kept)}
     return PruneResult(
         pruned_layers=layers,
         previously_pruned=replaced,
@@ -278,7 +337,7 @@ def prune_samples(
         error=error,
         heal=heal_report.to_dict() if heal_report is not None else None,
         parameters={"before": params_before, "after": _count(model)},
-        kv_cache_bytes_per_token={"before": kv_before, "after": _kv_bytes(model, layout, kept)} if has_cache else None,
+        kv_cache_bytes_per_token=kv if has_cache else None,
         calibration={
             "source": config.calibration.source,
             "n_fit": len(fit),
@@ -286,7 +345,12 @@ def prune_samples(
             "max_length": config.calibration.max_length,
             "seed": config.calibration.seed,
         },
-        decoder={"blocks": layout.blocks_path, "num_layers": layout.num_layers, "core_names": layout.core_names},
+        decoder={
+            "blocks": layout.blocks_path,
+            "num_layers": layout.num_layers,
+            "core_names": layout.core_names,
+            "caches": layout.caches,
+        },
         model_class=type(model).__name__,
     )
 

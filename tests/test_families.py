@@ -74,11 +74,12 @@ def test_residual_after_attention_matches_hand_recomputation(
 ) -> None:
     loaded = load_model(family_dirs[family.name])
     model = loaded.model
+    layout = find_decoder(model)
     encoder = BatchEncoder(loaded.processor, 64)
+    encoder.decoder_text = layout.cross_attends
     inputs = encoder(_samples(family, image_paths))
     for name in family.extra_inputs:
         assert name in inputs, f"{family.name} needs {name} in forward"
-    layout = find_decoder(model)
     token_mask = TokenMask()
     sites = find_residual_sites(model, layout, inputs, token_mask)
     assert sites[0].module == family.expected_site
@@ -91,12 +92,10 @@ def test_residual_after_attention_matches_hand_recomputation(
             block_in[i] = block_input(args, kwargs)
 
         def core(_m, args, kwargs, output, i=i):
-            # transformers 5 calls attention with keyword arguments only: no positional input
-            assert args == () and "hidden_states" in kwargs
             attn_out[i] = output[0]
 
         def site(_m, args, kwargs, output, i=i):
-            located[i] = residual_from_hook(sites[i], args, kwargs, output)
+            located[i] = residual_from_hook(sites[i], args, kwargs, output, block_in[i])
 
         handles += [
             block.register_forward_pre_hook(pre, with_kwargs=True),
@@ -110,8 +109,10 @@ def test_residual_after_attention_matches_hand_recomputation(
             handle.remove()
     with torch.no_grad():
         for i, block in enumerate(layout.blocks):
-            if family.residual == "add":
+            if family.residual in ("add", "parallel"):
                 expected = block_in[i] + attn_out[i]
+            elif family.residual == "norm_of_add":
+                expected = block.self_attn_layer_norm(block_in[i] + attn_out[i])
             else:
                 expected = block_in[i] + block.post_attention_layernorm(attn_out[i])
             torch.testing.assert_close(located[i], expected, rtol=1e-5, atol=1e-5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 from prune_compensate import CalibrationSample, PCError, PruneConfig, load_model, prune_
 from prune_compensate.cli import app
 from prune_compensate.compensate import LinearCompensation
+from prune_compensate.evaluate import FinalOutputs
 from prune_compensate.heal import HealConfig, objective_loss
 from prune_compensate.locate import find_decoder
 
@@ -28,8 +28,7 @@ def test_objectives_match_hand_formulas() -> None:
     hidden_a, hidden_b = torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)
     logits_a, logits_b = torch.randn(2, 5, 11, generator=g), torch.randn(2, 5, 11, generator=g)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    a = SimpleNamespace(last_hidden_state=hidden_a, hidden_states=None, logits=logits_a)
-    b = SimpleNamespace(last_hidden_state=hidden_b, hidden_states=None, logits=logits_b)
+    a, b = FinalOutputs(hidden_a, logits_a), FinalOutputs(hidden_b, logits_b)
     real = mask.bool().numpy()
     pooled = [np.stack([h[i][real[i]].mean(0) for i in range(2)]) for h in (hidden_a.numpy(), hidden_b.numpy())]
     cosine = (pooled[0] * pooled[1]).sum(1) / np.linalg.norm(pooled[0], axis=1) / np.linalg.norm(pooled[1], axis=1)

@@ -37,18 +37,49 @@ def _samples(family: Family, images: list[str], n: int = 10) -> list[Calibration
 
 def _greedy_without_cache(model, inputs: dict, steps: int, suppress: list[int]) -> torch.Tensor:
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    # per-token inputs (Qwen-VL's mm_token_type_ids, Kosmos-2's image position mask) grow with the text
+    per_token = [k for k, v in inputs.items() if k not in ("input_ids", "attention_mask") and v.shape == ids.shape]
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", *per_token)}
     for _ in range(steps):
         kwargs = dict(extra)
-        if "mm_token_type_ids" in inputs:  # Qwen-VL: new text tokens are type 0
-            pad = torch.zeros(ids.shape[0], ids.shape[1] - inputs["input_ids"].shape[1], dtype=torch.long)
-            kwargs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], pad], 1)
+        for key in per_token:  # new text tokens are type 0 / not image
+            pad = torch.zeros(ids.shape[0], ids.shape[1] - inputs["input_ids"].shape[1], dtype=inputs[key].dtype)
+            kwargs[key] = torch.cat([inputs[key], pad], 1)
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs).logits[:, -1]
         logits[:, suppress] = -float("inf")
         nxt = logits.argmax(-1, keepdim=True)
         ids, mask = torch.cat([ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
     return ids
+
+
+def _greedy_seq2seq_without_cache(model, inputs: dict, steps: int, suppress: list[int]) -> torch.Tensor:
+    """Encoder–decoder greedy decoding: the decoder sequence grows from the start token."""
+    encoder_inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_")}
+    start = model.generation_config.decoder_start_token_id
+    ids = torch.full((inputs["input_ids"].shape[0], 1), start, dtype=torch.long)
+    for _ in range(steps):
+        with torch.no_grad():
+            logits = model(**encoder_inputs, decoder_input_ids=ids, use_cache=False).logits[:, -1]
+        logits[:, suppress] = -float("inf")
+        ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], 1)
+    return ids
+
+
+def cached_seq_length(outputs) -> int:
+    cache = getattr(outputs, "past_key_values", None)
+    if cache is None:
+        cache = outputs.language_model_outputs.past_key_values
+    return cache.get_seq_length()
+
+
+def _self_attention_layers(outputs) -> list:
+    """The per-layer self-attention caches, wherever the output class keeps them."""
+    cache = getattr(outputs, "past_key_values", None)
+    if cache is None:  # BLIP-2 / InstructBLIP: the language model's own output
+        cache = outputs.language_model_outputs.past_key_values
+    cache = getattr(cache, "self_attention_cache", cache)  # encoder–decoders
+    return cache.layers
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
@@ -66,21 +97,32 @@ def test_prune_save_reload_generate(family: Family, family_dirs: dict, image_pat
     reloaded = load_pruned(out)
     assert isinstance(find_decoder(reloaded.model).core(0), LinearCompensation)
 
-    inputs = move_inputs(BatchEncoder(loaded.processor, 32)(samples[:2]), loaded.model)
+    encoder = BatchEncoder(loaded.processor, 32)
+    encoder.decoder_text = layout.cross_attends
+    inputs = move_inputs(encoder(samples[:2]), loaded.model)
     with torch.no_grad():
         a = loaded.model(**inputs, use_cache=False).logits
         b = reloaded.model(**inputs, use_cache=False).logits
         cached = reloaded.model(**inputs, use_cache=True)
     assert torch.equal(a, b)  # bit-identical reload
     # the dropped layer stores nothing in the KV cache: L - K layers hold keys
-    holding = [layer for layer in cached.past_key_values.layers if getattr(layer, "keys", None) is not None]
+    holding = [layer for layer in _self_attention_layers(cached) if getattr(layer, "keys", None) is not None]
     assert len(holding) == layout.num_layers - 1
-    assert cached.past_key_values.get_seq_length() == inputs["input_ids"].shape[1]
+    assert result.kv_cache_bytes_per_token["after"] == result.kv_cache_bytes_per_token["before"] // 2
     # generate with the cache (layer 0 pruned) equals greedy decoding from cache-free forwards
     # random weights may pick an image token, which a cache-free re-run would read as an image slot
     suppress = list(reloaded.tokenizer.all_special_ids)
+    if not family.seq2seq:
+        assert cached_seq_length(cached) == inputs["input_ids"].shape[1]
+    if not family.batched_generate:
+        inputs = move_inputs(encoder(samples[:1]), loaded.model)
+    if family.seq2seq:
+        inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_")}
+        expected = _greedy_seq2seq_without_cache(reloaded.model, inputs, 3, suppress)
+    else:
+        expected = _greedy_without_cache(reloaded.model, inputs, 3, suppress)
     generated = reloaded.model.generate(**inputs, max_new_tokens=3, do_sample=False, suppress_tokens=suppress)
-    assert torch.equal(generated, _greedy_without_cache(reloaded.model, inputs, 3, suppress))
+    assert torch.equal(generated, expected)
 
 
 def test_attention_weights_request_and_no_cache_path(family_dirs: dict) -> None:

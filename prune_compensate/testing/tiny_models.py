@@ -88,11 +88,11 @@ def _init(model_class: Any, config: Any) -> torch.nn.Module:
     return model_class(config).eval()
 
 
-def build_llama(out: Path) -> Path:
+def build_llama(out: Path, layers: int = LAYERS) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = wordpiece()
-    config = LlamaConfig(**text_config("llama", len(tok)))
+    config = LlamaConfig(**text_config("llama", len(tok), num_hidden_layers=layers))
     return _save(_init(LlamaForCausalLM, config), tok, out)
 
 
@@ -470,6 +470,158 @@ def build_llama4(out: Path) -> Path:
     return _save(_init(tf.Llama4ForConditionalGeneration, config), processor, out)
 
 
+def _blip(out: Path, instruct: bool) -> Path:
+    import transformers as tf
+
+    tok = wordpiece()  # the processor adds its own image token (an ``AddedToken``) to the tokenizer
+    images = tf.BlipImageProcessor(size={"height": 28, "width": 28})
+    if instruct:
+        processor = tf.InstructBlipProcessor(images, tok, wordpiece(), num_query_tokens=4)
+    else:
+        processor = tf.Blip2Processor(images, tok, num_query_tokens=4)
+    prefix = "InstructBlip" if instruct else "Blip2"
+    config = getattr(tf, f"{prefix}Config")(
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        ),
+        qformer_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            encoder_hidden_size=32,
+            vocab_size=len(tok),
+        ),
+        text_config=text_config("llama", len(tok)),
+        num_query_tokens=4,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+    )
+    return _save(_init(getattr(tf, f"{prefix}ForConditionalGeneration"), config), processor, out)
+
+
+def build_blip2(out: Path) -> Path:
+    return _blip(out, instruct=False)
+
+
+def build_instructblip(out: Path) -> Path:
+    return _blip(out, instruct=True)
+
+
+def build_florence2(out: Path) -> Path:
+    """An encoder–decoder (BART text model): the processor inserts the image tokens itself."""
+    import transformers as tf
+
+    tok = wordpiece({"image_token": "<image>"})
+    bart = dict(
+        model_type="bart",
+        vocab_size=len(tok),
+        d_model=HIDDEN,
+        encoder_layers=LAYERS,
+        decoder_layers=LAYERS,
+        encoder_attention_heads=HEADS,
+        decoder_attention_heads=HEADS,
+        encoder_ffn_dim=2 * HIDDEN,
+        decoder_ffn_dim=2 * HIDDEN,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=101,
+        eos_token_id=102,
+        decoder_start_token_id=101,
+        forced_eos_token_id=None,  # BART's default forces token 2 at max length
+    )
+    vision = dict(
+        embed_dim=[16, 32],
+        num_heads=[1, 2],
+        num_groups=[1, 2],
+        depths=[1, 1],
+        patch_size=[7, 3],
+        patch_stride=[4, 2],
+        patch_padding=[3, 1],
+        patch_prenorm=[False, True],
+        projection_dim=HIDDEN,
+        window_size=2,
+        max_temporal_embeddings=4,
+        max_position_embeddings=16,
+    )
+    config = tf.Florence2Config(
+        text_config=bart, vision_config=vision, image_token_id=tok.convert_tokens_to_ids("<image>")
+    )
+    images = tf.CLIPImageProcessor(
+        size={"height": 28, "width": 28}, crop_size={"height": 28, "width": 28}, do_center_crop=False
+    )
+    images.image_seq_length = 17  # 28 px → 7×7 → 4×4 patches, plus one pooled token
+    processor = tf.Florence2Processor(images, tok, num_additional_image_tokens=0)
+    return _save(_init(tf.Florence2ForConditionalGeneration, config), processor, out)
+
+
+def build_kosmos2(out: Path) -> Path:
+    """The processor wraps every prompt in its own ``<image>…</image>`` span of 64 latent tokens."""
+    import transformers as tf
+
+    images = tf.CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    processor = tf.Kosmos2Processor(images, wordpiece(), num_patch_index_tokens=4)
+    config = tf.Kosmos2Config(
+        text_config=dict(
+            vocab_size=len(processor.tokenizer),
+            embed_dim=HIDDEN,
+            layers=LAYERS,
+            attention_heads=HEADS,
+            ffn_dim=2 * HIDDEN,
+            max_position_embeddings=256,
+            pad_token_id=0,
+            bos_token_id=101,
+            eos_token_id=102,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        ),
+        latent_query_num=64,
+    )
+    return _save(_init(tf.Kosmos2ForConditionalGeneration, config), processor, out)
+
+
+def build_aya_vision(out: Path) -> Path:
+    """Cohere 2 text blocks: attention and MLP run in parallel on one normed input."""
+    import transformers as tf
+
+    extra = ["<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>", "TILE", "TILE_GLOBAL"]
+    tok = wordpiece({"image_token": "<image>"}, extra)
+    images = tf.GotOcr2ImageProcessor(size={"height": 28, "width": 28}, crop_to_patches=False)
+    processor = tf.AyaVisionProcessor(
+        images, tok, patch_size=14, img_size=28, downsample_factor=1, chat_template=template("<image>")
+    )
+    text = text_config("cohere2", len(tok), sliding_window=8, layer_types=["sliding_attention", "full_attention"])
+    config = tf.AyaVisionConfig(
+        text_config=text,
+        vision_config=siglip_vision(),
+        downsample_factor=1,
+        image_token_index=tok.convert_tokens_to_ids("<|IMG_PATCH|>"),
+        vision_feature_layer=-1,
+    )
+    return _save(_init(tf.AyaVisionForConditionalGeneration, config), processor, out)
+
+
+def build_persimmon(out: Path) -> Path:
+    """Fuyu's text decoder: one fused ``query_key_value`` projection per attention."""
+    from transformers import PersimmonConfig, PersimmonForCausalLM
+
+    tok = wordpiece()
+    text = text_config("persimmon", len(tok))
+    del text["num_key_value_heads"]  # Persimmon has no grouped-query attention: every head is cached
+    config = PersimmonConfig(**text)
+    return _save(_init(PersimmonForCausalLM, config), tok, out)
+
+
 @dataclass
 class Family:
     """One row of the family table: how to build it, and whether it has a vision tower."""
@@ -479,10 +631,16 @@ class Family:
     vision: bool = True
     extra_inputs: list[str] = field(default_factory=list)
     # How the residual after attention is recomputed by hand from the block's own modules:
-    # "add" x + attn(x); "post_norm_add" x + post_attention_layernorm(attn(x)) (Gemma 2/3).
+    # "add" x + attn(x); "post_norm_add" x + post_attention_layernorm(attn(x)) (Gemma 2/3);
+    # "norm_of_add" self_attn_layer_norm(x + attn(x)) (BART's post-norm); "parallel" x + attn(x)
+    # where the block never materialises it (attention and MLP read the same input: Cohere).
     residual: str = "add"
     expected_site: str = "post_attention_layernorm"
     blocks_path: str = "model.language_model.layers"
+    seq2seq: bool = False  # an encoder–decoder: the decoder stack is pruned, fed the text teacher-forced
+    # Kosmos-2 counts positions past left padding with a cache but not without one (a transformers
+    # inconsistency, pruned or not), so its generate check runs on an unpadded single row
+    batched_generate: bool = True
 
 
 FAMILIES: list[Family] = [
@@ -502,4 +660,30 @@ FAMILIES: list[Family] = [
     Family("internvl", build_internvl),
     # Llama 4: no `model.` wrapper around the text decoder, MLP named `feed_forward`
     Family("llama4", build_llama4, blocks_path="language_model.model.layers"),
+    # BLIP-2 / InstructBLIP: the processor's image token is an AddedToken and it inserts it itself;
+    # the output class has neither hidden_states nor last_hidden_state (final state read by a hook)
+    Family("blip2", build_blip2, blocks_path="language_model.model.layers"),
+    Family("instructblip", build_instructblip, blocks_path="language_model.model.layers"),
+    # Florence-2: an encoder–decoder whose two stacks sit beside one shared embedding; the decoder
+    # (cross-attention, KV cache) is pruned; BART blocks are post-norm
+    Family(
+        "florence2",
+        build_florence2,
+        blocks_path="model.language_model.decoder.layers",
+        residual="norm_of_add",
+        expected_site="self_attn_layer_norm",
+        seq2seq=True,
+    ),
+    # Kosmos-2: the processor adds its own image span; text blocks under `text_model.model`
+    Family(
+        "kosmos2",
+        build_kosmos2,
+        blocks_path="text_model.model.layers",
+        expected_site="final_layer_norm",
+        batched_generate=False,
+    ),
+    # Aya Vision (Cohere 2): parallel attention/MLP blocks
+    Family("aya_vision", build_aya_vision, residual="parallel", expected_site="self_attn"),
+    # Fuyu's text decoder: fused query_key_value (KV bytes from the fused width)
+    Family("persimmon", build_persimmon, vision=False, blocks_path="model.layers"),
 ]

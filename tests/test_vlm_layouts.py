@@ -1,0 +1,85 @@
+"""Layouts beyond the plain pre-norm decoder: encoder–decoders, fused q/k/v projections, processors
+that insert their own image tokens, and the limit K < L for models that generate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TEXTS, cli_error, write_jsonl
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from prune_compensate import CalibrationSample, PCError, load_model
+from prune_compensate.calibration import BatchEncoder
+from prune_compensate.locate import find_decoder
+from prune_compensate.prune import PruneConfig, kv_bytes_per_token, prune_
+from prune_compensate.testing.tiny_models import build_persimmon
+
+
+def test_encoder_decoder_prunes_the_decoder_unless_asked(family_dirs: dict) -> None:
+    model = load_model(family_dirs["florence2"]).model
+    decoder = find_decoder(model)
+    assert decoder.blocks_path == "model.language_model.decoder.layers" and decoder.caches and decoder.cross_attends
+    encoder = find_decoder(model, stack="encoder")
+    assert encoder.blocks_path == "model.language_model.encoder.layers" and not encoder.caches
+    # BART's embedding norm sits beside the blocks too, but runs before them: never the final state
+    assert any(name.endswith("layernorm_embedding") for name, _ in decoder.ends)
+    explicit = find_decoder(model, path="model.language_model.encoder.layers")
+    assert explicit.blocks is encoder.blocks
+    with pytest.raises(PCError, match=r"lists seen: .*model.language_model.decoder.layers"):
+        find_decoder(model, path="model.language_model.layers")
+    with pytest.raises(PCError, match="one text stack"):
+        find_decoder(load_model(family_dirs["llama"]).model, stack="encoder")
+
+
+def test_encoder_stack_has_no_kv_cache_to_report(family_dirs: dict, image_paths: list[str]) -> None:
+    loaded = load_model(family_dirs["florence2"])
+    samples = [CalibrationSample(t, image_paths[:1], f"s{i}") for i, t in enumerate(TEXTS * 2)]
+    result = prune_(loaded, PruneConfig(layers=[1], stack="encoder", held_out=0.25, show_progress=False), samples)
+    assert result.kv_cache_bytes_per_token is None
+    assert result.decoder["blocks"] == "model.language_model.encoder.layers" and not result.decoder["caches"]
+    assert result.error["lstsq"]["relative"] < result.error["none"]["relative"]
+
+
+def test_pc_prune_decoder_option(family_dirs: dict, image_paths: list[str], tmp_path: Path) -> None:
+    calib = write_jsonl(tmp_path / "c.jsonl", TEXTS, image_paths[:1])
+    args = ["prune", str(family_dirs["florence2"]), "--calib", str(calib), "--out", str(tmp_path / "o"), "--quiet"]
+    assert "is not a list of attention blocks" in cli_error([*args, "--decoder", "model.vision_tower"])
+    assert "unknown --stack 'middle'" in cli_error([*args, "--stack", "middle"])
+
+
+def _by_hand_kv(config, layers: int, bytes_per_value: int = 4) -> int:
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return layers * 2 * kv_heads * head_dim * bytes_per_value
+
+
+def test_fused_qkv_counts_only_keys_and_values(tmp_path: Path) -> None:
+    persimmon = load_model(build_persimmon(tmp_path / "persimmon")).model  # nn.Linear query_key_value
+    layout = find_decoder(persimmon)
+    assert layout.core_names[0] == "self_attn" and hasattr(layout.core(0), "query_key_value")
+    assert kv_bytes_per_token(persimmon, layout, range(2)) == _by_hand_kv(persimmon.config, 2) > 0
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=3, n_head=4, vocab_size=50)).eval()  # Conv1D c_attn
+    layout = find_decoder(gpt2)
+    assert kv_bytes_per_token(gpt2, layout, [0, 2]) == 2 * 2 * 32 * 4
+
+
+def test_processors_that_insert_their_own_image_tokens(family_dirs: dict, image_paths: list[str]) -> None:
+    sample = CalibrationSample("a photo", image_paths[:1], "s0")
+    for name, own in [("blip2", True), ("kosmos2", True), ("florence2", True), ("llava", False)]:
+        encoder = BatchEncoder(load_model(family_dirs[name]).processor, 32)
+        assert encoder.inserts_own_placeholders(sample) is own, name
+    blip = BatchEncoder(load_model(family_dirs["blip2"]).processor, 32)
+    assert blip.image_token() == "<image>"  # an AddedToken in the processor, text in the prompt
+    ids = blip([sample])["input_ids"][0].tolist()
+    assert ids.count(blip.tokenizer.convert_tokens_to_ids("<image>")) == 4  # num_query_tokens, not 8
+
+
+def test_pruning_every_layer_of_a_generating_model_is_refused(family_dirs: dict) -> None:
+    loaded = load_model(family_dirs["llama"])
+    samples = [CalibrationSample(t) for t in TEXTS]
+    with pytest.raises(PCError, match="leaves no layer with a KV cache"):
+        prune_(loaded, PruneConfig(k=2, show_progress=False), samples)
+    with pytest.raises(PCError, match="prune at most 1 layers"):
+        prune_(loaded, PruneConfig(layers=[0, 1], show_progress=False), samples)
