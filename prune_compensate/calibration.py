@@ -30,6 +30,11 @@ def embedded_calibration_path() -> Path:
     return Path(__file__).resolve().parent / "data" / "default_calibration.jsonl"
 
 
+def embedded_image_calibration_path() -> Path:
+    """46 image + prompt samples on 11 public-domain / CC0 photos (see tools/make_default_images.py)."""
+    return Path(__file__).resolve().parent / "data" / "default_calibration_images.jsonl"
+
+
 @dataclass
 class CalibrationSample:
     """One calibration input: text and zero or more image paths. ``origin`` names it in errors."""
@@ -155,6 +160,36 @@ def read_samples(config: CalibrationConfig) -> list[CalibrationSample]:
     return samples
 
 
+def for_model(samples: list[CalibrationSample], config: CalibrationConfig, encoder: BatchEncoder) -> list:
+    """The samples a model is calibrated on, given what it takes.
+
+    For a model with an image processor, the embedded default becomes image + text: the embedded
+    image samples replace as many text samples (only images, if the processor refuses text alone),
+    shuffled with ``config.seed`` so that both kinds fall in the fitting and the held-out parts.
+    Any other text-only set on such a model is used as given, with a ``CalibrationWarning``.
+    """
+    if not encoder.has_images:
+        return samples
+    if config.source == EMBEDDED:
+        images = _read_jsonl(embedded_image_calibration_path(), "text", None)
+        if encoder.needs_images():
+            mixed = images[: config.n_samples]
+        else:
+            n_images = min(len(images), max(1, config.n_samples // 2))
+            mixed = samples[: max(0, config.n_samples - n_images)] + images[:n_images]
+        random.Random(config.seed).shuffle(mixed)
+        return mixed
+    if not any(s.images for s in samples):
+        warnings.warn(
+            f"calibration source {config.source} has no images but the model takes them: the compensation "
+            "is fitted to text statistics only and may not transfer to image inputs (pass image samples, "
+            "or leave --calib out for the embedded image + text set)",
+            CalibrationWarning,
+            stacklevel=2,
+        )
+    return samples
+
+
 def split_samples(samples: list[CalibrationSample], held_out: float) -> tuple[list, list]:
     """Split into (fit, held-out) parts; the held-out part is the tail, never used for fitting."""
     n_held = int(round(len(samples) * held_out))
@@ -233,6 +268,15 @@ class BatchEncoder:
                 token_id = self.tokenizer.convert_tokens_to_ids(token)
                 self._inserts_own = bool((torch.as_tensor(ids) == token_id).any())
         return self._inserts_own
+
+    def needs_images(self) -> bool:
+        """Whether the processor refuses a prompt without an image (PaliGemma), asked through the
+        same path real batches take."""
+        try:
+            self([CalibrationSample("a", [], "text-only probe")])
+        except PCError:
+            return True
+        return False
 
     def _prompt(self, sample: CalibrationSample) -> str:
         text = _truncate_text(self.tokenizer, sample.text, self.max_length)

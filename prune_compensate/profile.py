@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .calibrate import DecoderTaps, TokenMask, encoded_batches, find_residual_sites, run_forward
-from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, read_samples
+from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, for_model, read_samples
 from .errors import PCError
 from .load import LoadedModel
 from .locate import DecoderLayout, find_decoder, replaced_layers
@@ -194,4 +194,5 @@ def profile(
     config = config or ProfileConfig()
     samples = read_samples(config.calibration) if samples is None else samples
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
+    samples = for_model(samples, config.calibration, encoder)
     return profile_samples(loaded.model, encoder, samples, config, source=loaded.source)

@@ -27,6 +27,7 @@ from .calibration import (
     BatchEncoder,
     CalibrationConfig,
     CalibrationSample,
+    for_model,
     read_samples,
     split_samples,
 )
@@ -362,4 +363,4 @@ def prune_(
     config = config or PruneConfig()
     samples = read_samples(config.calibration) if samples is None else samples
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
-    return prune_samples(loaded.model, encoder, samples, config)
+    return prune_samples(loaded.model, encoder, for_model(samples, config.calibration, encoder), config)

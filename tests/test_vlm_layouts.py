@@ -83,3 +83,46 @@ def test_pruning_every_layer_of_a_generating_model_is_refused(family_dirs: dict)
         prune_(loaded, PruneConfig(k=2, show_progress=False), samples)
     with pytest.raises(PCError, match="prune at most 1 layers"):
         prune_(loaded, PruneConfig(layers=[0, 1], show_progress=False), samples)
+
+
+def test_default_calibration_of_a_vlm_has_images(family_dirs: dict) -> None:
+    from prune_compensate.calibration import (
+        CalibrationConfig,
+        embedded_image_calibration_path,
+        for_model,
+        read_samples,
+        split_samples,
+    )
+
+    config = CalibrationConfig(n_samples=40, seed=3)
+    text = read_samples(config)
+    llava = BatchEncoder(load_model(family_dirs["llava"]).processor, 32)
+    mixed = for_model(text, config, llava)
+    assert len(mixed) == 40 and sum(bool(s.images) for s in mixed) == 20
+    fit, held = split_samples(mixed, 0.2)
+    assert any(s.images for s in held) and any(not s.images for s in held)  # the error report sees both
+    assert all(Path(s.images[0]).is_file() for s in mixed if s.images)
+    # PaliGemma refuses a prompt without an image: its default set is the image samples alone
+    paligemma = BatchEncoder(load_model(family_dirs["paligemma"]).processor, 32)
+    only = for_model(text, config, paligemma)
+    assert only and all(s.images for s in only)
+    n_lines = len(embedded_image_calibration_path().read_text().splitlines())
+    assert len(only) == min(40, n_lines)
+    # a text-only model keeps the text; a text-only set on a VLM is used as given, with a warning
+    assert for_model(text, config, BatchEncoder(load_model(family_dirs["llama"]).processor, 32)) == text
+    user = CalibrationConfig(source="mine.jsonl")
+    with pytest.warns(UserWarning, match="has no images but the model takes them"):
+        assert for_model(text, user, llava) == text
+
+
+def test_embedded_images_carry_a_licence() -> None:
+    import json
+
+    from prune_compensate.calibration import embedded_image_calibration_path
+
+    path = embedded_image_calibration_path()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {r["licence"] for r in records} <= {"public domain", "CC0"}
+    listed = (path.parent / "images" / "LICENSES.md").read_text()
+    for record in records:
+        assert Path(record["images"][0]).name in listed
