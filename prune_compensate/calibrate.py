@@ -82,7 +82,7 @@ class DecoderTaps:
 
     layout: DecoderLayout
     token_mask: TokenMask
-    sites: list[ResidualSite] | None = None
+    sites: list[ResidualSite | None] | None = None
     on_residual: ResidualCallback | None = None
     residual_layers: set[int] | None = None
     on_core: CoreCallback | None = None
@@ -106,11 +106,12 @@ class DecoderTaps:
         return time.perf_counter()
 
     def _wants_residual(self, index: int) -> bool:
+        if self.layout.core_names[index] is None:  # no attention in this block of a hybrid stack
+            return False
         return self.on_residual is not None and (self.residual_layers is None or index in self.residual_layers)
 
     def _register(self, index: int) -> None:
         block = self.layout.blocks[index]
-        core = self.layout.core(index)
 
         def block_pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
             hidden = block_input(args, kwargs)
@@ -138,12 +139,16 @@ class DecoderTaps:
         if self._wants_residual(index):
             assert self.sites is not None
             site = self.sites[index]
+            assert site is not None
 
             def site_hook(_m: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
                 self._after[index] = residual_from_hook(site, args, kwargs, output, self._before.get(index))
 
             self._handles.append(block.get_submodule(site.module).register_forward_hook(site_hook, with_kwargs=True))
 
+        if self.layout.core_names[index] is None:
+            return
+        core = self.layout.core(index)
         wants_core = self.on_core is not None and index in self.core_layers
         if self.timing_enabled or wants_core:
 
@@ -256,13 +261,14 @@ def encoded_batches(
 
 def find_residual_sites(
     model: nn.Module, layout: DecoderLayout, inputs: dict[str, torch.Tensor], token_mask: TokenMask
-) -> list[ResidualSite]:
+) -> list[ResidualSite | None]:
     """Run one probe forward, watching the order of each block's children, and locate the
-    residual after attention in every block (see ``locate``). The probe doubles as warm-up."""
+    residual after attention in every block that has attention (``None`` for the others of a
+    hybrid stack; see ``locate``). The probe doubles as warm-up."""
     with _record_all(layout) as traces:
         run_forward(model, inputs, token_mask)
     return [
-        residual_site_from_order(block, core_name, trace)
+        residual_site_from_order(block, core_name, trace) if core_name is not None else None
         for block, core_name, trace in zip(layout.blocks, layout.core_names, traces, strict=True)
     ]
 

@@ -179,15 +179,20 @@ def for_model(samples: list[CalibrationSample], config: CalibrationConfig, encod
             mixed = samples[: max(0, config.n_samples - n_images)] + images[:n_images]
         random.Random(config.seed).shuffle(mixed)
         return mixed
-    if not any(s.images for s in samples):
-        warnings.warn(
-            f"calibration source {config.source} has no images but the model takes them: the compensation "
-            "is fitted to text statistics only and may not transfer to image inputs (pass image samples, "
-            "or leave --calib out for the embedded image + text set)",
-            CalibrationWarning,
-            stacklevel=2,
-        )
+    warn_if_text_only(samples, encoder)
     return samples
+
+
+def warn_if_text_only(samples: list[CalibrationSample], encoder: BatchEncoder) -> None:
+    """A ``CalibrationWarning`` when a model that takes images is calibrated on text alone."""
+    if encoder.has_images and not any(s.images for s in samples):
+        warnings.warn(
+            "the calibration samples have no images but the model takes them: the compensation is fitted "
+            "to text statistics only and may not transfer to image inputs (pass image samples, or leave "
+            "--calib out for the embedded image + text set)",
+            CalibrationWarning,
+            stacklevel=3,
+        )
 
 
 def split_samples(samples: list[CalibrationSample], held_out: float) -> tuple[list, list]:

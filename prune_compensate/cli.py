@@ -109,7 +109,7 @@ def profile_command(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Rank attention sub-layers by input/output cosine similarity on calibration data."""
-    from .calibration import CalibrationConfig, read_samples
+    from .calibration import EMBEDDED, CalibrationConfig, read_samples
     from .profile import ProfileConfig, profile
     from .report import plot_profile, print_profile
 
@@ -118,7 +118,9 @@ def profile_command(
             raise PCError(f"--k must be non-negative, got {k}", "pass --k between 0 and the layer count")
         _check_outputs(json_path, plot)  # before the (slow) profile, not after it
         calibration = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column)
-        samples = read_samples(calibration)  # bad data fails before the (slow) model load
+        # bad data fails before the (slow) model load; the embedded default is read by `profile`,
+        # which adds the embedded image samples for a model that takes images
+        samples = None if calib == EMBEDDED else read_samples(calibration)
         loaded = _load(
             model,
             allow_base_change,
@@ -209,7 +211,7 @@ def prune_command(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Drop the K most redundant attention sub-layers, fit their compensation, write a checkpoint."""
-    from .calibration import CalibrationConfig, read_samples
+    from .calibration import EMBEDDED, CalibrationConfig, read_samples
     from .checkpoint import check_out_dir, save_pruned
     from .heal import HealConfig
     from .profile import ProfileResult
@@ -247,7 +249,7 @@ def prune_command(
             decoder=decoder,
             stack=stack,
         )
-        samples = read_samples(calibration)
+        samples = None if calib == EMBEDDED else read_samples(calibration)  # (as in pc profile)
         options = dict(dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code)
         loaded = _load(model, allow_base_change, offline=offline, **options)
         result = prune_(loaded, config, samples)

@@ -92,7 +92,8 @@ class LinearCompensation(nn.Module):
     def forward(self, hidden_states: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
         if hidden_states is None:
             raise TypeError("LinearCompensation needs the hidden states the attention core would have received")
-        cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+        # the cache's keyword differs by family (GPT-NeoX: layer_past)
+        cache = next((kwargs[k] for k in CACHE_KWARGS if kwargs.get(k) is not None), None)
         if cache is not None and self.layer_idx is not None:
             mark_layer_dropped(cache, self.layer_idx)
         if self.kind == "none":
@@ -107,6 +108,9 @@ class LinearCompensation(nn.Module):
         if self.output_arity == 0:
             return out
         return (out,) + (None,) * (self.output_arity - 1)
+
+
+CACHE_KWARGS = ("past_key_values", "past_key_value", "layer_past")
 
 
 def mark_layer_dropped(cache: Any, layer_idx: int) -> None:

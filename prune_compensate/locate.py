@@ -73,7 +73,7 @@ class DecoderLayout:
 
     blocks_path: str
     blocks: nn.ModuleList
-    core_names: list[str]
+    core_names: list[str | None]  # None: a block without attention (hybrid stacks)
     ends: list[tuple[str, nn.Module]] = field(default_factory=list)
     caches: bool = True  # False for the encoder stack of an encoder–decoder: it keeps no KV cache
     cross_attends: bool = False  # the decoder of an encoder–decoder: its tokens are the decoder inputs
@@ -82,13 +82,25 @@ class DecoderLayout:
     def num_layers(self) -> int:
         return len(self.blocks)
 
+    @property
+    def attention_layers(self) -> list[int]:
+        """Indices of the blocks that own an attention core (all of them, except in hybrid stacks
+        such as Qwen 3.5 or LFM 2, whose other blocks mix tokens by linear attention or convolution)."""
+        return [i for i, name in enumerate(self.core_names) if name is not None]
+
     def core(self, index: int) -> nn.Module:
-        return self.blocks[index].get_submodule(self.core_names[index])
+        name = self.core_names[index]
+        if name is None:
+            raise PCError(
+                f"block {index} of {self.blocks_path} has no attention (a hybrid stack)",
+                f"choose among the attention layers {self.attention_layers}",
+            )
+        return self.blocks[index].get_submodule(name)
 
 
 def replaced_layers(layout: DecoderLayout) -> list[int]:
     """Layers whose attention core is already a compensation (a pruned checkpoint)."""
-    return [i for i in range(layout.num_layers) if isinstance(layout.core(i), LinearCompensation)]
+    return [i for i in layout.attention_layers if isinstance(layout.core(i), LinearCompensation)]
 
 
 def has_lm_head(model: nn.Module) -> bool:
@@ -108,20 +120,23 @@ STACKS = ("decoder", "encoder")
 
 
 def _block_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
-    """Every non-empty ``ModuleList`` whose blocks all own a self-attention core."""
+    """Every non-empty ``ModuleList`` of blocks some of which own a self-attention core (all of them
+    in most stacks; some in hybrid ones, where the others use linear attention or convolutions)."""
     return [
         (name, module)
         for name, module in model.named_modules()
         if isinstance(module, nn.ModuleList)
         and len(module) > 0
-        and all(find_attention_core(block) is not None for block in module)
+        and all(isinstance(block, nn.Module) and not isinstance(block, nn.ModuleList) for block in module)
+        and any(find_attention_core(block) is not None for block in module)
     ]
 
 
 def _has_cross_attention(blocks: nn.ModuleList) -> bool:
     """Decoder blocks of an encoder–decoder attend to the encoder: a second attention core whose
     name says so (``encoder_attn``, ``crossattention``, ``cross_attn``)."""
-    for name, module in blocks[0].named_modules():
+    first = next((block for block in blocks if find_attention_core(block) is not None), blocks[0])
+    for name, module in first.named_modules():
         lowered = name.lower()
         if is_attention_core(module) and ("cross" in lowered or "encoder_attn" in lowered):
             return True
@@ -146,7 +161,8 @@ def _under_text_embedding(model: nn.Module, candidates: list[tuple[str, nn.Modul
 
 
 def _layout(model: nn.Module, path: str, blocks: nn.ModuleList, candidates: list) -> DecoderLayout:
-    core_names = [find_attention_core(block)[0] for block in blocks]  # type: ignore[index]
+    cores = [find_attention_core(block) for block in blocks]
+    core_names = [core[0] if core is not None else None for core in cores]
     parent_path = path.rpartition(".")[0]
     parent = model.get_submodule(parent_path) if parent_path else model
     prefix = f"{parent_path}." if parent_path else ""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .calibrate import DecoderTaps, TokenMask, encoded_batches, find_residual_sites, run_forward
-from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, for_model, read_samples
+from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, for_model, read_samples, warn_if_text_only
 from .errors import PCError
 from .load import LoadedModel
 from .locate import DecoderLayout, find_decoder, replaced_layers
@@ -142,7 +142,8 @@ def profile_samples(
     layout = layout or find_decoder(model, config.decoder, config.stack)
     encoder.decoder_text = layout.cross_attends
     replaced = replaced_layers(layout)
-    k = resolve_k(config.k, layout.num_layers - len(replaced), type(model).__name__)  # before any forward
+    attention = layout.attention_layers
+    k = resolve_k(config.k, len(attention) - len(replaced), type(model).__name__)  # before any forward
     token_mask = TokenMask()
     probe = encoder(samples[: config.calibration.batch_size])
     sites = find_residual_sites(model, layout, probe, token_mask)
@@ -158,25 +159,26 @@ def profile_samples(
         ):
             run_forward(model, inputs, token_mask)
     layers = []
-    for index, stat in enumerate(moments):
-        times = taps.times[index]
+    for index in attention:  # the other blocks of a hybrid stack have no attention to rank
+        stat, times = moments[index], taps.times[index]
         share = times.core_seconds / times.block_seconds if times.block_seconds > 0 else None
         layers.append(LayerProfile(index, stat.mean, stat.std, share, stat.count))
-    ranking = sorted(range(layout.num_layers), key=lambda i: (-moments[i].mean, i))
+    ranking = sorted(attention, key=lambda i: (-moments[i].mean, i))
     calibration = asdict(config.calibration)
     return ProfileResult(
         model=source,
         model_class=type(model).__name__,
         n_samples=len(samples),
-        n_tokens=moments[0].count,
+        n_tokens=moments[attention[0]].count,
         layers=layers,
         ranking=ranking,
         k=k,
         decoder={
             "blocks": layout.blocks_path,
             "num_layers": layout.num_layers,
-            "attention_core": layout.core_names[0],
-            "residual_after_attention": asdict(sites[0]),
+            "attention_core": layout.core_names[attention[0]],
+            "attention_layers": attention,
+            "residual_after_attention": asdict(sites[attention[0]]),
         },
         calibration=calibration,
         environment=_environment(),
@@ -189,10 +191,14 @@ def profile(
 ) -> ProfileResult:
     """Profile a loaded model on the configured calibration data (see ``ProfileConfig``).
 
-    ``samples`` (already read with ``read_samples``) skips reading ``config.calibration.source``.
+    ``samples`` (already read with ``read_samples``) are used as given instead of reading
+    ``config.calibration.source`` (which, for a model that takes images, mixes the embedded image
+    samples into the embedded default: ``calibration.for_model``).
     """
     config = config or ProfileConfig()
-    samples = read_samples(config.calibration) if samples is None else samples
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
-    samples = for_model(samples, config.calibration, encoder)
+    if samples is None:
+        samples = for_model(read_samples(config.calibration), config.calibration, encoder)
+    else:
+        warn_if_text_only(samples, encoder)
     return profile_samples(loaded.model, encoder, samples, config, source=loaded.source)

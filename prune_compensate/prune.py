@@ -30,6 +30,7 @@ from .calibration import (
     for_model,
     read_samples,
     split_samples,
+    warn_if_text_only,
 )
 from .compensate import CoreSwap, LinearCompensation
 from .errors import PCError
@@ -134,23 +135,24 @@ class PruneResult:
 
 def check_choice(layout: DecoderLayout, model: nn.Module, config: PruneConfig) -> int:
     """Validate ``k`` / ``layers`` before any forward pass; returns the number of layers to drop."""
-    n = layout.num_layers
     name = type(model).__name__
     replaced = replaced_layers(layout)
+    live = len(layout.attention_layers) - len(replaced)
     if config.layers is None:
-        k = resolve_k(config.k, n - len(replaced), name, minimum=1)
+        k = resolve_k(config.k, live, name, minimum=1)
     else:
-        k = _check_layers(config.layers, n, name, replaced)
-    if k >= n - len(replaced) and layout.caches and _generates(model):
+        k = _check_layers(config.layers, layout, name, replaced)
+    if k >= live and layout.caches and _generates(model):
         raise PCError(
-            f"pruning all {n - len(replaced)} remaining attention layers of {name} leaves no layer with a KV "
+            f"pruning all {live} remaining attention layers of {name} leaves no layer with a KV "
             "cache, and generate needs one",
-            f"prune at most {n - len(replaced) - 1} layers",
+            f"prune at most {live - 1} layers",
         )
     return k
 
 
-def _check_layers(layers: list[int], n: int, name: str, replaced: list[int]) -> int:
+def _check_layers(layers: list[int], layout: DecoderLayout, name: str, replaced: list[int]) -> int:
+    n = layout.num_layers
     if not layers:
         raise PCError("--layers is empty", "name at least one layer index")
     bad = [i for i in layers if not 0 <= i < n]
@@ -158,11 +160,18 @@ def _check_layers(layers: list[int], n: int, name: str, replaced: list[int]) -> 
         raise PCError(f"unknown layer index {bad[0]}: {name} has {n} decoder layers (0–{n - 1})", "fix --layers")
     if len(set(layers)) != len(layers):
         raise PCError(f"--layers repeats a layer: {layers}", "name each layer once")
+    plain = [i for i in layers if i not in layout.attention_layers]
+    if plain:
+        raise PCError(
+            f"layer {plain[0]} of {name} has no attention (a hybrid stack)",
+            f"choose among the attention layers {layout.attention_layers}",
+        )
     again = [i for i in layers if i in replaced]
     if again:
         raise PCError(
             f"layer {again[0]} of {name} is already pruned (its attention is a compensation)",
-            f"choose among the layers that still have attention: {[i for i in range(n) if i not in replaced]}",
+            f"choose among the layers that still have attention: "
+            f"{[i for i in layout.attention_layers if i not in replaced]}",
         )
     return len(layers)
 
@@ -282,17 +291,19 @@ def prune_samples(
                     stack=config.stack,
                 )
                 result = profile_samples(model, encoder, fit, profile_config, layout, work=work)
-            elif len(result.layers) != layout.num_layers or result.model_class != type(model).__name__:
+            elif [layer.index for layer in result.layers] != layout.attention_layers or (
+                result.model_class != type(model).__name__
+            ):
                 raise PCError(
-                    f"the profile is for {result.model_class} with {len(result.layers)} layers, "
-                    f"not {type(model).__name__} with {layout.num_layers}",
+                    f"the profile is for {result.model_class} with {len(result.layers)} attention layers, "
+                    f"not {type(model).__name__} with {len(layout.attention_layers)}",
                     "profile this model with `pc profile` first",
                 )
             ranking = result.ranking
             scores_by_layer = {layer.index: layer.cosine_mean for layer in result.layers}
         layers = choose_layers(config, k, ranking, replaced)
         params_before = _count(model)
-        kv_before = kv_bytes_per_token(model, layout, range(layout.num_layers))
+        kv_before = kv_bytes_per_token(model, layout, layout.attention_layers)
         signatures = probe_cores(model, layout, layers, encoder(fit[: config.calibration.batch_size]))
         for layer in layers:
             sig = signatures[layer]
@@ -321,7 +332,7 @@ def prune_samples(
     for layer, module in variants[chosen].items():
         module.dropped_params = [name for name, _ in swap.originals[layer].named_parameters()]
     swap.install(variants[chosen])
-    kept = [i for i in range(layout.num_layers) if i not in layers]
+    kept = [i for i in layout.attention_layers if i not in layers]
     has_cache = layout.caches and _generates(model)
     kv = {"before": kv_before, "after": kv_bytes_per_token(model, layout, kept)}
     return PruneResult(
@@ -349,6 +360,7 @@ def prune_samples(
         decoder={
             "blocks": layout.blocks_path,
             "num_layers": layout.num_layers,
+            "attention_layers": layout.attention_layers,
             "core_names": layout.core_names,
             "caches": layout.caches,
         },
@@ -359,8 +371,14 @@ def prune_samples(
 def prune_(
     loaded: LoadedModel, config: PruneConfig | None = None, samples: list[CalibrationSample] | None = None
 ) -> PruneResult:
-    """Prune ``loaded.model`` in place (see module docstring) and return what was done."""
+    """Prune ``loaded.model`` in place (see module docstring) and return what was done.
+
+    ``samples`` are used as given; without them, ``config.calibration`` is read and, for a model
+    that takes images, the embedded default becomes image + text (``calibration.for_model``)."""
     config = config or PruneConfig()
-    samples = read_samples(config.calibration) if samples is None else samples
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
-    return prune_samples(loaded.model, encoder, for_model(samples, config.calibration, encoder), config)
+    if samples is None:
+        samples = for_model(read_samples(config.calibration), config.calibration, encoder)
+    else:
+        warn_if_text_only(samples, encoder)
+    return prune_samples(loaded.model, encoder, samples, config)

@@ -111,7 +111,7 @@ def test_default_calibration_of_a_vlm_has_images(family_dirs: dict) -> None:
     # a text-only model keeps the text; a text-only set on a VLM is used as given, with a warning
     assert for_model(text, config, BatchEncoder(load_model(family_dirs["llama"]).processor, 32)) == text
     user = CalibrationConfig(source="mine.jsonl")
-    with pytest.warns(UserWarning, match="has no images but the model takes them"):
+    with pytest.warns(UserWarning, match="have no images but the model takes them"):
         assert for_model(text, user, llava) == text
 
 
@@ -126,3 +126,30 @@ def test_embedded_images_carry_a_licence() -> None:
     listed = (path.parent / "images" / "LICENSES.md").read_text()
     for record in records:
         assert Path(record["images"][0]).name in listed
+
+
+def test_hybrid_stack_prunes_only_its_attention_layers(tmp_path: Path) -> None:
+    from prune_compensate import load_pruned, profile
+    from prune_compensate.checkpoint import save_pruned
+    from prune_compensate.profile import ProfileConfig
+    from prune_compensate.testing.tiny_models import build_lfm2
+
+    loaded = load_model(build_lfm2(tmp_path / "lfm2"))
+    layout = find_decoder(loaded.model)
+    assert layout.blocks_path == "model.layers" and layout.attention_layers == [1, 3]
+    samples = [CalibrationSample(f"{t} ({i})") for i, t in enumerate(TEXTS * 3)]
+    ranked = profile(loaded, ProfileConfig(k=1, show_progress=False), samples)
+    assert sorted(ranked.ranking) == [1, 3] and [layer.index for layer in ranked.layers] == [1, 3]
+    with pytest.raises(PCError, match="layer 0 of Lfm2ForCausalLM has no attention"):
+        prune_(loaded, PruneConfig(layers=[0], show_progress=False), samples)
+    with pytest.raises(PCError, match="leaves no layer with a KV cache"):
+        prune_(loaded, PruneConfig(k=2, show_progress=False), samples)
+    result = prune_(loaded, PruneConfig(k=1, held_out=0.25, show_progress=False), samples)
+    assert (
+        result.pruned_layers == ranked.chosen and result.error["lstsq"]["relative"] < result.error["none"]["relative"]
+    )
+    assert result.kv_cache_bytes_per_token["after"] == result.kv_cache_bytes_per_token["before"] // 2
+    reloaded = load_pruned(save_pruned(loaded.model, loaded.processor, tmp_path / "p", result.to_manifest()))
+    inputs = BatchEncoder(reloaded.processor, 32)(samples[:2])
+    generated = reloaded.model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 3

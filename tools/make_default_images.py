@@ -5,7 +5,7 @@ Why: a vision-language model calibrated on text alone is fitted to text statisti
 compensation may be worse than none on image prompts. So the default calibration of a VLM mixes in
 image + text samples, which must ship with the package to work offline. The photos are scikit-image's
 sample images that are public domain or CC0 (licence of each in the JSONL and in
-``data/images/LICENSES.md``), shrunk to at most 224 px and stored as JPEG. The prompts are written
+``data/images/LICENSES.md``), centre-cropped to squares of 224 px and stored as JPEG. The prompts are written
 for each image: a caption, a question and a description, in the chat style VLMs are tuned on.
 
     pip install scikit-image
@@ -147,7 +147,7 @@ IMAGES: dict[str, tuple[str, str, str, list[str]]] = {
     ),
 }
 
-MAX_SIDE = 224
+MAX_SIDE = 224  # pixels, square
 
 
 def main(source: str | None = None) -> None:
@@ -162,7 +162,9 @@ def main(source: str | None = None) -> None:
     for file, (name, licence, author, prompts) in IMAGES.items():
         with Image.open(Path(source) / file) as image:
             image = image.convert("RGB")
-            image.thumbnail((MAX_SIDE, MAX_SIDE))
+            side = min(image.size)  # square: every processor batches them, whatever its resizing rule
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            image = image.crop((left, top, left + side, top + side)).resize((MAX_SIDE, MAX_SIDE))
             target = f"{name.replace(' ', '_')}.jpg"
             image.save(out / target, quality=85)
         licences.append(f"- `{target}`: {licence}, {author}")

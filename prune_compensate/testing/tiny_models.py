@@ -622,6 +622,32 @@ def build_persimmon(out: Path) -> Path:
     return _save(_init(PersimmonForCausalLM, config), tok, out)
 
 
+def build_lfm2(out: Path) -> Path:
+    """A hybrid stack (LFM 2): blocks 0 and 2 mix tokens by short convolutions, 1 and 3 by attention."""
+    from transformers import Lfm2Config, Lfm2ForCausalLM
+
+    tok = wordpiece()
+    text = text_config("lfm2", len(tok), num_hidden_layers=4)
+    del text["model_type"]
+    config = Lfm2Config(
+        **text, layer_types=["conv", "full_attention", "conv", "full_attention"], block_auto_adjust_ff_dim=False
+    )
+    return _save(_init(Lfm2ForCausalLM, config), tok, out)
+
+
+def build_gpt_neox(out: Path) -> Path:
+    """GPT-NeoX with parallel residual: attention reads ``input_layernorm(x)``, the MLP reads a
+    second norm of the same ``x``; one fused ``query_key_value`` projection."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    tok = wordpiece()
+    text = text_config("gpt_neox", len(tok))
+    for key in ("model_type", "num_key_value_heads", "head_dim"):
+        del text[key]
+    config = GPTNeoXConfig(**text, use_parallel_residual=True, rotary_pct=0.5)
+    return _save(_init(GPTNeoXForCausalLM, config), tok, out)
+
+
 @dataclass
 class Family:
     """One row of the family table: how to build it, and whether it has a vision tower."""
@@ -686,4 +712,13 @@ FAMILIES: list[Family] = [
     Family("aya_vision", build_aya_vision, residual="parallel", expected_site="self_attn"),
     # Fuyu's text decoder: fused query_key_value (KV bytes from the fused width)
     Family("persimmon", build_persimmon, vision=False, blocks_path="model.layers"),
+    # GPT-NeoX parallel residual: a second norm reads the block input, not the residual after attention
+    Family(
+        "gpt_neox",
+        build_gpt_neox,
+        vision=False,
+        blocks_path="gpt_neox.layers",
+        residual="parallel",
+        expected_site="attention",
+    ),
 ]

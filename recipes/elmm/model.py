@@ -52,7 +52,7 @@ def lora_target_names(backbone: nn.Module, targets: list[str]) -> list[str]:
     Pruned layers hold a ``LinearCompensation`` and no projections, so they get no adapter."""
     layout = find_decoder(backbone)
     names = []
-    for index in range(layout.num_layers):
+    for index in layout.attention_layers:
         core = layout.core(index)
         if isinstance(core, LinearCompensation):
             continue
