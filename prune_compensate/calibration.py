@@ -294,23 +294,30 @@ class BatchEncoder:
             return self.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False)
         return (self.image_token() or "<image>") * n_images + text
 
+    def _text(self, samples: list[CalibrationSample]) -> dict[str, torch.Tensor]:
+        texts = [s.text for s in samples]
+        return dict(
+            self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        )
+
     def __call__(self, samples: list[CalibrationSample]) -> dict[str, torch.Tensor]:
-        if not self.has_images:
+        if self.has_images:
+            encoded = self._processed(samples)
+        else:
             for sample in samples:
                 if sample.images:
                     raise PCError(
                         f"sample {sample.origin} has images but the model has no image processor",
                         "use a vision-language model or drop the images",
                     )
-            return dict(
-                self.tokenizer(
-                    [s.text for s in samples],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                )
-            )
+            encoded = self._text(samples)
+        if self.decoder_text:
+            text = self._text(samples)
+            encoded["decoder_input_ids"] = text["input_ids"]
+            encoded["decoder_attention_mask"] = text["attention_mask"]
+        return encoded
+
+    def _processed(self, samples: list[CalibrationSample]) -> dict[str, torch.Tensor]:
         prompts = [self._prompt(s) for s in samples]
         images = [[load_image(p, s.origin) for p in s.images] for s in samples]
         kwargs: dict[str, Any] = {"text": prompts, "padding": True, "return_tensors": "pt"}
@@ -318,23 +325,13 @@ class BatchEncoder:
             kwargs["images"] = images
         try:
             encoded = dict(self.processor(**kwargs))
-            encoded.pop("labels", None)  # some processors (PaliGemma) add LM labels; calibration wants no loss
-            if self.decoder_text:
-                text = self.tokenizer(
-                    [s.text for s in samples],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                )
-                encoded["decoder_input_ids"] = text["input_ids"]
-                encoded["decoder_attention_mask"] = text["attention_mask"]
-            return encoded
         except (ValueError, TypeError) as err:
             first = ", ".join(s.origin for s in samples[:3])
             raise PCError(
                 f"the processor rejected samples {first}: {str(err).splitlines()[0]}", "check the images and text"
             ) from err
+        encoded.pop("labels", None)  # some processors (PaliGemma) add LM labels; calibration wants no loss
+        return encoded
 
 
 def real_tokens(inputs: dict[str, torch.Tensor]) -> torch.Tensor:

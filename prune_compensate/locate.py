@@ -41,6 +41,8 @@ QKV_NAME_SETS: tuple[frozenset[str], ...] = (
     frozenset({"Wqkv"}),
     frozenset({"query_key_value"}),
     frozenset({"c_attn"}),
+    frozenset({"q", "k", "v"}),  # T5 / UDOP
+    frozenset({"kv_a_proj_with_mqa"}),  # multi-head latent attention (DeepSeek-V2/V3, Mistral 4)
 )
 
 
@@ -160,7 +162,39 @@ def _under_text_embedding(model: nn.Module, candidates: list[tuple[str, nn.Modul
     return candidates
 
 
-def _layout(model: nn.Module, path: str, blocks: nn.ModuleList, candidates: list) -> DecoderLayout:
+def _encoder_root(model: nn.Module) -> str | None:
+    """Dotted name of an encoder–decoder's encoder (``get_encoder()``), ``None`` for other models.
+    Its stacks are the encoder side; any other text stack is the decoder side (T5Gemma 2 merges
+    self- and cross-attention, so cross-attention modules alone do not tell the sides apart)."""
+    config = getattr(model, "config", None)
+    configs = [config, getattr(config, "text_config", None)]
+    if not any(getattr(c, "is_encoder_decoder", False) for c in configs if c is not None):
+        return None
+    try:
+        encoder = model.get_encoder()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    return next((name for name, module in model.named_modules() if module is encoder and name), None)
+
+
+def _under(path: str, root: str) -> bool:
+    return path.startswith(root + ".")
+
+
+def _side(path: str, blocks: nn.ModuleList, candidates: list, root: str | None) -> str:
+    """``"encoder"``, ``"decoder"`` (of an encoder–decoder) or ``"only"`` (a single text stack)."""
+    if root is not None:
+        return "encoder" if _under(path, root) else "decoder"
+    if _has_cross_attention(blocks):
+        return "decoder"
+    # the other stack of the same encoder–decoder sits under the same grandparent (``….encoder.layers``
+    # beside ``….decoder.layers``); a Q-Former's cross-attending blocks elsewhere do not count
+    home = path.rsplit(".", 2)[0]
+    siblings = [b for name, b in candidates if name != path and name.rsplit(".", 2)[0] == home]
+    return "encoder" if any(_has_cross_attention(b) for b in siblings) else "only"
+
+
+def _layout(model: nn.Module, path: str, blocks: nn.ModuleList, side: str) -> DecoderLayout:
     cores = [find_attention_core(block) for block in blocks]
     core_names = [core[0] if core is not None else None for core in cores]
     parent_path = path.rpartition(".")[0]
@@ -168,26 +202,21 @@ def _layout(model: nn.Module, path: str, blocks: nn.ModuleList, candidates: list
     prefix = f"{parent_path}." if parent_path else ""
     ends = [(f"{path}.{len(blocks) - 1}", blocks[-1])]
     ends += [(prefix + name, child) for name, child in parent.named_children() if is_norm(child)]
-    cross = _has_cross_attention(blocks)
-    # the other stack of the same encoder–decoder sits under the same grandparent (``….encoder.layers``
-    # beside ``….decoder.layers``); a Q-Former's cross-attending blocks elsewhere do not count
-    home = path.rsplit(".", 2)[0]
-    siblings = [b for name, b in candidates if name != path and name.rsplit(".", 2)[0] == home]
-    encoder_side = not cross and any(_has_cross_attention(b) for b in siblings)
-    return DecoderLayout(path, blocks, core_names, ends, caches=not encoder_side, cross_attends=cross)
+    return DecoderLayout(path, blocks, core_names, ends, caches=side != "encoder", cross_attends=side == "decoder")
 
 
 def find_decoder(model: nn.Module, path: str | None = None, stack: str = "decoder") -> DecoderLayout:
     """Locate the text decoder's block list by structure.
 
     ``path`` (dotted, e.g. ``"model.language_model.layers"``) skips the search. ``stack`` picks
-    between the two text stacks of an encoder–decoder (Florence-2, T5-style): ``"decoder"`` (the
-    one with cross-attention and a KV cache, default) or ``"encoder"``. Raises ``PCError`` naming
-    the lists it saw when none fits.
+    between the two text stacks of an encoder–decoder (Florence-2, T5Gemma 2): ``"decoder"`` (the
+    one with a KV cache, default) or ``"encoder"``. Raises ``PCError`` naming the lists it saw when
+    none fits.
     """
     if stack not in STACKS:
         raise PCError(f"unknown --stack {stack!r}", f"use one of {', '.join(STACKS)}")
     candidates = _block_lists(model)
+    root = _encoder_root(model)
     if path is not None:
         chosen = [c for c in candidates if c[0] == path]
         if not chosen:
@@ -196,7 +225,7 @@ def find_decoder(model: nn.Module, path: str | None = None, stack: str = "decode
                 f"--decoder {path!r} is not a list of attention blocks in {type(model).__name__} (lists seen: {seen})",
                 "pass the dotted path of one of the lists seen",
             )
-        return _layout(model, *chosen[0], candidates)
+        return _layout(model, *chosen[0], _side(*chosen[0], candidates, root))
     if not candidates:
         lists = [name for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
         raise PCError(
@@ -204,18 +233,22 @@ def find_decoder(model: nn.Module, path: str | None = None, stack: str = "decode
             f"module with query/key/value projections (module lists seen: {', '.join(lists[:8]) or 'none'})",
             "pass --decoder with the dotted path of the text blocks, or open an issue with the model class",
         )
-    near = _under_text_embedding(model, candidates)
-    if len(near) > 1:  # an encoder–decoder: both stacks sit beside the shared embedding
-        decoders = [c for c in near if _has_cross_attention(c[1])]
-        encoders = [c for c in near if not _has_cross_attention(c[1])]
-        pick = decoders if stack == "decoder" else encoders
-        near = pick or near
-    elif stack == "encoder":
+    if root is not None:
+        wanted = [c for c in candidates if _under(c[0], root) == (stack == "encoder")]
+        near = _under_text_embedding(model, wanted or candidates)
+    else:
+        near = _under_text_embedding(model, candidates)
+        if len(near) > 1:  # an encoder–decoder: both stacks sit beside the shared embedding
+            decoders = [c for c in near if _has_cross_attention(c[1])]
+            encoders = [c for c in near if not _has_cross_attention(c[1])]
+            near = (decoders if stack == "decoder" else encoders) or near
+    side = _side(*near[0], candidates, root)
+    if stack == "encoder" and side != "encoder":
         raise PCError(
             f"{type(model).__name__} has one text stack ({near[0][0]}), not an encoder and a decoder",
             "leave out --stack",
         )
-    return _layout(model, *near[0], candidates)
+    return _layout(model, *near[0], side)
 
 
 @dataclass(frozen=True)
