@@ -1,0 +1,246 @@
+"""Run every image-text-to-text family transformers registers through profile → prune → reload →
+forward → generate, and say for each what happened (the family table of the docs).
+
+Families with a hand-built tiny model in ``FAMILIES`` (real processor, real image inputs) take the
+image path. Every other registered family is built tiny from its own config class (sizes shrunk
+by ``shrink_config``) and takes the text path with MiniLM's WordPiece tokenizer: that proves the
+decoder is found, pruned, saved, reloaded and generates, but not that its processor's image inputs
+work. Each row records which path it took, so the table never claims more than was run.
+"""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .tiny_models import FAMILIES, Family, wordpiece
+
+# Config fields set to tiny values wherever they occur (top level and every sub-config).
+TINY_SIZES: dict[str, int] = {
+    **dict.fromkeys(["hidden_size", "d_model", "n_embd", "embed_dim", "dim", "width", "text_hidden_size"], 64),
+    **dict.fromkeys(["out_hidden_size", "projection_dim", "vision_output_dim"], 64),
+    **dict.fromkeys(["intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim"], 128),
+    **dict.fromkeys(["num_hidden_layers", "num_layers", "n_layer", "n_layers", "depth"], 2),
+    **dict.fromkeys(["decoder_layers", "encoder_layers"], 2),
+    **dict.fromkeys(["num_attention_heads", "n_head", "n_heads", "num_heads"], 4),
+    **dict.fromkeys(["encoder_attention_heads", "decoder_attention_heads"], 4),
+    "num_key_value_heads": 2,
+    "encoder_hidden_size": 64,
+    "head_dim": 16,
+    **dict.fromkeys(["moe_intermediate_size", "shared_expert_intermediate_size"], 32),
+    **dict.fromkeys(["n_routed_experts", "num_experts", "num_local_experts"], 4),
+    "num_experts_per_tok": 2,
+    **dict.fromkeys(["kv_lora_rank", "q_lora_rank"], 16),
+    **dict.fromkeys(["qk_rope_head_dim", "qk_nope_head_dim"], 8),
+    "v_head_dim": 16,
+}
+
+# Model types whose hand-built tiny model (in FAMILIES) takes the image path.
+HAND_BUILT: dict[str, str] = {
+    "blip-2": "blip2",
+    "instructblip": "instructblip",
+    "kosmos-2": "kosmos2",
+    "florence2": "florence2",
+    "aya_vision": "aya_vision",
+    **{family.name: family.name for family in FAMILIES},
+}
+
+TEXTS = [
+    "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
+    "Marie Curie won the Nobel Prize in Physics and later in Chemistry.",
+    "A knowledge graph stores facts as triples of head, relation and tail.",
+    "The Amazon river flows through Peru, Colombia and Brazil to the Atlantic.",
+]
+
+
+def registered_families() -> dict[str, str]:
+    """``model_type → model class name`` of every image-text-to-text family transformers registers
+    (and of its older vision-to-sequence mapping, where this version still has one)."""
+    from transformers.models.auto import modeling_auto
+
+    names: dict[str, str] = {}
+    for mapping in ("MODEL_FOR_VISION_2_SEQ_MAPPING_NAMES", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"):
+        names.update(getattr(modeling_auto, mapping, {}))
+    return dict(sorted(names.items()))
+
+
+def shrink_config(config: Any, seen: set[int] | None = None) -> Any:
+    """Set every size field in ``config`` and its sub-configs to ``TINY_SIZES`` (in place)."""
+    from transformers import PretrainedConfig
+
+    seen = seen if seen is not None else set()
+    if id(config) in seen:
+        return config
+    seen.add(id(config))
+    for key, value in list(vars(config).items()):
+        if isinstance(value, PretrainedConfig):
+            shrink_config(value, seen)
+        elif key in TINY_SIZES and isinstance(value, int) and not isinstance(value, bool):
+            setattr(config, key, TINY_SIZES[key])
+        elif key.endswith("layer_types") and isinstance(value, list) and value:
+            # two layers of each kind, so a hybrid stack keeps two attention layers (one may be pruned)
+            kinds = list(dict.fromkeys(value))
+            setattr(config, key, kinds * TINY_SIZES["num_hidden_layers"])
+        elif key == "rope_parameters" and isinstance(value, dict) and "vision" not in type(config).__name__.lower():
+            # multimodal rotary sections (given or defaulted by the model) must sum to half the head width
+            setattr(config, key, {**value, "mrope_section": [2, 3, 3]})
+    types = getattr(config, "layer_types", None)
+    if isinstance(types, list) and hasattr(config, "num_hidden_layers"):
+        config.num_hidden_layers = len(types)
+    if getattr(config, "sliding_window", 0) is None and "sliding_attention" in str(getattr(config, "layer_types", "")):
+        config.sliding_window = 8
+    return config
+
+
+@dataclass
+class SurveyRow:
+    """One family's outcome. ``status``: ``supported``; ``refused`` (our one-line error, the reason);
+    ``not built`` (its default config does not build tiny offline); ``error`` (a traceback at
+    ``stage``, raised in ``raised_in``: ``transformers`` — often a forward that needs image inputs
+    the text path has not — or ``prune_compensate``, a bug of ours). ``path``: ``images``
+    (hand-built, real processor) or ``text`` (tiny from config, WordPiece tokenizer)."""
+
+    model_type: str
+    model_class: str
+    status: str
+    path: str
+    stage: str = ""
+    reason: str = ""
+    raised_in: str = ""
+    decoder: str = ""
+    seconds: float = 0.0
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: int) -> Iterator[None]:
+    def alarm(*_: object) -> None:
+        raise _Timeout(f"took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def build_from_config(model_type: str, class_name: str, out: Path) -> Path:
+    """A tiny random model of ``model_type`` from its default config, saved with a WordPiece tokenizer."""
+    import transformers
+    from transformers import AutoConfig
+
+    config = shrink_config(AutoConfig.for_model(model_type))
+    torch.manual_seed(0)
+    model = getattr(transformers, class_name)(config).eval()
+    model.save_pretrained(out)
+    wordpiece().save_pretrained(out)
+    return out
+
+
+def _flow(model_dir: Path, images: list[str], work: Path, step: Callable[[str], None]) -> str:
+    from ..calibration import CalibrationSample
+    from ..checkpoint import load_pruned, save_pruned
+    from ..load import load_model
+    from ..locate import find_decoder
+    from ..prune import PruneConfig, prune_
+
+    step("load")
+    loaded = load_model(model_dir)
+    step("locate")
+    decoder = find_decoder(loaded.model).blocks_path
+    samples = [CalibrationSample(f"{TEXTS[i % 4]} ({i})", images, f"s{i}") for i in range(8)]
+    step("prune")
+    result = prune_(loaded, PruneConfig(k=1, held_out=0.25, show_progress=False), samples)
+    step("save")
+    out = save_pruned(loaded.model, loaded.processor, work / "pruned", result.to_manifest())
+    step("reload")
+    reloaded = load_pruned(out)
+    from ..calibrate import move_inputs
+    from ..calibration import BatchEncoder
+
+    encoder = BatchEncoder(reloaded.processor, 32)
+    encoder.decoder_text = find_decoder(reloaded.model).cross_attends
+    inputs = move_inputs(encoder(samples[:2]), reloaded.model)
+    step("forward")
+    with torch.no_grad():
+        reloaded.model(**inputs)
+    step("generate")
+    inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_")}
+    reloaded.model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    return decoder
+
+
+def survey_family(model_type: str, class_name: str, images: list[str], time_limit: int = 120) -> SurveyRow:
+    """Run one family through the flow and say what happened."""
+    from ..errors import PCError
+
+    hand: Family | None = next((f for f in FAMILIES if f.name == HAND_BUILT.get(model_type)), None)
+    row = SurveyRow(model_type, class_name, "supported", "images" if hand else "text")
+    start = time.perf_counter()
+    stage = {"now": "build"}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        work = Path(tmp)
+        try:
+            with _time_limit(time_limit):
+                model_dir = (
+                    hand.build(work / "model") if hand else build_from_config(model_type, class_name, work / "model")
+                )
+                row.decoder = _flow(
+                    model_dir, images if hand and hand.vision else [], work, lambda s: stage.update(now=s)
+                )
+        except PCError as err:
+            row.status, row.reason = "refused", str(err).splitlines()[0]
+        except Exception as err:  # noqa: BLE001 — every outcome is a row of the table
+            row.reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:240]
+            if stage["now"] == "build":
+                row.status = "not built"
+            else:
+                row.status = "error"
+                row.raised_in = _where(err)
+        row.stage = "" if row.status == "supported" else stage["now"]
+        row.reason = row.reason.replace(str(work / "model"), "MODEL").replace(str(work), "WORK")
+    row.seconds = round(time.perf_counter() - start, 1)
+    return row
+
+
+def _where(err: BaseException) -> str:
+    """Which package raised ``err``: the innermost frame that is ours or transformers'."""
+    tb = err.__traceback__
+    found = "other"
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if "prune_compensate" in name and "testing" not in name:
+            found = "prune_compensate"
+        elif "transformers" in name:
+            found = "transformers"
+        tb = tb.tb_next
+    return found
+
+
+def survey(images: list[str], only: list[str] | None = None, time_limit: int = 120) -> list[SurveyRow]:
+    """Every registered family (or those named in ``only``), one row each."""
+    rows = []
+    for model_type, class_name in registered_families().items():
+        if only and model_type not in only:
+            continue
+        rows.append(survey_family(model_type, class_name, images, time_limit))
+    return rows
+
+
+def rows_to_json(rows: list[SurveyRow]) -> list[dict[str, Any]]:
+    return [asdict(row) for row in rows]
