@@ -236,6 +236,24 @@ def run_forward(model: nn.Module, inputs: dict[str, torch.Tensor], token_mask: T
         pass
 
 
+def model_needs_images(model: nn.Module, encoder: BatchEncoder) -> bool:
+    """Whether ``model`` needs an image in every prompt: its processor refuses text alone
+    (PaliGemma), its forward requires ``pixel_values`` (BLIP-2, InstructBLIP), or a one-sample
+    text-only forward fails (Kosmos-2 asks for pixel values or image embeddings)."""
+    if not encoder.has_images:
+        return False
+    if encoder.refuses_text_only():
+        return True
+    pixel_values = inspect.signature(model.forward).parameters.get("pixel_values")
+    if pixel_values is not None and pixel_values.default is inspect.Parameter.empty:
+        return True
+    try:
+        run_forward(model, encoder([CalibrationSample("a", [], "text-only probe")]), TokenMask())
+    except (ValueError, TypeError, RuntimeError):
+        return True
+    return False
+
+
 def encoded_batches(
     encoder: BatchEncoder,
     samples: list[CalibrationSample],

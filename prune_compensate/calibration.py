@@ -160,32 +160,45 @@ def read_samples(config: CalibrationConfig) -> list[CalibrationSample]:
     return samples
 
 
-def for_model(samples: list[CalibrationSample], config: CalibrationConfig, encoder: BatchEncoder) -> list:
+def for_model(
+    samples: list[CalibrationSample], config: CalibrationConfig, encoder: BatchEncoder, needs_images: bool = False
+) -> list[CalibrationSample]:
     """The samples a model is calibrated on, given what it takes.
 
     For a model with an image processor, the embedded default becomes image + text: the embedded
-    image samples replace as many text samples (only images, if the processor refuses text alone),
-    shuffled with ``config.seed`` so that both kinds fall in the fitting and the held-out parts.
-    Any other text-only set on such a model is used as given, with a ``CalibrationWarning``.
+    image samples replace as many text samples (only images, when the model ``needs_images`` in
+    every prompt), shuffled with ``config.seed`` so that both kinds fall in the fitting and the
+    held-out parts. Any other set is checked by ``check_images``.
     """
     if not encoder.has_images:
         return samples
     if config.source == EMBEDDED:
         images = _read_jsonl(embedded_image_calibration_path(), "text", None)
-        if encoder.needs_images():
+        if needs_images:
             mixed = images[: config.n_samples]
         else:
             n_images = min(len(images), max(1, config.n_samples // 2))
             mixed = samples[: max(0, config.n_samples - n_images)] + images[:n_images]
         random.Random(config.seed).shuffle(mixed)
         return mixed
-    warn_if_text_only(samples, encoder)
+    check_images(samples, encoder, needs_images)
     return samples
 
 
-def warn_if_text_only(samples: list[CalibrationSample], encoder: BatchEncoder) -> None:
-    """A ``CalibrationWarning`` when a model that takes images is calibrated on text alone."""
-    if encoder.has_images and not any(s.images for s in samples):
+def check_images(samples: list[CalibrationSample], encoder: BatchEncoder, needs_images: bool = False) -> None:
+    """Refuse text-only samples for a model that needs an image in every prompt (BLIP-2, Kosmos-2,
+    PaliGemma), before any work; warn (``CalibrationWarning``) when a model that takes images is
+    calibrated on text alone."""
+    if not encoder.has_images:
+        return
+    text_only = [s for s in samples if not s.images]
+    if needs_images and text_only:
+        raise PCError(
+            f"the model needs an image in every prompt, but {len(text_only)} of {len(samples)} calibration "
+            f"samples have none (first: {text_only[0].origin or 'unnamed'})",
+            "give every sample an image, or leave --calib out for the embedded image samples",
+        )
+    if len(text_only) == len(samples):
         warnings.warn(
             "the calibration samples have no images but the model takes them: the compensation is fitted "
             "to text statistics only and may not transfer to image inputs (pass image samples, or leave "
@@ -274,7 +287,7 @@ class BatchEncoder:
                 self._inserts_own = bool((torch.as_tensor(ids) == token_id).any())
         return self._inserts_own
 
-    def needs_images(self) -> bool:
+    def refuses_text_only(self) -> bool:
         """Whether the processor refuses a prompt without an image (PaliGemma), asked through the
         same path real batches take."""
         try:
@@ -341,6 +354,13 @@ def real_tokens(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if key in inputs:
             return inputs[key]
     return torch.ones_like(inputs["input_ids"])
+
+
+def probe_batch(samples: list[CalibrationSample], batch_size: int) -> list[CalibrationSample]:
+    """The samples of one probe forward: the first image batch when there are images (so probes
+    see image tokens too), else the first text batch; never a mix (see ``batches``)."""
+    with_images = [s for s in samples if s.images]
+    return (with_images or samples)[:batch_size]
 
 
 def batches(samples: list[CalibrationSample], batch_size: int) -> Iterator[list[CalibrationSample]]:

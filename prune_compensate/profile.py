@@ -16,8 +16,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibrate import DecoderTaps, TokenMask, encoded_batches, find_residual_sites, run_forward
-from .calibration import BatchEncoder, CalibrationConfig, CalibrationSample, for_model, read_samples, warn_if_text_only
+from .calibrate import (
+    DecoderTaps,
+    TokenMask,
+    encoded_batches,
+    find_residual_sites,
+    model_needs_images,
+    run_forward,
+)
+from .calibration import (
+    BatchEncoder,
+    CalibrationConfig,
+    CalibrationSample,
+    check_images,
+    for_model,
+    probe_batch,
+    read_samples,
+)
 from .errors import PCError
 from .load import LoadedModel
 from .locate import DecoderLayout, find_decoder, replaced_layers
@@ -145,7 +160,7 @@ def profile_samples(
     attention = layout.attention_layers
     k = resolve_k(config.k, len(attention) - len(replaced), type(model).__name__)  # before any forward
     token_mask = TokenMask()
-    probe = encoder(samples[: config.calibration.batch_size])
+    probe = encoder(probe_batch(samples, config.calibration.batch_size))
     sites = find_residual_sites(model, layout, probe, token_mask)
     moments = [CosineMoments() for _ in range(layout.num_layers)]
 
@@ -197,8 +212,9 @@ def profile(
     """
     config = config or ProfileConfig()
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
+    needs_images = model_needs_images(loaded.model, encoder)
     if samples is None:
-        samples = for_model(read_samples(config.calibration), config.calibration, encoder)
+        samples = for_model(read_samples(config.calibration), config.calibration, encoder, needs_images)
     else:
-        warn_if_text_only(samples, encoder)
+        check_images(samples, encoder, needs_images)
     return profile_samples(loaded.model, encoder, samples, config, source=loaded.source)

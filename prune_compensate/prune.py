@@ -22,15 +22,16 @@ from typing import Any
 from torch import nn
 
 from .bottom_up import FITTED, fit_variant, make_compensation, residual_maps
-from .calibrate import CoreSignature, probe_cores
+from .calibrate import CoreSignature, model_needs_images, probe_cores
 from .calibration import (
     BatchEncoder,
     CalibrationConfig,
     CalibrationSample,
+    check_images,
     for_model,
+    probe_batch,
     read_samples,
     split_samples,
-    warn_if_text_only,
 )
 from .compensate import CoreSwap, LinearCompensation
 from .errors import PCError
@@ -304,7 +305,8 @@ def prune_samples(
         layers = choose_layers(config, k, ranking, replaced)
         params_before = _count(model)
         kv_before = kv_bytes_per_token(model, layout, layout.attention_layers)
-        signatures = probe_cores(model, layout, layers, encoder(fit[: config.calibration.batch_size]))
+        probe = encoder(probe_batch(fit, config.calibration.batch_size))
+        signatures = probe_cores(model, layout, layers, probe)
         for layer in layers:
             sig = signatures[layer]
             if config.rank is not None and config.rank >= min(sig.dim_in, sig.dim_out):
@@ -312,7 +314,6 @@ def prune_samples(
                     f"--rank {config.rank} is not below the layer width {min(sig.dim_in, sig.dim_out)}",
                     "use a smaller rank, or none for a full W",
                 )
-        probe = encoder(fit[: config.calibration.batch_size])
         maps = residual_maps(model, layout, layers, probe)
         swap = CoreSwap(model, layout, layers)
         variants = {
@@ -377,8 +378,9 @@ def prune_(
     that takes images, the embedded default becomes image + text (``calibration.for_model``)."""
     config = config or PruneConfig()
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
+    needs_images = model_needs_images(loaded.model, encoder)
     if samples is None:
-        samples = for_model(read_samples(config.calibration), config.calibration, encoder)
+        samples = for_model(read_samples(config.calibration), config.calibration, encoder, needs_images)
     else:
-        warn_if_text_only(samples, encoder)
+        check_images(samples, encoder, needs_images)
     return prune_samples(loaded.model, encoder, samples, config)

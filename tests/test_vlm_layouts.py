@@ -104,7 +104,7 @@ def test_default_calibration_of_a_vlm_has_images(family_dirs: dict) -> None:
     assert all(Path(s.images[0]).is_file() for s in mixed if s.images)
     # PaliGemma refuses a prompt without an image: its default set is the image samples alone
     paligemma = BatchEncoder(load_model(family_dirs["paligemma"]).processor, 32)
-    only = for_model(text, config, paligemma)
+    only = for_model(text, config, paligemma, needs_images=True)
     assert only and all(s.images for s in only)
     n_lines = len(embedded_image_calibration_path().read_text().splitlines())
     assert len(only) == min(40, n_lines)
@@ -153,3 +153,34 @@ def test_hybrid_stack_prunes_only_its_attention_layers(tmp_path: Path) -> None:
     inputs = BatchEncoder(reloaded.processor, 32)(samples[:2])
     generated = reloaded.model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def test_models_that_need_an_image_in_every_prompt(family_dirs: dict) -> None:
+    from prune_compensate.calibrate import model_needs_images
+    from prune_compensate.calibration import check_images
+
+    for name, needs in [("blip2", True), ("kosmos2", True), ("paligemma", True), ("llava", False), ("llama", False)]:
+        loaded = load_model(family_dirs[name])
+        assert model_needs_images(loaded.model, BatchEncoder(loaded.processor, 32)) is needs, name
+    # text-only samples for such a model: one line before any work, not a traceback mid-fit
+    blip = load_model(family_dirs["blip2"])
+    with pytest.raises(PCError, match="needs an image in every prompt, but 4 of 4 calibration samples"):
+        prune_(
+            blip,
+            PruneConfig(k=1, show_progress=False),
+            [CalibrationSample(t, [], f"s{i}") for i, t in enumerate(TEXTS)],
+        )
+    with pytest.raises(PCError, match="needs an image"):
+        check_images([CalibrationSample("a")], BatchEncoder(blip.processor, 32), needs_images=True)
+
+
+def test_embedded_default_prunes_a_vlm_end_to_end(family_dirs: dict) -> None:
+    """The embedded image + text default through prune_ itself: probes never mix text and image
+    samples in one batch (processors cannot pad such a batch), and the held-out report sees both."""
+    from prune_compensate import CalibrationConfig
+
+    loaded = load_model(family_dirs["llava"])
+    config = PruneConfig(k=1, show_progress=False, calibration=CalibrationConfig(n_samples=16, batch_size=4, seed=1))
+    result = prune_(loaded, config)
+    assert result.calibration["n_fit"] + result.calibration["n_held_out"] == 16
+    assert result.error["lstsq"]["relative"] < result.error["none"]["relative"]
