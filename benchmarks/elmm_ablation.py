@@ -18,12 +18,13 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from recipes.elmm.config import load_config
-from recipes.elmm.run import run_elmm
-from recipes.mkgc.evaluate import metrics_table
+from prune_compensate_recipes.config import CONFIG_DIR
+from prune_compensate_recipes.elmm.config import load_config
+from prune_compensate_recipes.elmm.run import run_elmm
+from prune_compensate_recipes.mkgc.evaluate import metrics_table
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "recipes" / "configs" / "elmm_minilm_umls.yaml"
+CONFIG = CONFIG_DIR / "elmm_minilm_umls.yaml"
 VARIANTS = {
     "full": [],
     "no_pruning": ["ablation.no_pruning=true"],

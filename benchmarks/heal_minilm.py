@@ -23,7 +23,7 @@ from pathlib import Path
 
 from prune_compensate import CalibrationConfig, CalibrationSample, PruneConfig, load_model, prune_, read_samples
 from prune_compensate.eval import EvalConfig, evaluate
-from prune_compensate.heal import HealConfig
+from prune_compensate.pruning.heal import HealConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minilm_retrieval_sweep import seen_entity_texts, write_pairs  # noqa: E402

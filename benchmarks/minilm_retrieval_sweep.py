@@ -28,7 +28,7 @@ import torch
 
 from prune_compensate import CalibrationConfig, PruneConfig, load_model, prune_, read_samples
 from prune_compensate.eval import EvalConfig, evaluate
-from prune_compensate.profile import ProfileConfig, profile
+from prune_compensate.pruning.profile import ProfileConfig, profile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INITS = ("none", "mean", "lstsq")

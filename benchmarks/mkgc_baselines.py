@@ -23,9 +23,9 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipes.mkgc.cli import load_any  # noqa: E402
-from recipes.mkgc.data import relation_categories  # noqa: E402
-from recipes.mkgc.evaluate import evaluate_link_prediction, metrics_document, metrics_table  # noqa: E402
+from prune_compensate_recipes.mkgc.cli import load_any  # noqa: E402
+from prune_compensate_recipes.mkgc.data import relation_categories  # noqa: E402
+from prune_compensate_recipes.mkgc.evaluate import evaluate_link_prediction, metrics_document, metrics_table  # noqa: E402
 
 # Hyper-parameters: common published settings scaled to a CPU budget.
 MODELS = {

@@ -25,7 +25,7 @@ from pathlib import Path
 import matplotlib
 
 from prune_compensate import CalibrationConfig, CalibrationSample, PruneConfig, load_model, prune_, read_samples
-from prune_compensate.prune import INITS
+from prune_compensate.pruning.config import INITS
 from prune_compensate.testing.tiny_models import build_llava
 
 VARIANTS = {

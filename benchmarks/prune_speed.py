@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from prune_compensate.compensate import CoreSwap, LinearCompensation
-from prune_compensate.locate import find_decoder
+from prune_compensate.model.locate import find_decoder
+from prune_compensate.pruning.compensation import LinearCompensation
+from prune_compensate.pruning.swap import CoreSwap
 
 SIZES = {
     # Qwen2-1.5B's language model shape (vocab cut to 32k: the LM head is not what pruning changes)

@@ -17,7 +17,7 @@ declare -A VARIANTS=(
 )
 for name in full no_se no_structural_tokens no_text transe_only distmult_only rotate_only; do
   # shellcheck disable=SC2086
-  pc run tofu --config recipes/configs/tofu_umls.yaml train.max_steps=150 train.eval_every=50 \
+  pc run tofu --config tofu_umls.yaml train.max_steps=150 train.eval_every=50 \
     "train.seed=$seed" "out=runs/tofu_ablation/$name$suffix" ${VARIANTS[$name]} --quiet
   cp "runs/tofu_ablation/$name$suffix/metrics_umls_transductive.json" "benchmarks/results/tofu_umls_$name$suffix.json"
 done

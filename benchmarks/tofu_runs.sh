@@ -14,20 +14,20 @@ keep() {  # out-dir dataset-slug setting result-name
   cp "$1/metrics_$2_$3.json" "benchmarks/results/tofu_$4_$3.json"
 }
 if [[ $what == transductive || $what == all ]]; then
-  pc run tofu --config recipes/configs/tofu_db15k.yaml "${CPU[@]}" train.max_minutes=8 out=runs/tofu_db15k --quiet
+  pc run tofu --config tofu_db15k.yaml "${CPU[@]}" train.max_minutes=8 out=runs/tofu_db15k --quiet
   keep runs/tofu_db15k DB15K transductive DB15K
   for ds in mkgw:MKG-W mkgy:MKG-Y; do
-    pc run tofu --config "recipes/configs/tofu_${ds%%:*}.yaml" "${CPU[@]}" train.max_minutes=4 "out=runs/tofu_${ds%%:*}" --quiet
+    pc run tofu --config "tofu_${ds%%:*}.yaml" "${CPU[@]}" train.max_minutes=4 "out=runs/tofu_${ds%%:*}" --quiet
     keep "runs/tofu_${ds%%:*}" "${ds##*:}" transductive "${ds##*:}"
   done
   # MKG-Y is sparse enough for a 4-layer GP in the same budget (70 % of its answers are > 2 hops)
-  pc run tofu --config recipes/configs/tofu_mkgy.yaml "${CPU[@]}" model.gp_layers=4 train.max_minutes=4 \
+  pc run tofu --config tofu_mkgy.yaml "${CPU[@]}" model.gp_layers=4 train.max_minutes=4 \
     out=runs/tofu_mkgy_gp4 --quiet
   cp runs/tofu_mkgy_gp4/metrics_MKG-Y_transductive.json benchmarks/results/tofu_MKG-Y_transductive_gp4.json
 fi
 if [[ $what == transfer || $what == all ]]; then
   # pre-train on two graphs (MKG-Y and FB15k-237 v1), zero-shot + fine-tune on the unseen fb237_v1_ind
-  pc run tofu --config recipes/configs/tofu_pretrain.yaml "${CPU[@]}" 'graphs=[MKG-Y, inductive/fb237_v1]' \
+  pc run tofu --config tofu_pretrain.yaml "${CPU[@]}" 'graphs=[MKG-Y, inductive/fb237_v1]' \
     'targets=[inductive/fb237_v1_ind]' train.max_minutes=6 finetune.epochs=1 finetune.max_minutes=3 \
     out=runs/tofu_transfer --quiet
   keep runs/tofu_transfer fb237_v1_ind zero-shot fb237_v1_ind

@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from prune_compensate import CalibrationConfig, PruneConfig, load_model, prune_, read_samples
-from prune_compensate.calibrate import model_needs_images
-from prune_compensate.calibration import BatchEncoder, embedded_image_calibration_path
+from prune_compensate.calibration.forward import model_needs_images
+from prune_compensate.calibration.samples import BatchEncoder, embedded_image_calibration_path
 from prune_compensate.testing import FAMILIES
 
 OUT = Path(__file__).resolve().parent / "results" / "vlm_image_calibration.json"

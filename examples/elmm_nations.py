@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from recipes.elmm.config import load_config
-from recipes.elmm.run import load_elmm, print_results, run_elmm
+from prune_compensate_recipes.elmm.config import load_config
+from prune_compensate_recipes.elmm.run import load_elmm, print_results, run_elmm
 
 config = load_config(
     None,

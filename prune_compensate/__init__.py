@@ -1,17 +1,20 @@
 """prune_compensate: profile and prune the redundant attention of Hugging Face (V)LMs (ELMM §3.4)."""
 
-from .calibration import CalibrationConfig, CalibrationSample, read_samples
-from .checkpoint import compensation_spec, load_pruned, read_manifest, replaced_modules, save_pruned
-from .compensate import LinearCompensation, replace_module
-from .delta import load_delta, save_delta
+from .calibration.samples import CalibrationConfig, CalibrationSample, read_samples
+from .checkpoint.delta import load_delta, save_delta
+from .checkpoint.format import compensation_spec, read_manifest, replaced_modules
+from .checkpoint.reload import load_pruned
+from .checkpoint.save import save_pruned
 from .errors import PCError, fail
 from .eval import EvalConfig, EvalMetric, EvalResult, evaluate
-from .heal import HealConfig, HealReport
-from .load import LoadedModel, default_model_path, load_model
-from .locate import DecoderLayout, find_decoder
-from .profile import LayerProfile, ProfileConfig, ProfileResult, profile
+from .model.load import LoadedModel, default_model_path, load_model
+from .model.locate import DecoderLayout, find_decoder
 from .progress import progress_bar
-from .prune import PruneConfig, PruneResult, prune_
+from .pruning.compensation import LinearCompensation, replace_module
+from .pruning.config import PruneConfig
+from .pruning.heal import HealConfig, HealReport
+from .pruning.profile import LayerProfile, ProfileConfig, ProfileResult, profile
+from .pruning.prune import PruneResult, prune_
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,8 @@
 """``pc``: a thin typer skin over the functions users import.
 
 Recipe commands (``pc data``, ``pc run``) come from the ``prune_compensate.commands`` entry-point
-group, so the core never imports ``recipes``.
+group (the ``prune-compensate-recipes`` distribution registers them), so the core never imports
+a recipe; without it they say which package to install.
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def profile_command(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Rank attention sub-layers by input/output cosine similarity on calibration data."""
-    from .calibration import EMBEDDED, CalibrationConfig, read_samples
-    from .profile import ProfileConfig, profile
+    from .calibration.samples import EMBEDDED, CalibrationConfig, read_samples
+    from .pruning.profile import ProfileConfig, profile
     from .report import plot_profile, print_profile
 
     try:
@@ -211,11 +212,12 @@ def prune_command(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Drop the K most redundant attention sub-layers, fit their compensation, write a checkpoint."""
-    from .calibration import EMBEDDED, CalibrationConfig, read_samples
-    from .checkpoint import check_out_dir, save_pruned
-    from .heal import HealConfig
-    from .profile import ProfileResult
-    from .prune import PruneConfig, prune_
+    from .calibration.samples import EMBEDDED, CalibrationConfig, read_samples
+    from .checkpoint.save import check_out_dir, save_pruned
+    from .pruning.config import PruneConfig
+    from .pruning.heal import HealConfig
+    from .pruning.profile import ProfileResult
+    from .pruning.prune import prune_
     from .report import print_prune
 
     try:
@@ -268,7 +270,7 @@ def prune_command(
         if loaded.origin is not None:
             manifest["base"] = loaded.origin.to_manifest()
         if save == "delta":
-            from .delta import save_delta
+            from .checkpoint.delta import save_delta
 
             if loaded.origin is None:
                 raise PCError("the base of this model is unknown", "use --save full")
@@ -293,8 +295,8 @@ def _check_outputs(json_path: Path | None, plot: Path | None) -> None:
 
 def _load(model: str | None, allow_base_change: bool, **options: Any) -> Any:
     """A delta checkpoint through ``load_pruned`` (base first), anything else through ``load_model``."""
-    from .delta import is_delta, load_delta
-    from .load import load_model
+    from .checkpoint.delta import is_delta, load_delta
+    from .model.load import load_model
 
     if model is not None and is_delta(model):
         options.pop("revision", None)
@@ -304,7 +306,7 @@ def _load(model: str | None, allow_base_change: bool, **options: Any) -> Any:
 
 def _base_of(model: str | None) -> tuple[str | None, str | None]:
     """The original a pruned checkpoint was made from (its manifest's base), as (name, revision)."""
-    from .checkpoint import MANIFEST, read_manifest
+    from .checkpoint.format import MANIFEST, read_manifest
 
     if model is None or not (Path(model) / MANIFEST).is_file():
         return None, None
@@ -354,7 +356,7 @@ def eval_command(
     from .eval import EvalConfig, evaluate
     from .eval.report import plot_retention, print_eval
     from .eval.run import check_disjoint
-    from .load import load_model
+    from .model.load import load_model
 
     try:
         _check_outputs(json_path, plot)
@@ -392,8 +394,26 @@ def eval_command(
         fail(err)
 
 
+RECIPE_COMMANDS = ("run", "data")
+
+
+def _missing_recipes(name: str) -> Any:
+    def command(args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None) -> None:
+        fail(
+            PCError(
+                f"`pc {name}` comes with the MKGC recipes, which are not installed",
+                "pip install prune-compensate-recipes (from a checkout: pip install -e recipes)",
+            )
+        )
+
+    command.__doc__ = f"(needs prune-compensate-recipes) the MKGC recipes' `{name}` commands."
+    return command
+
+
 def _add_plugins() -> None:
+    found = set()
     for entry in entry_points(group="prune_compensate.commands"):
+        found.add(entry.name)
         try:
             sub = entry.load()
         except Exception as err:  # a broken plugin must not break the core CLI
@@ -403,6 +423,10 @@ def _add_plugins() -> None:
             app.add_typer(sub, name=entry.name)
         else:
             app.command(entry.name)(sub)
+    for name in RECIPE_COMMANDS:
+        if name not in found:
+            settings = {"allow_extra_args": True, "ignore_unknown_options": True}
+            app.command(name, context_settings=settings)(_missing_recipes(name))
 
 
 _add_plugins()

@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .profile import ProfileResult
-from .prune import PruneResult
+from .pruning.profile import ProfileResult
+from .pruning.prune import PruneResult
 
 
 def profile_table(result: ProfileResult) -> Table:

@@ -17,10 +17,10 @@ import pytest
 from conftest import cli_error
 from typer.testing import CliRunner
 
-import recipes.mkgc.staged as staged
+import prune_compensate_recipes.mkgc.staged as staged
 from prune_compensate.cli import app
-from recipes.mkgc.data import load_kg
-from recipes.mkgc.download import files_for, registry
+from prune_compensate_recipes.mkgc.data import load_kg
+from prune_compensate_recipes.mkgc.download import files_for, registry
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED = staged.default_shared_root()

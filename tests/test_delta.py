@@ -12,10 +12,10 @@ from conftest import TEXTS, cli_error
 from typer.testing import CliRunner
 
 from prune_compensate import CalibrationConfig, PruneConfig, load_model, load_pruned, prune_, read_samples
-from prune_compensate.calibration import BatchEncoder, CalibrationSample
-from prune_compensate.checkpoint import save_pruned
+from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample
+from prune_compensate.checkpoint.delta import save_delta
+from prune_compensate.checkpoint.save import save_pruned
 from prune_compensate.cli import app
-from prune_compensate.delta import save_delta
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from recipes.elmm import KGCHead, MultiViewTokenCompressor, elmm_bce_loss
+from prune_compensate_recipes.elmm import KGCHead, MultiViewTokenCompressor, elmm_bce_loss
 
 D, H, M = 32, 4, 5
 

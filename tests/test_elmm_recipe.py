@@ -12,14 +12,15 @@ from conftest import cli_error
 from safetensors.torch import load_file
 
 from prune_compensate import PCError
-from prune_compensate.compensate import LinearCompensation
-from recipes.elmm.config import load_config
-from recipes.elmm.modules import elmm_bce_loss
-from recipes.elmm.run import build_run, load_elmm, run_elmm
-from recipes.elmm.train import STATE_DIR, TrainQueries, grouped_bce_loss
-from recipes.mkgc.data import pykeen_dataset_dir
+from prune_compensate.pruning.compensation import LinearCompensation
+from prune_compensate_recipes.config import CONFIG_DIR
+from prune_compensate_recipes.elmm.config import load_config
+from prune_compensate_recipes.elmm.modules import elmm_bce_loss
+from prune_compensate_recipes.elmm.run import build_run, load_elmm, run_elmm
+from prune_compensate_recipes.elmm.train import STATE_DIR, TrainQueries, grouped_bce_loss
+from prune_compensate_recipes.mkgc.data import pykeen_dataset_dir
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("elmm_*.yaml"))
+CONFIGS = sorted(CONFIG_DIR.glob("elmm_*.yaml"))
 
 FAST = [
     "data=nations",

@@ -11,9 +11,9 @@ from conftest import TEXTS, cli_error, write_jsonl
 from typer.testing import CliRunner
 
 from prune_compensate import CalibrationConfig, PCError, find_decoder, read_samples
-from prune_compensate.calibration import BatchEncoder, CalibrationSample, batches
+from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample, batches
 from prune_compensate.cli import app
-from prune_compensate.profile import ProfileResult
+from prune_compensate.pruning.profile import ProfileResult
 
 runner = CliRunner()
 

@@ -15,10 +15,10 @@ from conftest import TEXTS, write_jsonl
 from typer.testing import CliRunner
 
 from prune_compensate import load_model
-from prune_compensate.calibrate import TokenMask, find_residual_sites, run_forward
-from prune_compensate.calibration import BatchEncoder, CalibrationSample
+from prune_compensate.calibration.forward import TokenMask, find_residual_sites, run_forward
+from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample
 from prune_compensate.cli import app
-from prune_compensate.locate import block_input, find_decoder, residual_from_hook
+from prune_compensate.model.locate import block_input, find_decoder, residual_from_hook
 from prune_compensate.testing import FAMILIES, Family
 
 runner = CliRunner()

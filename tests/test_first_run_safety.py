@@ -15,14 +15,15 @@ from conftest import TEXTS, cli_error, write_jsonl
 from typer.testing import CliRunner
 
 from prune_compensate import CalibrationSample, PCError, load_model, load_pruned, prune_, read_manifest
-from prune_compensate.calibration import BatchEncoder, CalibrationConfig, read_samples
-from prune_compensate.checkpoint import MANIFEST, save_pruned
+from prune_compensate.calibration.samples import BatchEncoder, CalibrationConfig, read_samples
+from prune_compensate.checkpoint.format import MANIFEST
+from prune_compensate.checkpoint.save import save_pruned
 from prune_compensate.cli import app
-from prune_compensate.compensate import LinearCompensation
-from prune_compensate.locate import find_decoder
+from prune_compensate.model.locate import find_decoder
 from prune_compensate.output_dir import MARKER, atomic_out_dir
-from prune_compensate.profile import ProfileConfig, profile
-from prune_compensate.prune import PruneConfig
+from prune_compensate.pruning.compensation import LinearCompensation
+from prune_compensate.pruning.config import PruneConfig
+from prune_compensate.pruning.profile import ProfileConfig, profile
 from prune_compensate.testing.tiny_models import build_llama
 
 runner = CliRunner()
@@ -153,12 +154,12 @@ def test_default_k_fits_the_model(family_dirs: dict) -> None:
 
 
 def test_profile_output_paths_are_checked_before_loading(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import prune_compensate.load
+    import prune_compensate.model.load
 
     def no_load(*_: object, **__: object) -> None:
         raise AssertionError("the model was loaded before the output paths were checked")
 
-    monkeypatch.setattr(prune_compensate.load, "load_model", no_load)
+    monkeypatch.setattr(prune_compensate.model.load, "load_model", no_load)
     assert "parent folder" in cli_error(["profile", "--json", str(tmp_path / "missing" / "p.json"), "--quiet"])
     assert "cannot write --plot into /proc" in cli_error(["profile", "--plot", "/proc/p.png", "--quiet"])
     assert "is a folder" in cli_error(["profile", "--json", str(tmp_path), "--quiet"])
@@ -251,7 +252,7 @@ def test_sentence_transformers_loads_the_pruned_minilm(minilm_dir: Path, tmp_pat
 
 
 def test_one_overall_progress_bar_counts_every_pass(family_dirs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import prune_compensate.prune as prune_module
+    import prune_compensate.pruning.prune as prune_module
     from prune_compensate.progress import WorkProgress
 
     seen: list[WorkProgress] = []

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from prune_compensate import CalibrationSample, PCError, PruneConfig, load_model, prune_
 from prune_compensate.cli import app
-from prune_compensate.compensate import LinearCompensation
-from prune_compensate.evaluate import FinalOutputs
-from prune_compensate.heal import HealConfig, objective_loss
-from prune_compensate.locate import find_decoder
+from prune_compensate.model.locate import find_decoder
+from prune_compensate.pruning.compensation import LinearCompensation
+from prune_compensate.pruning.error import FinalOutputs
+from prune_compensate.pruning.heal import HealConfig, objective_loss
 
 runner = CliRunner()
 

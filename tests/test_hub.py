@@ -17,7 +17,7 @@ import pytest
 from conftest import cli_error
 
 from prune_compensate import PCError, load_model
-from prune_compensate.locate import find_decoder
+from prune_compensate.model.locate import find_decoder
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -106,7 +106,7 @@ def test_refused_network_is_one_line_and_the_cache_still_works(family_dirs: dict
 
 def test_refused_network_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The hub client alone retries a refused connection for about 23 s; the probe answers at once."""
-    import prune_compensate.hub as hub
+    import prune_compensate.model.hub as hub
 
     monkeypatch.setattr(hub, "_endpoint", lambda: f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setattr(hub, "_offline_env", lambda: False)

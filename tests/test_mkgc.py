@@ -12,9 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from prune_compensate.cli import app
-from recipes.mkgc.data import load_kg, relation_categories, resolve_kg
-from recipes.mkgc.evaluate import InverseRelationScorer, evaluate_link_prediction, filtered_ranks
-from recipes.mkgc.staged import STAGED, default_shared_root, load_staged
+from prune_compensate_recipes.mkgc.data import load_kg, relation_categories, resolve_kg
+from prune_compensate_recipes.mkgc.evaluate import InverseRelationScorer, evaluate_link_prediction, filtered_ranks
+from prune_compensate_recipes.mkgc.staged import STAGED, default_shared_root, load_staged
 
 FIXTURES = Path(__file__).parent / "fixtures"
 runner = CliRunner()

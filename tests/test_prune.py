@@ -16,15 +16,17 @@ from conftest import TEXTS, cli_error, write_jsonl
 from typer.testing import CliRunner
 
 from prune_compensate import CalibrationConfig, CalibrationSample, PCError, load_model, load_pruned
-from prune_compensate.calibrate import move_inputs
-from prune_compensate.calibration import BatchEncoder
-from prune_compensate.checkpoint import MANIFEST, save_pruned
+from prune_compensate.calibration.forward import move_inputs
+from prune_compensate.calibration.samples import BatchEncoder
+from prune_compensate.calibration.statistics import CrossMoments, PositionalMeans
+from prune_compensate.checkpoint.format import MANIFEST
+from prune_compensate.checkpoint.save import save_pruned
 from prune_compensate.cli import app
-from prune_compensate.compensate import LinearCompensation
-from prune_compensate.fit import IllConditionedWarning, solve_lstsq, solve_mean
-from prune_compensate.locate import find_decoder
-from prune_compensate.prune import INITS, PruneConfig, prune_
-from prune_compensate.statistics import CrossMoments, PositionalMeans
+from prune_compensate.model.locate import find_decoder
+from prune_compensate.pruning.compensation import LinearCompensation
+from prune_compensate.pruning.config import INITS, PruneConfig
+from prune_compensate.pruning.fit import IllConditionedWarning, solve_lstsq, solve_mean
+from prune_compensate.pruning.prune import prune_
 from prune_compensate.testing import FAMILIES, Family
 
 runner = CliRunner()

@@ -12,11 +12,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prune_compensate import PCError
-from recipes.mkgc.data import pykeen_dataset_dir
-from recipes.tofu.config import load_config
-from recipes.tofu.graph import ContextSampler, KGGraph, num_structural_tokens
-from recipes.tofu.model import UNREACHED, MixtureOfMessages, Tofu
-from recipes.tofu.run import (
+from prune_compensate_recipes.config import CONFIG_DIR
+from prune_compensate_recipes.mkgc.data import pykeen_dataset_dir
+from prune_compensate_recipes.tofu.config import load_config
+from prune_compensate_recipes.tofu.graph import ContextSampler, KGGraph, num_structural_tokens
+from prune_compensate_recipes.tofu.model import UNREACHED, MixtureOfMessages, Tofu
+from prune_compensate_recipes.tofu.run import (
     build_model,
     evaluate,
     load_tofu,
@@ -26,9 +27,9 @@ from recipes.tofu.run import (
     train_logits,
     train_on,
 )
-from recipes.tofu.tokens import TextTokenizer
+from prune_compensate_recipes.tofu.tokens import TextTokenizer
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("tofu_*.yaml"))
+CONFIGS = sorted(CONFIG_DIR.glob("tofu_*.yaml"))
 
 SMALL = [
     "model.hidden=16",
@@ -119,8 +120,8 @@ def test_training_hides_the_target_edge() -> None:
     graph = _chain_graph()
     config = load_config(None, [*SMALL, "model.gp_layers=1", "tokens.text_tokens=0"])
     model = build_model(config).eval()
-    from recipes.tofu.run import GraphData
-    from recipes.tofu.tokens import EntityTokens
+    from prune_compensate_recipes.tofu.run import GraphData
+    from prune_compensate_recipes.tofu.tokens import EntityTokens
 
     empty = torch.full((6, 0), -1, dtype=torch.long)
     data = GraphData("chain", None, graph, EntityTokens(empty, empty), ContextSampler(graph, 2, 1, 8))  # type: ignore[arg-type]
@@ -159,7 +160,7 @@ def nations_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Tofu, Path]
     assert info["loss_last"] < info["loss_first"] - 0.05, info
     assert info["best_valid_mrr"] > untrained + 0.1, (untrained, info["best_valid_mrr"])
     out = tmp_path_factory.mktemp("tofu")
-    from recipes.tofu.run import save_checkpoint
+    from prune_compensate_recipes.tofu.run import save_checkpoint
 
     save_checkpoint(model, config, out)
     return model, out
@@ -287,7 +288,7 @@ def test_bf16_autocast_trains() -> None:
 
 
 def test_gp_node_budget_keeps_the_strongest_new_entities_per_query() -> None:
-    from recipes.tofu.model import GlobalPropagation
+    from prune_compensate_recipes.tofu.model import GlobalPropagation
 
     gp = GlobalPropagation(8, 1, ["transe"], max_new_nodes=2)
     fresh_graph = torch.tensor([0, 0, 0, 1, 1, 1, 1])

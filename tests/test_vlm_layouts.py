@@ -10,9 +10,10 @@ from conftest import TEXTS, cli_error, write_jsonl
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from prune_compensate import CalibrationSample, PCError, load_model
-from prune_compensate.calibration import BatchEncoder
-from prune_compensate.locate import find_decoder
-from prune_compensate.prune import PruneConfig, kv_bytes_per_token, prune_
+from prune_compensate.calibration.samples import BatchEncoder
+from prune_compensate.model.locate import find_decoder
+from prune_compensate.pruning.config import PruneConfig
+from prune_compensate.pruning.prune import kv_bytes_per_token, prune_
 from prune_compensate.testing.tiny_models import build_persimmon
 
 
@@ -86,7 +87,7 @@ def test_pruning_every_layer_of_a_generating_model_is_refused(family_dirs: dict)
 
 
 def test_default_calibration_of_a_vlm_has_images(family_dirs: dict) -> None:
-    from prune_compensate.calibration import (
+    from prune_compensate.calibration.samples import (
         CalibrationConfig,
         embedded_image_calibration_path,
         for_model,
@@ -118,7 +119,7 @@ def test_default_calibration_of_a_vlm_has_images(family_dirs: dict) -> None:
 def test_embedded_images_carry_a_licence() -> None:
     import json
 
-    from prune_compensate.calibration import embedded_image_calibration_path
+    from prune_compensate.calibration.samples import embedded_image_calibration_path
 
     path = embedded_image_calibration_path()
     records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -130,8 +131,8 @@ def test_embedded_images_carry_a_licence() -> None:
 
 def test_hybrid_stack_prunes_only_its_attention_layers(tmp_path: Path) -> None:
     from prune_compensate import load_pruned, profile
-    from prune_compensate.checkpoint import save_pruned
-    from prune_compensate.profile import ProfileConfig
+    from prune_compensate.checkpoint.save import save_pruned
+    from prune_compensate.pruning.profile import ProfileConfig
     from prune_compensate.testing.tiny_models import build_lfm2
 
     loaded = load_model(build_lfm2(tmp_path / "lfm2"))
@@ -156,8 +157,8 @@ def test_hybrid_stack_prunes_only_its_attention_layers(tmp_path: Path) -> None:
 
 
 def test_models_that_need_an_image_in_every_prompt(family_dirs: dict) -> None:
-    from prune_compensate.calibrate import model_needs_images
-    from prune_compensate.calibration import check_images
+    from prune_compensate.calibration.forward import model_needs_images
+    from prune_compensate.calibration.samples import check_images
 
     for name, needs in [("blip2", True), ("kosmos2", True), ("paligemma", True), ("llava", False), ("llama", False)]:
         loaded = load_model(family_dirs[name])

@@ -1,4 +1,4 @@
-"""Write recipes/mkgc/downloads.json: where each dataset file comes from and its SHA-256.
+"""Write recipes/prune_compensate_recipes/mkgc/downloads.json: where each dataset file comes from and its SHA-256.
 
 The checksums are of the files' plain-text content, computed from a complete local copy of the
 datasets (``--data-dir``; every file there is byte-for-byte the public repository's file, some
@@ -48,7 +48,11 @@ def content(path: Path) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "recipes/mkgc/downloads.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "recipes/prune_compensate_recipes/mkgc/downloads.json",
+    )
     args = parser.parse_args()
     registry = {}
     for target, ((repo, ref), path) in sources().items():

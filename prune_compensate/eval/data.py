@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from ..errors import PCError
 
 EMBEDDED = "embedded"
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(str(files("prune_compensate") / "data"))
 EMBEDDED_FILES = {"text": DATA / "default_eval_text.jsonl", "pairs": DATA / "default_eval_pairs.jsonl"}
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calibrate import move_inputs
+from ..calibration.forward import move_inputs
 from ..errors import PCError
-from ..evaluate import mean_pool
+from ..pruning.error import mean_pool
 
 
 def pooling_mode(model_dir: Path | None) -> str:

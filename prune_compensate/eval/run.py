@@ -22,8 +22,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import PCError
-from ..load import LoadedModel
-from ..locate import has_lm_head
+from ..model.load import LoadedModel
+from ..model.locate import has_lm_head
 from ..output_dir import write_text_atomic
 from ..progress import progress_bar
 from . import data as eval_data
@@ -207,7 +207,7 @@ def check_disjoint(model: str | None, config: EvalConfig) -> None:
     """Refuse evaluation data that is the pruned checkpoint's own calibration file: a fit scored on
     the data it was fitted to says nothing about held-out quality. (The embedded evaluation sets
     are disjoint from the embedded calibration set by construction.)"""
-    from ..checkpoint import MANIFEST, read_manifest
+    from ..checkpoint.format import MANIFEST, read_manifest
 
     if model is None or not (Path(model) / MANIFEST).is_file():
         return

@@ -152,11 +152,13 @@ def build_from_config(model_type: str, class_name: str, out: Path) -> Path:
 
 
 def _flow(model_dir: Path, images: list[str], work: Path, step: Callable[[str], None]) -> str:
-    from ..calibration import CalibrationSample
-    from ..checkpoint import load_pruned, save_pruned
-    from ..load import load_model
-    from ..locate import find_decoder
-    from ..prune import PruneConfig, prune_
+    from ..calibration.samples import CalibrationSample
+    from ..checkpoint.reload import load_pruned
+    from ..checkpoint.save import save_pruned
+    from ..model.load import load_model
+    from ..model.locate import find_decoder
+    from ..pruning.config import PruneConfig
+    from ..pruning.prune import prune_
 
     step("load")
     loaded = load_model(model_dir)
@@ -169,8 +171,8 @@ def _flow(model_dir: Path, images: list[str], work: Path, step: Callable[[str], 
     out = save_pruned(loaded.model, loaded.processor, work / "pruned", result.to_manifest())
     step("reload")
     reloaded = load_pruned(out)
-    from ..calibrate import move_inputs
-    from ..calibration import BatchEncoder
+    from ..calibration.forward import move_inputs
+    from ..calibration.samples import BatchEncoder
 
     encoder = BatchEncoder(reloaded.processor, 32)
     encoder.decoder_text = find_decoder(reloaded.model).cross_attends

@@ -18,8 +18,8 @@ import warnings
 
 import torch
 
-from .errors import PCError
-from .statistics import CrossMoments, PositionalMeans
+from ..calibration.statistics import CrossMoments, PositionalMeans
+from ..errors import PCError
 
 
 class IllConditionedWarning(UserWarning):

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prune_compensate import PCError, progress_bar
-from recipes.mkgc.data import KGDataset
+from prune_compensate_recipes.mkgc.data import KGDataset
 
 
 @dataclass

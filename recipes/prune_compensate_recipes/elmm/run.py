@@ -34,15 +34,15 @@ from prune_compensate import (
     replace_module,
     replaced_modules,
 )
-from recipes.mkgc.data import KGDataset, relation_categories, resolve_kg
-from recipes.mkgc.evaluate import (
+from prune_compensate_recipes.mkgc.data import KGDataset, relation_categories, resolve_kg
+from prune_compensate_recipes.mkgc.evaluate import (
     InverseRelationScorer,
     LinkPredictionResult,
     evaluate_link_prediction,
     metrics_document,
     metrics_table,
 )
-from recipes.mkgc.staged import STAGED, load_staged
+from prune_compensate_recipes.mkgc.staged import STAGED, load_staged
 
 from ..io import atomic_dir_write
 from .config import ElmmConfig, load_config, save_config

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibrate import (
+from ..calibration.forward import (
     DecoderTaps,
     TokenMask,
     encoded_batches,
@@ -24,7 +24,7 @@ from .calibrate import (
     model_needs_images,
     run_forward,
 )
-from .calibration import (
+from ..calibration.samples import (
     BatchEncoder,
     CalibrationConfig,
     CalibrationSample,
@@ -33,12 +33,12 @@ from .calibration import (
     probe_batch,
     read_samples,
 )
-from .errors import PCError
-from .load import LoadedModel
-from .locate import DecoderLayout, find_decoder, replaced_layers
-from .output_dir import write_text_atomic
-from .progress import WorkProgress
-from .statistics import CosineMoments
+from ..calibration.statistics import CosineMoments
+from ..errors import PCError
+from ..model.load import LoadedModel
+from ..model.locate import DecoderLayout, find_decoder, replaced_layers
+from ..output_dir import write_text_atomic
+from ..progress import WorkProgress
 
 SCHEMA = 1
 TIMING_METHOD = (

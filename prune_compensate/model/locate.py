@@ -28,8 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compensate import LinearCompensation
-from .errors import PCError
+from ..errors import PCError
 
 # Sets of child names that mark a module as an attention core (it owns these projections).
 QKV_NAME_SETS: tuple[frozenset[str], ...] = (
@@ -47,8 +46,9 @@ QKV_NAME_SETS: tuple[frozenset[str], ...] = (
 
 
 def is_attention_core(module: nn.Module) -> bool:
-    """Owns query/key/value projections — or is a compensation that replaced such a core."""
-    if isinstance(module, LinearCompensation):
+    """Owns query/key/value projections — or is a compensation that replaced such a core (marked by
+    ``replaces_attention``, so finding layers needs nothing from the pruning code)."""
+    if getattr(module, "replaces_attention", False):
         return True
     children = {name for name, _ in module.named_children()}
     return any(names <= children for names in QKV_NAME_SETS)
@@ -102,7 +102,7 @@ class DecoderLayout:
 
 def replaced_layers(layout: DecoderLayout) -> list[int]:
     """Layers whose attention core is already a compensation (a pruned checkpoint)."""
-    return [i for i in layout.attention_layers if isinstance(layout.core(i), LinearCompensation)]
+    return [i for i in layout.attention_layers if getattr(layout.core(i), "replaces_attention", False)]
 
 
 def has_lm_head(model: nn.Module) -> bool:

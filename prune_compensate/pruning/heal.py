@@ -26,12 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibration import BatchEncoder, CalibrationSample, batches, real_tokens
-from .compensate import CoreSwap, LinearCompensation
-from .errors import PCError
-from .evaluate import FinalOutputs, forward_final, mean_pool
-from .locate import DecoderLayout, has_lm_head, is_norm
-from .progress import WorkProgress, progress_bar
+from ..calibration.samples import BatchEncoder, CalibrationSample, batches, real_tokens
+from ..errors import PCError
+from ..model.locate import DecoderLayout, has_lm_head, is_norm
+from ..progress import WorkProgress, progress_bar
+from .compensation import LinearCompensation
+from .error import FinalOutputs, forward_final, mean_pool
+from .swap import CoreSwap
 
 OBJECTIVES = ("auto", "embedding", "kl", "hidden")
 

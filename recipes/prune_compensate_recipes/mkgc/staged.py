@@ -2,11 +2,12 @@
 found under a *data root*, with text joined in from the cross-links their sources document.
 
 Where a dataset is looked for, first match wins (``data_roots``): ``--data-dir`` / the
-``data_dir`` argument, ``$PC_DATA_DIR``, a ``shared/data`` folder beside the repository checkout
-(when it exists), and the user cache ``~/.cache/prune_compensate/data`` (``$XDG_CACHE_HOME``
-respected). When none holds it: FB15k-237, WN18RR and WN18 come from PyKEEN's own download and
-cache (triples only; ``pc data download text`` adds the entity text), and the others are fetched
-by ``pc data download NAME`` (``download``), which the error says.
+``data_dir`` argument, ``$PC_DATA_DIR``, a ``shared/data`` folder in the working directory or its
+parent (when it exists: the layout of a checkout run from its root), and the user cache
+``~/.cache/prune_compensate/data`` (``$XDG_CACHE_HOME`` respected). When none holds it:
+FB15k-237, WN18RR and WN18 come from PyKEEN's own download and cache (triples only;
+``pc data download text`` adds the entity text), and the others are fetched by
+``pc data download NAME`` (``download``), which the error says.
 
 Each loads through ``load_kg``; this module only adds what is not in the dataset's own folder:
 
@@ -41,8 +42,11 @@ SPLIT_FILES = ("train.txt", "train.txt.gz", "train2id.txt")
 
 
 def default_shared_root() -> Path:
-    """A ``shared/data`` folder beside the repository checkout (only in a source checkout)."""
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    """``shared/data`` in the working directory or, failing that, in its parent (a checkout run from
+    its root, with the staged data beside it); never a path counted up from this file, which
+    means nothing once the package is installed elsewhere."""
+    here = Path.cwd() / "shared" / "data"
+    return here if here.is_dir() else Path.cwd().parent / "shared" / "data"
 
 
 def user_data_dir() -> Path:

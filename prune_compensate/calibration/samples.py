@@ -11,14 +11,16 @@ import random
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import PCError
+from ..errors import PCError
 
 EMBEDDED = "embedded"
+DATA = Path(str(files("prune_compensate") / "data"))  # the package's data folder, wherever it is installed
 
 
 class CalibrationWarning(UserWarning):
@@ -27,12 +29,12 @@ class CalibrationWarning(UserWarning):
 
 def embedded_calibration_path() -> Path:
     """1,500 verbalised FB15k-237 triples shipped with the package (see tools/make_default_calibration.py)."""
-    return Path(__file__).resolve().parent / "data" / "default_calibration.jsonl"
+    return DATA / "default_calibration.jsonl"
 
 
 def embedded_image_calibration_path() -> Path:
     """46 image + prompt samples on 11 public-domain / CC0 photos (see tools/make_default_images.py)."""
-    return Path(__file__).resolve().parent / "data" / "default_calibration_images.jsonl"
+    return DATA / "default_calibration_images.jsonl"
 
 
 @dataclass

@@ -16,9 +16,7 @@ weights, zero bytes): stock transformers sees a size mismatch and raises; our qu
 skeleton without those parameters and tells the loader to ignore the tombstones. A ``README.md``
 in the folder says how to load it.
 
-Writing goes to a hidden temporary sibling of ``out`` that is renamed into place at the end, so a
-failed or interrupted save leaves no ``out`` and ``--overwrite`` never leaves neither the old nor
-the new checkpoint (``output_dir``).
+Writing is ``save.save_pruned``, reloading ``reload.load_pruned``.
 """
 
 from __future__ import annotations
@@ -41,11 +39,8 @@ from transformers.quantizers.auto import (
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from . import output_dir
-from .compensate import LinearCompensation, replace_module
-from .errors import PCError
-from .load import LoadedModel, load_model
-from .usage_files import copy_usage_files
+from ..errors import PCError
+from ..pruning.compensation import LinearCompensation, replace_module
 
 # The name stock transformers prints in its "Unknown quantization type, got ..." warning when the
 # package is not imported, so it says what to do. Checkpoints written before it used the bare name.
@@ -147,60 +142,13 @@ def replaced_modules(model: nn.Module) -> dict[str, LinearCompensation]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LinearCompensation)}
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Fail before any work if ``out`` cannot take a checkpoint (only a checkpoint is overwritten)."""
-    output_dir.check_out_dir(Path(out).resolve(), overwrite, owned=MANIFEST)
-
-
-def save_pruned(
-    model: nn.Module,
-    processor: Any,
-    out: str | os.PathLike,
-    manifest: dict[str, Any],
-    overwrite: bool = False,
-    source: str | os.PathLike | None = None,
-) -> Path:
-    """Write config (with the replacement spec), safetensors weights, processor files and
-    ``prune_manifest.json`` to ``out`` atomically (see ``output_dir``).
-
-    ``overwrite`` replaces only a folder that is itself a pruned checkpoint. ``source`` (default:
-    the folder the model was loaded from) lends the files that say how the model is used beyond
-    transformers, e.g. sentence-transformers' ``modules.json`` and pooling folders.
-    """
-    out = Path(out).resolve()
-    modules = replaced_modules(model)
-    if not modules:
-        raise PCError("the model has no pruned layers to save", "run prune_ first")
-    with output_dir.atomic_out_dir(out, overwrite, owned=MANIFEST) as tmp:
-        model.config.quantization_config = PruneCompensateConfig(
-            {name: compensation_spec(m) for name, m in modules.items()}
-        )
-        state = model.state_dict()
-        for name, module in modules.items():
-            dtype = next(module.parameters(), torch.empty(0)).dtype
-            for param in module.dropped_params:
-                state[f"{name}.{param}"] = torch.empty(0, dtype=dtype)
-        model.save_pretrained(tmp, state_dict=state)
-        (tmp / "README.md").write_text(CHECKPOINT_README, encoding="utf-8")
-        if processor is not None:
-            processor.save_pretrained(tmp)
-        source = source if source is not None else getattr(model, "name_or_path", None)
-        copy_usage_files(source, tmp)
-        manifest = {**manifest, "versions": manifest.get("versions") or package_versions()}
-        history = pruning_history(source)
-        if history:
-            manifest["history"] = history
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return out
-
-
 def package_versions() -> dict[str, str]:
     """Versions that produced a checkpoint, written into every manifest."""
     import platform
 
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "prune_compensate": __version__,
@@ -208,35 +156,6 @@ def package_versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
-
-
-def pruning_history(source: str | os.PathLike | None) -> list[dict[str, Any]]:
-    """Earlier pruning steps of ``source`` when it is itself a pruned checkpoint (oldest first):
-    its own history plus its manifest, so a checkpoint pruned twice says what each step did."""
-    folder = Path(source) if source else None
-    if folder is None or not (folder / MANIFEST).is_file():
-        return []
-    try:
-        previous = read_manifest(folder)
-    except PCError:
-        return []
-    history = list(previous.pop("history", []))
-    return [*history, previous]
-
-
-def load_pruned(
-    path: str | os.PathLike, *, dtype: str = "auto", device: str = "cpu", allow_base_change: bool = False
-) -> LoadedModel:
-    """Reload a checkpoint written by ``save_pruned`` / ``save_delta`` (or ``pc prune --out``): one
-    call. A delta checkpoint loads its recorded base first (see ``delta``)."""
-    from .delta import is_delta, load_delta
-
-    path = Path(path)
-    if not (path / MANIFEST).is_file():
-        raise PCError(f"{path} is not a pruned checkpoint (no {MANIFEST})", "point at a folder written by `pc prune`")
-    if is_delta(path):
-        return load_delta(path, dtype=dtype, device=device, allow_base_change=allow_base_change)
-    return load_model(path, dtype=dtype, device=device)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:

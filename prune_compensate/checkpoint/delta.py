@@ -22,12 +22,12 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import output_dir
-from .checkpoint import MANIFEST, compensation_spec, package_versions, replaced_modules
-from .compensate import LinearCompensation, replace_module
-from .errors import PCError
-from .hub import ModelOrigin
-from .load import LoadedModel, load_model
+from .. import output_dir
+from ..errors import PCError
+from ..model.hub import ModelOrigin
+from ..model.load import LoadedModel, load_model
+from ..pruning.compensation import LinearCompensation, replace_module
+from .format import MANIFEST, compensation_spec, package_versions, replaced_modules
 
 DELTA_FILE = "prune_delta.json"
 WEIGHTS_FILE = "compensation.safetensors"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recipes.mkgc.data import KGDataset
+from prune_compensate_recipes.mkgc.data import KGDataset
 
 from .config import PromptSection
 

@@ -18,16 +18,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .calibrate import CoreSignature, DecoderTaps, TokenMask, encoded_batches, find_residual_sites, run_forward
-from .calibration import BatchEncoder, CalibrationSample
-from .compensate import CoreSwap, LinearCompensation
+from ..calibration.forward import (
+    CoreSignature,
+    DecoderTaps,
+    TokenMask,
+    encoded_batches,
+    find_residual_sites,
+    run_forward,
+)
+from ..calibration.samples import BatchEncoder, CalibrationSample
+from ..calibration.statistics import CrossMoments, PositionalMeans
+from ..model.locate import DecoderLayout, output_map
+from ..progress import WorkProgress
+from .compensation import LinearCompensation
 from .fit import solve_lstsq, solve_mean
-from .locate import DecoderLayout, output_map
-from .progress import WorkProgress
-from .statistics import CrossMoments, PositionalMeans
+from .swap import CoreSwap
 
 if TYPE_CHECKING:
-    from .prune import PruneConfig
+    from .config import PruneConfig
 
 FITTED = ("lstsq", "mean")
 

@@ -19,9 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibration import BatchEncoder, CalibrationSample, batches, real_tokens
-from .errors import PCError
-from .locate import (
+from ..errors import PCError
+from ..model.locate import (
     ChildTrace,
     DecoderLayout,
     ResidualSite,
@@ -30,7 +29,8 @@ from .locate import (
     residual_from_hook,
     residual_site_from_order,
 )
-from .progress import WorkProgress, progress_bar
+from ..progress import WorkProgress, progress_bar
+from .samples import BatchEncoder, CalibrationSample, batches, real_tokens
 
 ResidualCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 CoreCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]

@@ -19,7 +19,10 @@ def elmm(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="key=value overrides, e.g. train.lr=1e-3 prune.k=3")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="a YAML file from recipes/configs/")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="a YAML file, or the name of a shipped config (e.g. elmm_minilm_umls)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """Prune the backbone with the core, train MVTC + LoRA + KGC head, report filtered metrics."""

@@ -26,12 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibrate import encoded_batches, move_inputs
-from .calibration import BatchEncoder, CalibrationSample, real_tokens
-from .compensate import CoreSwap, LinearCompensation
-from .errors import PCError
-from .locate import DecoderLayout
-from .progress import WorkProgress
+from ..calibration.forward import encoded_batches, move_inputs
+from ..calibration.samples import BatchEncoder, CalibrationSample, real_tokens
+from ..errors import PCError
+from ..model.locate import DecoderLayout
+from ..progress import WorkProgress
+from .compensation import LinearCompensation
+from .swap import CoreSwap
 
 
 @dataclass

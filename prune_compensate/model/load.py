@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .errors import PCError
+from ..errors import PCError
 from .hub import ModelOrigin, resolve_origin
 
 log = logging.getLogger(__name__)

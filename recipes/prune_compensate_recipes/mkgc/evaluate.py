@@ -202,13 +202,15 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str = "Link prediction
 
 
 def committed_baselines(dataset: str, models: tuple[str, ...] = ("transe", "rotate")) -> dict[str, dict[str, Any]]:
-    """The PyKEEN baseline results committed for ``dataset`` (``benchmarks/results/<model>_<dataset>.json``,
-    written by ``benchmarks/mkgc_baselines.py``), keyed ``"<model> <dataset> (baseline)"`` for a recipe's
-    results table; missing files are skipped."""
+    """The PyKEEN baseline results committed for ``dataset`` (``benchmarks/results/<model>_<dataset>.json``
+    in the working directory, i.e. a checkout run from its root, or ``$PC_RESULTS_DIR``; written by
+    ``benchmarks/mkgc_baselines.py``), keyed ``"<model> <dataset> (baseline)"`` for a recipe's results
+    table; missing files are skipped."""
     import json
+    import os
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    root = Path(os.environ.get("PC_RESULTS_DIR") or Path.cwd() / "benchmarks" / "results")
     rows = {}
     for name in models:
         path = root / f"{name}_{dataset}.json"

@@ -18,7 +18,10 @@ def tofu(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="key=value overrides, e.g. train.max_minutes=10 ablation.no_se=true")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="a YAML file from recipes/configs/")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="a YAML file, or the name of a shipped config (e.g. elmm_minilm_umls)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """TOFU: token-based MMKG foundation model (train, zero-shot on unseen graphs, fine-tune)."""

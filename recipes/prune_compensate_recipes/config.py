@@ -1,6 +1,7 @@
 """Recipe configuration shared by every recipe: one YAML file per run, overridable with ``key=value``.
 
-Like torchtune's recipes, a config is a readable YAML file (``recipes/configs/*.yaml``) that maps
+Like torchtune's recipes, a config is a readable YAML file (``configs/*.yaml`` in this package,
+named by ``--config NAME`` or given as a path) that maps
 onto a recipe's dataclasses section by section; ``pc run <recipe> --config FILE train.lr=1e-3``
 overrides any field by its dotted name (values are parsed as YAML: ``true``, ``3``, ``1e-3``,
 ``[q, v]``). Unknown keys are errors, never silently ignored.
@@ -17,6 +18,22 @@ import yaml
 from prune_compensate import PCError
 
 T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file: the path as given, else a shipped config of that name (``elmm_minilm_umls``,
+    ``tofu_umls.yaml``, or an old ``recipes/configs/NAME.yaml`` path)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    name = given.name if given.suffix in (".yaml", ".yml") else f"{given.name}.yaml"
+    shipped = CONFIG_DIR / name
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise PCError(f"config {path} does not exist", f"pass a YAML file or a shipped config: {names}")
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -71,9 +88,7 @@ def load_dataclass_config(cls: type[T], path: str | Path | None = None, override
     the config's ``validate()``."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise PCError(f"config {path} does not exist", "pass a file from recipes/configs/")
+        path = resolve_config_path(path)
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:

@@ -12,13 +12,10 @@ cache: on the first call with a cache it turns that layer's cache slot into tran
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from .locate import DecoderLayout
 
 KINDS = ("linear", "lowrank", "none")
 
@@ -32,6 +29,8 @@ class LinearCompensation(nn.Module):
     replaced core returned (0: it returned a bare tensor). ``dropped_params`` names the replaced
     core's parameters, for the checkpoint (see ``checkpoint``).
     """
+
+    replaces_attention = True  # what ``model.locate`` looks for (it never imports this module)
 
     def __init__(
         self,
@@ -139,24 +138,3 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
         new = new.to(device=reference.device, dtype=reference.dtype)
     setattr(parent, child, new)
     return old
-
-
-def core_path(layout: DecoderLayout, index: int) -> str:
-    return f"{layout.blocks_path}.{index}.{layout.core_names[index]}"
-
-
-class CoreSwap:
-    """Install or restore replacement modules for a set of layers of one model."""
-
-    def __init__(self, model: nn.Module, layout: DecoderLayout, indices: list[int]) -> None:
-        self.model, self.layout = model, layout
-        self.originals = {i: layout.core(i) for i in indices}
-
-    def install(self, modules: dict[int, nn.Module]) -> None:
-        for index, original in self.originals.items():
-            target = modules.get(index, original)
-            if self.layout.core(index) is not target:
-                replace_module(self.model, core_path(self.layout, index), target)
-
-    def restore(self) -> None:
-        self.install({})

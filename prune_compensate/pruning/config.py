@@ -1,0 +1,71 @@
+"""``PruneConfig``: what ``prune_`` does, validated when it is built (before any model is loaded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..calibration.samples import CalibrationConfig
+from ..errors import PCError
+from .heal import HealConfig
+from .profile import ProfileResult
+
+INITS = ("lstsq", "mean", "zero", "none")
+ORDERS = ("bottom-up", "independent")
+TARGETS = ("downstream", "local")
+
+
+@dataclass
+class PruneConfig:
+    """How to prune. ``layers`` overrides the ranking; ``profile`` reuses a saved ranking.
+
+    ``k``: how many attention layers to drop; ``None`` takes half of those the model still has
+    (the paper's ratio: 16 of LLaVA-1.5-7B's 32).
+
+    ``ridge``: λ relative to ``trace(XᵀX)/D`` for ``lstsq``. ``rank``: low-rank W (truncated SVD).
+    ``held_out``: share of calibration samples kept out of fitting for the error report.
+    ``compare``: inits whose held-out error is reported beside the chosen one. ``none`` and
+    ``zero`` cost no fit; ``mean`` and ``lstsq`` each cost another full fit (one pass over the
+    fitting samples per pruned layer, bottom-up), so the default compares with ``none`` only.
+    ``target``: what each fit regresses on. ``"local"``: the core's own output with the layers
+    below already replaced (the error the drop causes at this layer). ``"downstream"`` (default):
+    the paper's ε = x_ori − x_pruning taken literally — the *original* model's core output plus
+    the drift of the residual stream the earlier replacements left (original − pruned residual,
+    mapped back through the block's affine output map when it has one), so each fit also undoes
+    the error accumulated below it. The two coincide for ``order="independent"``.
+    ``decoder`` / ``stack``: where the blocks are, as in ``ProfileConfig``.
+    """
+
+    k: int | None = None
+    layers: list[int] | None = None
+    init: str = "lstsq"
+    order: str = "bottom-up"
+    ridge: float = 1e-4
+    bias: bool = True
+    rank: int | None = None
+    held_out: float = 0.2
+    compare: tuple[str, ...] = ("none",)
+    max_positions: int = 4096
+    target: str = "downstream"
+    profile: ProfileResult | None = None
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    heal: HealConfig = field(default_factory=HealConfig)
+    show_progress: bool = True
+    decoder: str | None = None
+    stack: str = "decoder"
+
+    def __post_init__(self) -> None:
+        if self.k is not None and self.k < 1:
+            raise PCError(f"--k must be at least 1, got {self.k}", "pass --k 1 or more (default: half the layers)")
+        if self.init not in INITS:
+            raise PCError(f"unknown --init {self.init!r}", f"use one of {', '.join(INITS)}")
+        if self.order not in ORDERS:
+            raise PCError(f"unknown --order {self.order!r}", f"use one of {', '.join(ORDERS)}")
+        if not 0.0 <= self.held_out < 1.0:
+            raise PCError(f"held-out share must be in [0, 1), got {self.held_out}", "pass e.g. --held-out 0.2")
+        if self.ridge < 0:
+            raise PCError(f"--ridge must be non-negative, got {self.ridge}", "pass e.g. --ridge 1e-4")
+        if self.target not in TARGETS:
+            raise PCError(f"unknown target {self.target!r}", f"use one of {', '.join(TARGETS)}")
+        for name in self.compare:
+            if name not in INITS:
+                raise PCError(f"unknown init {name!r} to compare", f"use names from {', '.join(INITS)}")
