@@ -1,6 +1,11 @@
-"""Markdown rows for the README from committed metrics.json files (so README numbers are the JSONs').
+"""Markdown tables from committed result files, so the numbers in the docs are the JSONs'.
 
-python tools/results_table.py benchmarks/results/elmm_umls_*.json benchmarks/results/*_umls.json
+    python tools/results_table.py benchmarks/results/elmm_umls_*.json   # rows for any metrics.json files
+    python tools/results_table.py --blocks            # print every generated block of the docs
+    python tools/results_table.py --write             # rewrite those blocks in README.md and benchmarks/README.md
+
+A generated block sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``;
+``tests/test_results_tables.py`` fails when a block differs from what this tool prints.
 """
 
 from __future__ import annotations
@@ -28,15 +33,94 @@ def budget(document: dict) -> str:
     return ""
 
 
-def main(paths: list[str]) -> None:
-    print("| run | test MR | MRR | Hits@1 | Hits@3 | Hits@10 | valid MRR | training |")
-    print("|---|---|---|---|---|---|---|---|")
-    for path in paths:
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = (ROOT / "README.md", ROOT / "benchmarks" / "README.md")
+
+
+def metrics_rows(paths: list[Path], names: list[str] | None = None) -> list[str]:
+    rows = [
+        "| run | test MR | MRR | Hits@1 | Hits@3 | Hits@10 | valid MRR | training |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for index, path in enumerate(paths):
         document = json.loads(Path(path).read_text(encoding="utf-8"))
         test, valid = document["test"]["both"], (document.get("valid") or {}).get("both", {})
         cells = [f"{test['mr']:.1f}", *(f"{test[k]:.3f}" for k in ("mrr", "hits@1", "hits@3", "hits@10"))]
         valid_mrr = f"{valid['mrr']:.3f}" if valid else ""
-        print(f"| {Path(path).stem} | {' | '.join(cells)} | {valid_mrr} | {budget(document)} |")
+        name = names[index] if names else Path(path).stem
+        rows.append(f"| {name} | {' | '.join(cells)} | {valid_mrr} | {budget(document)} |")
+    return rows
+
+
+def core_block() -> list[str]:
+    """MiniLM, K = 3: held-out error (× none) and retrieval retention per init."""
+    error = json.loads((RESULTS / "prune_error.json").read_text())["minilm"]["downstream"]
+    sweep = json.loads((RESULTS / "minilm_retrieval_sweep.json").read_text())
+    retention = {run["init"]: run["mrr_retention"] for run in sweep["runs"] if run["k"] == 3}
+    heal = json.loads((RESULTS / "heal_minilm_1000steps.json").read_text())
+    rows = [
+        "| MiniLM, K = 3 of 6 | held-out rel. error of the final states | × none | retrieval MRR retention |",
+        "|---|---|---|---|",
+    ]
+    for init in ("none", "mean", "lstsq"):
+        relative = error[init]["relative"]
+        ratio = relative / error["none"]["relative"]
+        rows.append(f"| {init} | {relative:.3f} | {ratio:.3f} | {retention[init]:.3f} |")
+    best = min(heal["rows"], key=lambda row: row["relative"]["heal"])  # the run with the lowest held-out error
+    rows.append(
+        f"| lstsq → heal ({best['objective']}, {best['heal']['steps_run']} steps, kept {best['heal']['best_step']}) | "
+        f"{best['relative']['heal']:.3f} | {best['heal_over_none']:.3f} | {best['mrr_retention']:.3f} |"
+    )
+    return rows
+
+
+def mkgc_block() -> list[str]:
+    """FB15k-237: the ELMM recipe beside the structural baselines (same evaluator)."""
+    names = ["ELMM (MiniLM, K = 3)", "TransE (PyKEEN)", "RotatE (PyKEEN)"]
+    files = ["elmm_FB15k-237_minilm_k3.json", "transe_FB15k-237.json", "rotate_FB15k-237.json"]
+    return metrics_rows([RESULTS / f for f in files], names)
+
+
+def tofu_block() -> list[str]:
+    """TOFU transductive beside RotatE on the three MMKGs."""
+    names, files = [], []
+    for dataset in ("DB15K", "MKG-W", "MKG-Y"):
+        names += [f"TOFU {dataset}", f"RotatE {dataset}"]
+        files += [f"tofu_{dataset}_transductive.json", f"rotate_{dataset}.json"]
+    return metrics_rows([RESULTS / f for f in files], names)
+
+
+BLOCKS = {"core": core_block, "mkgc": mkgc_block, "tofu": tofu_block}
+
+
+def block_text(name: str) -> str:
+    return "\n".join(BLOCKS[name]()) + "\n"
+
+
+def rewrite(text: str) -> str:
+    """``text`` with every generated block replaced by what the tool prints now."""
+    for name in BLOCKS:
+        start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+        while start in text:
+            head, _, rest = text.partition(start)
+            _, _, tail = rest.partition(end)
+            text = head + "\x00" + tail
+            text = text.replace("\x00", f"{start}\n{block_text(name)}{end}", 1)
+            break
+    return text
+
+
+def main(argv: list[str]) -> None:
+    if argv == ["--blocks"]:
+        for name in BLOCKS:
+            print(f"<!-- results:{name} -->\n{block_text(name)}<!-- /results:{name} -->")
+        return
+    if argv == ["--write"]:
+        for doc in DOCS:
+            doc.write_text(rewrite(doc.read_text(encoding="utf-8")), encoding="utf-8")
+        return
+    print("\n".join(metrics_rows([Path(p) for p in argv])))
 
 
 if __name__ == "__main__":
