@@ -9,6 +9,7 @@ from .errors import PCError, fail
 from .eval import EvalConfig, EvalMetric, EvalResult, evaluate
 from .model.load import LoadedModel, default_model_path, load_model
 from .model.locate import DecoderLayout, find_decoder
+from .output_dir import atomic_out_dir, clean_stale
 from .progress import progress_bar
 from .pruning.compensation import LinearCompensation, replace_module
 from .pruning.config import PruneConfig
@@ -30,6 +31,8 @@ __all__ = [
     "fail",
     "load_delta",
     "progress_bar",
+    "atomic_out_dir",
+    "clean_stale",
     "replace_module",
     "replaced_modules",
     "save_delta",

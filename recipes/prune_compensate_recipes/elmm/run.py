@@ -192,7 +192,7 @@ def save_checkpoint(run: ElmmRun, out: Path) -> Path:
         (tmp / "elmm.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         save_file(checkpoint_state(run.model), str(tmp / "elmm.safetensors"))
 
-    atomic_dir_write(target, write)
+    atomic_dir_write(target, write, owned="elmm.json")
     return target
 
 

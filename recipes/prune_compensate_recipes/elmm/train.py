@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from prune_compensate import progress_bar
 
-from ..io import atomic_dir_write
+from ..io import atomic_dir_write, recover
 
 STATE_DIR = "train_state"
 
@@ -128,7 +127,7 @@ def save_training_state(
         meta = {"progress": progress.__dict__, "param_groups": groups, "names": names}
         (tmp / "progress.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
-    atomic_dir_write(folder, write)
+    atomic_dir_write(folder, write, owned="progress.json")
 
 
 def load_training_state(
@@ -213,9 +212,8 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(model)
     progress, best = Progress(), None
-    old_state = state_dir.with_name(f".{state_dir.name}.old")
-    if config.resume and not state_dir.exists() and (old_state / "progress.json").is_file():
-        os.replace(old_state, state_dir)  # killed between the two renames of a state write
+    if config.resume:
+        recover(state_dir, "progress.json")  # a kill between the two renames of a state write
     if config.resume and (state_dir / "progress.json").is_file():
         progress, best = load_training_state(state_dir, raw, optimizer)
         accelerator.print(f"resuming from {state_dir}: epoch {progress.epoch}, step {progress.step}")

@@ -276,7 +276,7 @@ def save_checkpoint(model: Tofu, config: TofuConfig, out: Path) -> Path:
         save_config(config, tmp / "config.yaml")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "tofu.safetensors"))
 
-    atomic_dir_write(target, write)
+    atomic_dir_write(target, write, owned="tofu.safetensors")
     return target
 
 
