@@ -225,3 +225,18 @@ def test_matches_pykeen_rank_based_evaluator() -> None:
             ):
                 expected = theirs.get_metric(f"{their_side}.{rank_type}.{key}")
                 assert math.isclose(mine[metric], expected, rel_tol=1e-6, abs_tol=1e-9), (side, rank_type, metric)
+
+
+def test_one_resolver_for_names_pykeen_graphs_and_folders(tmp_path) -> None:
+    from prune_compensate_recipes.mkgc.staged import resolve_dataset
+
+    umls, folder = resolve_dataset("umls")
+    assert folder is None and umls.num_entities == 135
+    sliced, folder = resolve_dataset(str(FIXTURES / "fb15k237_slice"))
+    assert folder == FIXTURES / "fb15k237_slice" and sliced.train.shape[0] > 0
+    staged = tmp_path / "DB15K"  # a name found through --data-dir
+    staged.mkdir()
+    for split in ("train", "valid", "test"):
+        (staged / f"{split}.txt").write_text("a\tr\tb\nb\tr\tc\n")
+    found, folder = resolve_dataset("DB15K", data_dir=tmp_path)
+    assert folder == staged and found.num_entities == 3

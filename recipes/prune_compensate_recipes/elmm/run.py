@@ -34,7 +34,7 @@ from prune_compensate import (
     replace_module,
     replaced_modules,
 )
-from prune_compensate_recipes.mkgc.data import KGDataset, relation_categories, resolve_kg
+from prune_compensate_recipes.mkgc.data import KGDataset, relation_categories
 from prune_compensate_recipes.mkgc.evaluate import (
     InverseRelationScorer,
     LinkPredictionResult,
@@ -42,7 +42,7 @@ from prune_compensate_recipes.mkgc.evaluate import (
     metrics_document,
     metrics_table,
 )
-from prune_compensate_recipes.mkgc.staged import STAGED, load_staged
+from prune_compensate_recipes.mkgc.staged import resolve_dataset
 
 from ..io import atomic_dir_write
 from .config import ElmmConfig, load_config, save_config
@@ -62,8 +62,8 @@ def local_device(device: str) -> str:
 
 
 def load_dataset(spec: str) -> KGDataset:
-    """A staged name (``FB15k-237``, ``DB15K``, …), a graph in pykeen's wheel, or a folder."""
-    return load_staged(spec) if spec in STAGED else resolve_kg(spec)
+    """A dataset name, a graph in pykeen's wheel, or a folder (``mkgc.staged.resolve_dataset``)."""
+    return resolve_dataset(spec)[0]
 
 
 @dataclass

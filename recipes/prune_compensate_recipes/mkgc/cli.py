@@ -29,14 +29,10 @@ DataDirOpt = Annotated[
 
 
 def load_any(spec: str, data_dir: Path | None = None):  # noqa: ANN201 - KGDataset
-    """A folder, a pykeen built-in (nations, kinships, umls), or a dataset name (FB15k-237, DB15K,
-    inductive/fb237_v1, …) looked up in the data roots."""
-    from .data import resolve_kg
-    from .staged import STAGED, load_staged
+    """A dataset by name, pykeen graph or folder (``staged.resolve_dataset``)."""
+    from .staged import resolve_dataset
 
-    if (spec in STAGED or spec.startswith("inductive/")) and not Path(spec).exists():
-        return load_staged(spec, data_dir)
-    return resolve_kg(spec)
+    return resolve_dataset(spec, data_dir)[0]
 
 
 def summary_table(summary: dict) -> Table:

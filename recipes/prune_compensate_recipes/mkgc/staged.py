@@ -209,3 +209,18 @@ def _join_text(data: KGDataset, name: str, root: Path) -> None:
         data.entity_text = [text.get(e) for e in data.entities]
     elif name.startswith("inductive/nell"):
         data.entity_text = [" ".join(e.split(":")[1:]).replace("_", " ") or None for e in data.entities]
+
+
+def resolve_dataset(spec: str, data_dir: str | Path | None = None) -> tuple[KGDataset, Path | None]:
+    """The one resolver every recipe and ``pc data`` uses: ``spec`` is a dataset name (FB15k-237,
+    DB15K, ``inductive/fb237_v1_ind``, …) looked up in the data roots (``data_roots``: ``data_dir``,
+    ``$PC_DATA_DIR``, ``shared/data`` by the working directory, the user cache), a graph in
+    pykeen's wheel (``umls``, ``nations``, ``kinships``) or a folder. Returns the dataset and the
+    folder it was read from (``None`` for pykeen's graphs), where side files such as visual
+    tokens are looked for."""
+    from .data import resolve_kg
+
+    if (spec in STAGED or spec.startswith("inductive/")) and not Path(spec).exists():
+        return load_staged(spec, data_dir), dataset_folder(spec, data_dir)
+    folder = Path(spec)
+    return resolve_kg(spec), folder if folder.is_dir() else None

@@ -25,9 +25,9 @@ from prune_compensate import PCError, progress_bar
 
 from ..config import save_config
 from ..io import atomic_dir_write
-from ..mkgc.data import KGDataset, relation_categories, resolve_kg
+from ..mkgc.data import KGDataset, relation_categories
 from ..mkgc.evaluate import InverseRelationScorer, evaluate_link_prediction, metrics_document
-from ..mkgc.staged import STAGED, dataset_folder, load_staged
+from ..mkgc.staged import resolve_dataset
 from .config import TofuConfig, load_config
 from .graph import ContextSampler, KGGraph
 from .model import UNREACHED, Tofu, count_parameters
@@ -49,11 +49,8 @@ class GraphData:
 
 
 def load_graph_dataset(spec: str) -> tuple[KGDataset, Path | None]:
-    """A staged name (``DB15K``, ``inductive/fb237_v1_ind``), a pykeen graph, or a folder."""
-    if spec in STAGED or spec.startswith("inductive/"):
-        return load_staged(spec), dataset_folder(spec)
-    folder = Path(spec)
-    return resolve_kg(spec), folder if folder.is_dir() else None
+    """A dataset name, a pykeen graph, or a folder, with its folder (``mkgc.staged.resolve_dataset``)."""
+    return resolve_dataset(spec)
 
 
 def prepare_graph(spec: str, config: TofuConfig, tokenizer: TextTokenizer | None) -> GraphData:
