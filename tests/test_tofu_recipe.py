@@ -302,3 +302,48 @@ def test_gp_node_budget_keeps_the_strongest_new_entities_per_query() -> None:
         scores = train_logits(model, data, torch.arange(4), seed=0, device=torch.device("cpu"))
     reached = (scores > UNREACHED).sum(1)
     assert scores.shape == (4, 14) and (reached <= 1 + 3 * 3).all() and (reached > 1).all()
+
+
+def _run_weights(tmp: Path, name: str, stop: int | None = None) -> dict[str, torch.Tensor] | dict[str, int]:
+    overrides = [*SMALL, "graphs=[nations]", "train.epochs=1", "train.max_steps=8", "train.eval_every=4"]
+    config = load_config(None, [*overrides, "eval.test_triples=10", f"out={tmp / name}"])
+    result = run_tofu(config, show_progress=False, stop_after_steps=stop)
+    if stop is not None:
+        return result
+    return load_file(str(tmp / name / "checkpoint" / "tofu.safetensors"))
+
+
+def test_training_resumes_after_a_kill_to_identical_weights(tmp_path: Path) -> None:
+    """Bit-identical needs one thread: multi-threaded scatter reductions reorder float additions
+    (two uninterrupted 4-thread runs already differ by ~1e-9)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        full = _run_weights(tmp_path, "full")
+        assert _run_weights(tmp_path, "broken", stop=6) == {"interrupted_at_step": 6}
+        assert (tmp_path / "broken" / "train_state" / "progress.json").is_file()  # saved at step 4
+        resumed = _run_weights(tmp_path, "broken")
+    finally:
+        torch.set_num_threads(threads)
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+
+
+def test_weights_are_seeded_by_the_config(tmp_path: Path) -> None:
+    """Two fresh processes build the same initial weights from the same config (``train.seed``)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from safetensors.torch import save_file\n"
+        "from prune_compensate_recipes.tofu.config import load_config\n"
+        "from prune_compensate_recipes.tofu.run import run_tofu\n"
+        f"config = load_config(None, {[*SMALL, 'graphs=[nations]', 'train.epochs=0']!r} + ['out=' + sys.argv[1]])\n"
+        "run_tofu(config, show_progress=False)\n"
+    )
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True, capture_output=True)
+    a = load_file(str(tmp_path / "a" / "checkpoint" / "tofu.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoint" / "tofu.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

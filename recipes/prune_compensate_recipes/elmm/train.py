@@ -15,7 +15,6 @@ No pickle anywhere (accelerate's ``save_state`` pickles the optimizer, hence our
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -24,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from prune_compensate import progress_bar
 
-from ..io import atomic_dir_write, recover
+from ..io import recover
+from ..training import load_training_state, save_training_state, trainable_parameters
 
 STATE_DIR = "train_state"
 
@@ -99,68 +98,6 @@ class Progress:
     finished: bool = False
 
 
-def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_training_state(
-    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress, best: dict | None
-) -> None:
-    params = _trainable(model)
-    names = list(params)
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    for index, slots in state["state"].items():
-        for key, value in slots.items():
-            tensors[f"{names[index]}::{key}"] = torch.as_tensor(value).detach().clone().contiguous()
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-
-    def write(tmp: Path) -> None:
-        save_file({n: p.detach().contiguous() for n, p in params.items()}, str(tmp / "weights.safetensors"))
-        save_file(tensors or {"_empty": torch.zeros(0)}, str(tmp / "optimizer.safetensors"))
-        save_file(rng, str(tmp / "rng.safetensors"))
-        if best is not None:
-            save_file(best, str(tmp / "best.safetensors"))
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
-        meta = {"progress": progress.__dict__, "param_groups": groups, "names": names}
-        (tmp / "progress.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-
-    atomic_dir_write(folder, write, owned="progress.json")
-
-
-def load_training_state(
-    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[Progress, dict | None]:
-    meta = json.loads((folder / "progress.json").read_text(encoding="utf-8"))
-    params = _trainable(model)
-    if list(params) != meta["names"]:
-        from prune_compensate import PCError
-
-        raise PCError(f"training state in {folder} is for a different model", "remove it or use a new out dir")
-    with torch.no_grad():
-        for name, tensor in load_file(str(folder / "weights.safetensors")).items():
-            params[name].copy_(tensor)
-    slots = load_file(str(folder / "optimizer.safetensors"))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, tensor in slots.items():
-        if key == "_empty":
-            continue
-        name, slot = key.split("::")
-        state.setdefault(meta["names"].index(name), {})[slot] = tensor
-    groups = optimizer.state_dict()["param_groups"]
-    for group, saved in zip(groups, meta["param_groups"], strict=True):
-        group.update(saved)
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    rng = load_file(str(folder / "rng.safetensors"))
-    torch.set_rng_state(rng["cpu"])
-    if torch.cuda.is_available() and "cuda0" in rng:
-        torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng])
-    best = load_file(str(folder / "best.safetensors")) if (folder / "best.safetensors").is_file() else None
-    return Progress(**meta["progress"]), best
-
-
 def epoch_order(num_queries: int, seed: int, epoch: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(num_queries, generator=generator)
@@ -215,7 +152,8 @@ def train(
     if config.resume:
         recover(state_dir, "progress.json")  # a kill between the two renames of a state write
     if config.resume and (state_dir / "progress.json").is_file():
-        progress, best = load_training_state(state_dir, raw, optimizer)
+        saved, best = load_training_state(state_dir, raw, optimizer)
+        progress = Progress(**saved)
         accelerator.print(f"resuming from {state_dir}: epoch {progress.epoch}, step {progress.step}")
     batches_per_epoch = math.ceil(len(queries) / config.batch_size)
     total_steps = num_optimizer_steps(len(queries), config.batch_size, config.grad_accum, config.epochs)
@@ -227,7 +165,7 @@ def train(
     def checkpoint() -> None:
         progress.elapsed_s = time.perf_counter() - started
         if accelerator.is_main_process:
-            save_training_state(state_dir, raw, optimizer, progress, best)
+            save_training_state(state_dir, raw, optimizer, progress.__dict__, best)
 
     with progress_bar(show_progress) as bar:
         task = bar.add_task("training", total=total_steps, completed=progress.step)
@@ -258,7 +196,7 @@ def train(
                     progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_mrr": mrr})
                     if mrr > progress.best_mrr:
                         progress.best_mrr, progress.best_step, progress.bad_evals = mrr, progress.step, 0
-                        best = {k: v.detach().clone() for k, v in _trainable(raw).items()}
+                        best = {k: v.detach().clone() for k, v in trainable_parameters(raw).items()}
                     else:
                         progress.bad_evals += 1
                     if progress.bad_evals >= config.patience:
@@ -278,7 +216,7 @@ def train(
         checkpoint()
     if best is not None:
         with torch.no_grad():
-            params = _trainable(raw)
+            params = trainable_parameters(raw)
             for name, tensor in best.items():
                 params[name].copy_(tensor)
     window = max(1, min(20, len(losses) // 4))

@@ -73,7 +73,8 @@ class TrainSection:
     """Paper: 30 epochs, batch 256, Adam at 5e-4. ``max_minutes`` caps wall-clock time (0 = none),
     ``max_steps`` optimizer steps (0 = none). ``eval_every`` steps between valid evaluations on
     ``valid_triples`` valid triples (0 = every epoch / all). ``mixed_precision``: ``bf16`` autocast of
-    the forward pass, ``no`` = float32."""
+    the forward pass, ``no`` = float32. ``resume``: continue from ``out/train_state`` (written after
+    every validation) when a killed run left one; ``seed`` also seeds the weight initialisation."""
 
     epochs: int = 30
     batch_size: int = 256
@@ -85,6 +86,7 @@ class TrainSection:
     valid_triples: int = 500
     patience: int = 5
     mixed_precision: str = "no"
+    resume: bool = True
 
 
 @dataclass

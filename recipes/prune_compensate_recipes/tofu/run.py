@@ -24,16 +24,18 @@ from safetensors.torch import load_file, save_file
 from prune_compensate import PCError, progress_bar
 
 from ..config import save_config
-from ..io import atomic_dir_write
+from ..io import atomic_dir_write, recover
 from ..mkgc.data import KGDataset, relation_categories
 from ..mkgc.evaluate import InverseRelationScorer, evaluate_link_prediction, metrics_document
 from ..mkgc.staged import resolve_dataset
+from ..training import load_training_state, save_training_state, trainable_parameters
 from .config import TofuConfig, load_config
 from .graph import ContextSampler, KGGraph
 from .model import UNREACHED, Tofu, count_parameters
 from .tokens import EntityTokens, TextTokenizer, build_entity_tokens, load_text_codebook, load_visual_tokens
 
 CHECKPOINT = "checkpoint"
+STATE_DIR = "train_state"
 VISUAL_FILE = "visual_tokens.safetensors"
 
 
@@ -164,6 +166,17 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return out
 
 
+def _plan(graphs: list[GraphData], batch_size: int, seed: int, epoch: int) -> list[tuple[int, torch.Tensor]]:
+    """The epoch's batches ``(graph index, edge ids)``: each graph's edges shuffled and cut into
+    batches, the batches of all graphs interleaved in a seeded order (the same on every resume)."""
+    gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+    plan = []
+    for i, d in enumerate(graphs):
+        order = torch.randperm(d.graph.num_edges, generator=gen)
+        plan += [(i, order[s : s + batch_size]) for s in range(0, order.numel(), batch_size)]
+    return [plan[j] for j in torch.randperm(len(plan), generator=gen).tolist()]
+
+
 def train_on(
     model: Tofu,
     graphs: list[GraphData],
@@ -176,76 +189,107 @@ def train_on(
     label: str,
     device: torch.device,
     show_progress: bool = True,
+    state_dir: Path | None = None,
+    stop_after_steps: int | None = None,
 ) -> dict[str, Any]:
     """Adam on the cross-entropy over all entities (every entity but the target is a negative,
     eq. 14). Batches come from one graph each, graphs interleaved in a seeded order. The valid MRR
-    (mean over graphs, ``valid_triples`` each) picks the weights kept; budget and patience stop."""
+    (mean over graphs, ``valid_triples`` each) picks the weights kept; budget and patience stop.
+
+    With ``state_dir`` the training state (``training.save_training_state``) is written after every
+    validation, and a run finds and resumes it: killed at any point, it ends with the weights an
+    uninterrupted run ends with. ``stop_after_steps`` simulates that kill (tests): it saves the state
+    and returns ``{"interrupted_at_step": n}``."""
     t = config.train
     torch.manual_seed(t.seed)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     batches_per_epoch = sum(math.ceil(d.graph.num_edges / t.batch_size) for d in graphs)
     eval_every = t.eval_every or batches_per_epoch
-    started, step, history, losses = time.perf_counter(), 0, [], []
-    queries = unreachable = 0  # training queries whose answer is out of the GP's reach get no loss
     precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
     autocast = torch.autocast(device.type, dtype=precision, enabled=precision is not None)
-    best, best_mrr, bad, stopped_by = None, -1.0, 0, "epochs"
+    # training queries whose answer is out of the GP's reach get no loss (``unreachable``)
+    progress: dict[str, Any] = dict(
+        epoch=0, batches_done=0, step=0, best_mrr=-1.0, bad=0, elapsed_s=0.0, history=[], losses=[],
+        queries=0, unreachable=0, stopped_by=None,
+    )  # fmt: skip
+    best: dict[str, torch.Tensor] | None = None
+    if state_dir is not None:
+        recover(state_dir, "progress.json")
+        if (state_dir / "progress.json").is_file():
+            progress, best = load_training_state(state_dir, model, optimizer)
+            print(f"resuming {label} from {state_dir}: step {progress['step']}", file=sys.stderr)
+    started = time.perf_counter() - progress["elapsed_s"]
 
     def valid_mrr() -> float:
         scores = [evaluate(model, d, "valid", config, device, t.valid_triples, False).metrics()["mrr"] for d in graphs]
         return sum(scores) / len(scores)
 
+    def save_state() -> None:
+        if state_dir is not None:
+            progress["elapsed_s"] = time.perf_counter() - started
+            state_dir.parent.mkdir(parents=True, exist_ok=True)
+            save_training_state(state_dir, model, optimizer, progress, best)
+
     model.train()
     with progress_bar(show_progress) as bar:
-        task = bar.add_task(label, total=epochs * batches_per_epoch)
-        for epoch in range(epochs):
-            gen = torch.Generator().manual_seed(t.seed * 1000 + epoch)
-            plan = []
-            for i, d in enumerate(graphs):
-                order = torch.randperm(d.graph.num_edges, generator=gen)
-                plan += [(i, order[s : s + t.batch_size]) for s in range(0, order.numel(), t.batch_size)]
-            for j in torch.randperm(len(plan), generator=gen).tolist():
-                i, edges = plan[j]
+        task = bar.add_task(label, total=epochs * batches_per_epoch, completed=progress["step"])
+        while progress["stopped_by"] is None and progress["epoch"] < epochs:
+            plan = _plan(graphs, t.batch_size, t.seed, progress["epoch"])
+            for i, edges in plan[progress["batches_done"] :]:
+                progress["batches_done"] += 1
                 data = graphs[i]
                 with autocast:
-                    logits = train_logits(model, data, edges, seed=t.seed * 10**6 + step, device=device).float()
+                    logits = train_logits(model, data, edges, seed=t.seed * 10**6 + progress["step"], device=device)
+                logits = logits.float()
                 target = data.graph.dst[edges].to(device)
                 reachable = logits[torch.arange(edges.shape[0], device=device), target] > UNREACHED
-                queries += edges.shape[0]
-                unreachable += int((~reachable).sum())
+                progress["queries"] += edges.shape[0]
+                progress["unreachable"] += int((~reachable).sum())
                 if not reachable.any():
                     continue
                 loss = torch.nn.functional.cross_entropy(logits[reachable], target[reachable])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                step += 1
-                losses.append(loss.item())
-                bar.update(task, advance=1, description=f"{label} loss {losses[-1]:.3f}")
+                progress["step"] += 1
+                step = progress["step"]
+                progress["losses"].append(loss.item())
+                bar.update(task, advance=1, description=f"{label} loss {loss.item():.3f}")
                 over = (max_minutes and time.perf_counter() - started > 60 * max_minutes) or (
                     max_steps and step >= max_steps
                 )
                 if step % eval_every == 0 or over:
                     mrr = valid_mrr()
-                    history.append({"step": step, "epoch": epoch, "valid_mrr": mrr, "loss": losses[-1]})
-                    if mrr > best_mrr:
-                        best_mrr, bad = mrr, 0
-                        best = copy.deepcopy(model.state_dict())
+                    record = {"step": step, "epoch": progress["epoch"], "valid_mrr": mrr, "loss": loss.item()}
+                    progress["history"].append(record)
+                    if mrr > progress["best_mrr"]:
+                        progress["best_mrr"], progress["bad"] = mrr, 0
+                        best = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
                     else:
-                        bad += 1
-                    if bad >= t.patience:
-                        stopped_by = "early stopping"
-                        break
-                if over:
-                    steps_hit = bool(max_steps) and step >= max_steps
-                    stopped_by = f"{max_steps} steps" if steps_hit else f"budget ({max_minutes} min)"
+                        progress["bad"] += 1
+                    if progress["bad"] >= t.patience:
+                        progress["stopped_by"] = "early stopping"
+                    elif over:
+                        steps_hit = bool(max_steps) and step >= max_steps
+                        progress["stopped_by"] = f"{max_steps} steps" if steps_hit else f"budget ({max_minutes} min)"
+                    save_state()
+                if progress["stopped_by"] is not None:
                     break
+                if stop_after_steps is not None and step >= stop_after_steps:
+                    return {"interrupted_at_step": step}
             else:
-                continue
-            break
+                progress["epoch"] += 1
+                progress["batches_done"] = 0
+        if progress["stopped_by"] is None:
+            progress["stopped_by"] = "epochs"
+        save_state()
     elapsed = time.perf_counter() - started
     if best is not None:
-        model.load_state_dict(best)
+        with torch.no_grad():
+            params = trainable_parameters(model)
+            for name, tensor in best.items():
+                params[name].copy_(tensor)
+    losses, step = progress["losses"], progress["step"]
     window = max(1, min(50, len(losses) // 4))
     return {
         "steps": step,
@@ -253,12 +297,12 @@ def train_on(
         "batches_per_epoch": batches_per_epoch,
         "train_seconds": elapsed,
         "seconds_per_epoch": elapsed / max(step, 1) * batches_per_epoch,
-        "stopped_by": stopped_by,
-        "unreachable_answer_fraction": unreachable / max(queries, 1),
-        "best_valid_mrr": best_mrr,
+        "stopped_by": progress["stopped_by"],
+        "unreachable_answer_fraction": progress["unreachable"] / max(progress["queries"], 1),
+        "best_valid_mrr": progress["best_mrr"],
         "loss_first": sum(losses[:window]) / window if losses else float("nan"),
         "loss_last": sum(losses[-window:]) / window if losses else float("nan"),
-        "history": history,
+        "history": progress["history"],
         **peak_memory_mb(device),
     }
 
@@ -310,16 +354,21 @@ def slug(name: str) -> str:
     return name.replace("inductive/", "").replace("/", "_")
 
 
-def run_tofu(config: TofuConfig, show_progress: bool = True, command: str | None = None) -> list[dict[str, Any]]:
+def run_tofu(
+    config: TofuConfig, show_progress: bool = True, command: str | None = None, stop_after_steps: int | None = None
+) -> list[dict[str, Any]] | dict[str, int]:
     """Train / pre-train, then evaluate (transductive, or zero-shot + fine-tune on each target).
     Writes ``out/metrics_<graph>_<setting>.json`` per evaluation, ``out/metrics.json`` (all of them)
-    and ``out/checkpoint/``; returns the documents."""
+    and ``out/checkpoint/``; returns the documents. The weights are initialised from
+    ``train.seed``; training resumes from ``out/train_state`` (``train.resume``).
+    ``stop_after_steps`` ends training there as a kill would (tests): ``{"interrupted_at_step": n}``."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device if config.device != "cuda" or torch.cuda.is_available() else "cpu")
     if config.checkpoint:
         model, _ = load_tofu(config.checkpoint)
     else:
+        torch.manual_seed(config.train.seed)  # the same initial weights on every run of a config
         model = build_model(config)
     model.to(device)
     params = count_parameters(model)
@@ -342,7 +391,11 @@ def run_tofu(config: TofuConfig, show_progress: bool = True, command: str | None
             label="training" if len(graphs) == 1 else "pre-training",
             device=device,
             show_progress=show_progress,
+            state_dir=out / STATE_DIR if t.resume else None,
+            stop_after_steps=stop_after_steps,
         )
+        if "interrupted_at_step" in training:
+            return training
     checkpoint = save_checkpoint(model, config, out)
     meta["checkpoint"] = str(checkpoint)
     if not config.targets:
