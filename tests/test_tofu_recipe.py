@@ -204,6 +204,7 @@ def test_run_writes_zero_shot_and_fine_tune_metrics(nations_model: tuple[Tofu, P
     for setting in ("zero-shot", "fine-tune"):
         doc = json.loads((tmp_path / f"metrics_kinships_{setting}.json").read_text())
         assert doc["test"]["both"]["n"] == 60 and doc["graph"]["entities"] == 104 and doc["parameters"] > 0
+        assert doc["versions"]["torch"] == torch.__version__ and "prune-compensate-recipes" in doc["versions"]
     assert (tmp_path / "checkpoint" / "tofu.safetensors").is_file()
 
 

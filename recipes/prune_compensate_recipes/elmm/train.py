@@ -6,8 +6,10 @@ tails as targets. Averaged per triple, this is exactly the paper's per-triple lo
 query, plus the query's own entity as a hard negative, so the negative term is shared by all
 triples of a query and ``grouped_bce_loss`` weights it by the number of tails (tested equal).
 
-The training state (trainable weights, AdamW moments, RNG, progress, the best weights so far) is
-written as safetensors + JSON every ``checkpoint_every`` optimizer steps, atomically; rerunning
+The loop's shared parts (validation schedule, early stopping, budget, progress bar, resumable
+state) are ``training.TrainingLoop``. The training state (trainable weights, AdamW moments, RNG,
+progress, the best weights so far) is written as safetensors + JSON every ``checkpoint_every``
+optimizer steps, atomically; rerunning
 the same command resumes from it and ends with the weights an uninterrupted run ends with
 (batches come from a permutation seeded per epoch, so skipping consumed batches needs no RNG).
 No pickle anywhere (accelerate's ``save_state`` pickles the optimizer, hence our own format).
@@ -16,18 +18,14 @@ No pickle anywhere (accelerate's ``save_state`` pickles the optimizer, hence our
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from prune_compensate import progress_bar
-
-from ..io import recover
-from ..training import load_training_state, save_training_state, trainable_parameters
+from ..training import LoopLimits, LoopProgress, TrainingLoop
 
 STATE_DIR = "train_state"
 
@@ -85,19 +83,6 @@ def grouped_bce_loss(logits: torch.Tensor, positives: torch.Tensor, heads: torch
     return (positive_term + negative_sum).sum() / counts.sum()
 
 
-@dataclass
-class Progress:
-    epoch: int = 0
-    batches_done: int = 0  # in the current epoch
-    step: int = 0  # optimizer steps overall
-    best_mrr: float = -1.0
-    best_step: int = -1
-    bad_evals: int = 0
-    elapsed_s: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    finished: bool = False
-
-
 def epoch_order(num_queries: int, seed: int, epoch: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(num_queries, generator=generator)
@@ -109,7 +94,7 @@ def num_optimizer_steps(num_queries: int, batch_size: int, grad_accum: int, epoc
 
 @dataclass
 class TrainOutcome:
-    progress: Progress
+    progress: LoopProgress
     stopped_by: str
     mean_loss_first: float
     mean_loss_last: float
@@ -148,32 +133,41 @@ def train(
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(model)
-    progress, best = Progress(), None
-    if config.resume:
-        recover(state_dir, "progress.json")  # a kill between the two renames of a state write
-    if config.resume and (state_dir / "progress.json").is_file():
-        saved, best = load_training_state(state_dir, raw, optimizer)
-        progress = Progress(**saved)
-        accelerator.print(f"resuming from {state_dir}: epoch {progress.epoch}, step {progress.step}")
     batches_per_epoch = math.ceil(len(queries) / config.batch_size)
     total_steps = num_optimizer_steps(len(queries), config.batch_size, config.grad_accum, config.epochs)
     eval_every = config.eval_every or math.ceil(batches_per_epoch / config.grad_accum)
-    started = time.perf_counter() - progress.elapsed_s
-    losses: list[float] = []
-    stopped_by = "epochs" if not progress.finished else "resumed finished run"
+    limits = LoopLimits(
+        epochs=config.epochs,
+        eval_every=eval_every,
+        patience=config.patience,
+        max_minutes=config.max_minutes,
+        checkpoint_every=config.checkpoint_every,
+        save_on_eval=False,
+    )
 
-    def checkpoint() -> None:
-        progress.elapsed_s = time.perf_counter() - started
-        if accelerator.is_main_process:
-            save_training_state(state_dir, raw, optimizer, progress.__dict__, best)
+    def validate() -> float:
+        model.eval()
+        mrr = evaluate_valid()
+        model.train()
+        return mrr
 
-    with progress_bar(show_progress) as bar:
-        task = bar.add_task("training", total=total_steps, completed=progress.step)
-        while not progress.finished and progress.epoch < config.epochs:
-            order = epoch_order(len(queries), config.seed, progress.epoch)
+    loop = TrainingLoop(
+        raw,
+        optimizer,
+        limits,
+        state_dir if config.resume else None,
+        validate,
+        total_steps=total_steps,
+        show_progress=show_progress,
+        save=accelerator.is_main_process,
+        log=accelerator.print,
+    )
+    with loop:
+        while loop.next_epoch():
+            order = epoch_order(len(queries), config.seed, loop.progress.epoch)
+            batches = [order[b * config.batch_size : (b + 1) * config.batch_size] for b in range(batches_per_epoch)]
             model.train()
-            for batch_index in range(progress.batches_done, batches_per_epoch):
-                index = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
+            for index in loop.remaining(batches):
                 # under `accelerate launch` each process takes its share of the batch
                 index = index[accelerator.process_index :: accelerator.num_processes]
                 inputs, positives, heads = make_batch(index)
@@ -183,43 +177,13 @@ def train(
                     accelerator.backward(loss)
                     optimizer.step()
                     optimizer.zero_grad()
-                losses.append(float(loss.detach()))
-                progress.batches_done = batch_index + 1
                 if not accelerator.sync_gradients:
                     continue
-                progress.step += 1
-                bar.update(task, completed=progress.step, description=f"training loss {losses[-1]:.4f}")
-                if progress.step % eval_every == 0 or progress.batches_done == batches_per_epoch:
-                    model.eval()
-                    mrr = evaluate_valid()
-                    model.train()
-                    progress.history.append({"step": progress.step, "epoch": progress.epoch, "valid_mrr": mrr})
-                    if mrr > progress.best_mrr:
-                        progress.best_mrr, progress.best_step, progress.bad_evals = mrr, progress.step, 0
-                        best = {k: v.detach().clone() for k, v in trainable_parameters(raw).items()}
-                    else:
-                        progress.bad_evals += 1
-                    if progress.bad_evals >= config.patience:
-                        progress.finished, stopped_by = True, "early stopping"
-                over_budget = config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes
-                if over_budget and not progress.finished:
-                    progress.finished, stopped_by = True, f"budget of {config.max_minutes} min"
-                if progress.finished or progress.step % config.checkpoint_every == 0:
-                    checkpoint()
-                if progress.finished:
+                epoch_end = loop.progress.batches_done == batches_per_epoch
+                if loop.step_done(float(loss.detach()), epoch_end=epoch_end):
                     break
-                if stop_after_steps is not None and progress.step >= stop_after_steps:
-                    return TrainOutcome(progress, "interrupted", float("nan"), float("nan"))
-            else:
-                progress.epoch, progress.batches_done = progress.epoch + 1, 0
-        progress.finished = True
-        checkpoint()
-    if best is not None:
-        with torch.no_grad():
-            params = trainable_parameters(raw)
-            for name, tensor in best.items():
-                params[name].copy_(tensor)
-    window = max(1, min(20, len(losses) // 4))
-    first = sum(losses[:window]) / window if losses else float("nan")
-    last = sum(losses[-window:]) / window if losses else float("nan")
-    return TrainOutcome(progress, stopped_by, first, last)
+                if stop_after_steps is not None and loop.progress.step >= stop_after_steps:
+                    loop.interrupted = True
+                    return TrainOutcome(loop.progress, "interrupted", float("nan"), float("nan"))
+    first, last = loop.loss_window()
+    return TrainOutcome(loop.progress, loop.progress.stopped_by, first, last)

@@ -180,12 +180,28 @@ def metrics_document(
 ) -> dict[str, Any]:
     """The ``metrics.json`` every MKGC run writes: ``{"test": {"both"|"head"|"tail": {mr, mrr,
     hits@1, hits@3, hits@10}, "optimistic", "pessimistic", "by_category"}, "valid": {...}, ...meta}``
-    (realistic ranks at the top level), so baselines and recipes line up on one table."""
+    (realistic ranks at the top level), so baselines and recipes line up on one table. The package
+    versions that produced it are recorded under ``versions``."""
     document: dict[str, Any] = {"schema": 1, "test": test.to_dict()}
     if valid is not None:
         document["valid"] = valid.to_dict()
     document.update(meta)
+    document.setdefault("versions", package_versions())
     return document
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of what produced a result (the installed distributions, torch, Python)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("prune-compensate", "prune-compensate-recipes", "transformers", "pykeen"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def metrics_table(rows: dict[str, dict[str, Any]], title: str = "Link prediction (filtered, realistic ranks)"):  # noqa: ANN201

@@ -13,7 +13,6 @@ import json
 import math
 import resource
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from prune_compensate import PCError, progress_bar
+from prune_compensate import PCError
 
 from ..config import save_config
-from ..io import atomic_dir_write, recover
+from ..io import atomic_dir_write
 from ..mkgc.data import KGDataset, relation_categories
 from ..mkgc.evaluate import InverseRelationScorer, evaluate_link_prediction, metrics_document
 from ..mkgc.staged import resolve_dataset
-from ..training import load_training_state, save_training_state, trainable_parameters
+from ..training import LoopLimits, TrainingLoop
 from .config import TofuConfig, load_config
 from .graph import ContextSampler, KGGraph
 from .model import UNREACHED, Tofu, count_parameters
@@ -204,105 +203,66 @@ def train_on(
     torch.manual_seed(t.seed)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     batches_per_epoch = sum(math.ceil(d.graph.num_edges / t.batch_size) for d in graphs)
-    eval_every = t.eval_every or batches_per_epoch
+    limits = LoopLimits(
+        epochs=epochs,
+        eval_every=t.eval_every or batches_per_epoch,
+        patience=t.patience,
+        max_minutes=max_minutes,
+        max_steps=max_steps,
+    )
     precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
     autocast = torch.autocast(device.type, dtype=precision, enabled=precision is not None)
-    # training queries whose answer is out of the GP's reach get no loss (``unreachable``)
-    progress: dict[str, Any] = dict(
-        epoch=0, batches_done=0, step=0, best_mrr=-1.0, bad=0, elapsed_s=0.0, history=[], losses=[],
-        queries=0, unreachable=0, stopped_by=None,
-    )  # fmt: skip
-    best: dict[str, torch.Tensor] | None = None
-    if state_dir is not None:
-        recover(state_dir, "progress.json")
-        if (state_dir / "progress.json").is_file():
-            progress, best = load_training_state(state_dir, model, optimizer)
-            print(f"resuming {label} from {state_dir}: step {progress['step']}", file=sys.stderr)
-    started = time.perf_counter() - progress["elapsed_s"]
 
     def valid_mrr() -> float:
         scores = [evaluate(model, d, "valid", config, device, t.valid_triples, False).metrics()["mrr"] for d in graphs]
         return sum(scores) / len(scores)
 
-    def save_state() -> None:
-        if state_dir is not None:
-            progress["elapsed_s"] = time.perf_counter() - started
-            state_dir.parent.mkdir(parents=True, exist_ok=True)
-            save_training_state(state_dir, model, optimizer, progress, best)
-
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    loop = TrainingLoop(
+        model, optimizer, limits, state_dir, valid_mrr, label=label, total_steps=epochs * batches_per_epoch,
+        show_progress=show_progress, log=log,
+    )  # fmt: skip
+    counters = loop.progress.counters
     model.train()
-    with progress_bar(show_progress) as bar:
-        task = bar.add_task(label, total=epochs * batches_per_epoch, completed=progress["step"])
-        while progress["stopped_by"] is None and progress["epoch"] < epochs:
-            plan = _plan(graphs, t.batch_size, t.seed, progress["epoch"])
-            for i, edges in plan[progress["batches_done"] :]:
-                progress["batches_done"] += 1
+    with loop:
+        counters = loop.progress.counters  # the resumed run's, when there is one
+        counters.setdefault("queries", 0)
+        counters.setdefault("unreachable", 0)  # training queries whose answer is out of the GP's reach: no loss
+        while loop.next_epoch():
+            for i, edges in loop.remaining(_plan(graphs, t.batch_size, t.seed, loop.progress.epoch)):
                 data = graphs[i]
                 with autocast:
-                    logits = train_logits(model, data, edges, seed=t.seed * 10**6 + progress["step"], device=device)
-                logits = logits.float()
+                    seed = t.seed * 10**6 + loop.progress.step
+                    logits = train_logits(model, data, edges, seed=seed, device=device).float()
                 target = data.graph.dst[edges].to(device)
                 reachable = logits[torch.arange(edges.shape[0], device=device), target] > UNREACHED
-                progress["queries"] += edges.shape[0]
-                progress["unreachable"] += int((~reachable).sum())
+                counters["queries"] += edges.shape[0]
+                counters["unreachable"] += int((~reachable).sum())
                 if not reachable.any():
                     continue
                 loss = torch.nn.functional.cross_entropy(logits[reachable], target[reachable])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                progress["step"] += 1
-                step = progress["step"]
-                progress["losses"].append(loss.item())
-                bar.update(task, advance=1, description=f"{label} loss {loss.item():.3f}")
-                over = (max_minutes and time.perf_counter() - started > 60 * max_minutes) or (
-                    max_steps and step >= max_steps
-                )
-                if step % eval_every == 0 or over:
-                    mrr = valid_mrr()
-                    record = {"step": step, "epoch": progress["epoch"], "valid_mrr": mrr, "loss": loss.item()}
-                    progress["history"].append(record)
-                    if mrr > progress["best_mrr"]:
-                        progress["best_mrr"], progress["bad"] = mrr, 0
-                        best = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
-                    else:
-                        progress["bad"] += 1
-                    if progress["bad"] >= t.patience:
-                        progress["stopped_by"] = "early stopping"
-                    elif over:
-                        steps_hit = bool(max_steps) and step >= max_steps
-                        progress["stopped_by"] = f"{max_steps} steps" if steps_hit else f"budget ({max_minutes} min)"
-                    save_state()
-                if progress["stopped_by"] is not None:
+                if loop.step_done(loss.item()):
                     break
-                if stop_after_steps is not None and step >= stop_after_steps:
-                    return {"interrupted_at_step": step}
-            else:
-                progress["epoch"] += 1
-                progress["batches_done"] = 0
-        if progress["stopped_by"] is None:
-            progress["stopped_by"] = "epochs"
-        save_state()
-    elapsed = time.perf_counter() - started
-    if best is not None:
-        with torch.no_grad():
-            params = trainable_parameters(model)
-            for name, tensor in best.items():
-                params[name].copy_(tensor)
-    losses, step = progress["losses"], progress["step"]
-    window = max(1, min(50, len(losses) // 4))
+                if stop_after_steps is not None and loop.progress.step >= stop_after_steps:
+                    loop.interrupted = True
+                    return {"interrupted_at_step": loop.progress.step}
+    elapsed, step = loop.elapsed, loop.progress.step
+    first, last = loop.loss_window(50)
     return {
         "steps": step,
         "epochs_done": step / batches_per_epoch,
         "batches_per_epoch": batches_per_epoch,
         "train_seconds": elapsed,
         "seconds_per_epoch": elapsed / max(step, 1) * batches_per_epoch,
-        "stopped_by": progress["stopped_by"],
-        "unreachable_answer_fraction": progress["unreachable"] / max(progress["queries"], 1),
-        "best_valid_mrr": progress["best_mrr"],
-        "loss_first": sum(losses[:window]) / window if losses else float("nan"),
-        "loss_last": sum(losses[-window:]) / window if losses else float("nan"),
-        "history": progress["history"],
+        "stopped_by": loop.progress.stopped_by,
+        "unreachable_answer_fraction": counters["unreachable"] / max(counters["queries"], 1),
+        "best_valid_mrr": loop.progress.best_mrr,
+        "loss_first": first,
+        "loss_last": last,
+        "history": loop.progress.history,
         **peak_memory_mb(device),
     }
 
