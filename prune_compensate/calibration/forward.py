@@ -30,7 +30,16 @@ from ..model.locate import (
     residual_site_from_order,
 )
 from ..progress import WorkProgress, progress_bar
-from .samples import BatchEncoder, CalibrationSample, batches, real_tokens
+from .samples import (
+    BatchEncoder,
+    CalibrationConfig,
+    CalibrationSample,
+    batches,
+    check_images,
+    for_model,
+    read_samples,
+    real_tokens,
+)
 
 ResidualCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 CoreCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -252,6 +261,22 @@ def model_needs_images(model: nn.Module, encoder: BatchEncoder) -> bool:
     except (ValueError, TypeError, RuntimeError):
         return True
     return False
+
+
+def calibration_for(
+    model: nn.Module,
+    encoder: BatchEncoder,
+    config: CalibrationConfig,
+    samples: list[CalibrationSample] | None = None,
+) -> list[CalibrationSample]:
+    """What ``profile`` and ``prune_`` calibrate on: ``samples`` as given (checked against what the
+    model needs, ``check_images``), or ``config``'s source read and, for a model that takes images,
+    the embedded default turned image + text (``for_model``)."""
+    needs_images = model_needs_images(model, encoder)
+    if samples is None:
+        return for_model(read_samples(config), config, encoder, needs_images)
+    check_images(samples, encoder, needs_images)
+    return samples
 
 
 def encoded_batches(

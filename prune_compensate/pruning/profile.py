@@ -19,19 +19,16 @@ from torch import nn
 from ..calibration.forward import (
     DecoderTaps,
     TokenMask,
+    calibration_for,
     encoded_batches,
     find_residual_sites,
-    model_needs_images,
     run_forward,
 )
 from ..calibration.samples import (
     BatchEncoder,
     CalibrationConfig,
     CalibrationSample,
-    check_images,
-    for_model,
     probe_batch,
-    read_samples,
 )
 from ..calibration.statistics import CosineMoments
 from ..errors import PCError
@@ -212,9 +209,5 @@ def profile(
     """
     config = config or ProfileConfig()
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
-    needs_images = model_needs_images(loaded.model, encoder)
-    if samples is None:
-        samples = for_model(read_samples(config.calibration), config.calibration, encoder, needs_images)
-    else:
-        check_images(samples, encoder, needs_images)
+    samples = calibration_for(loaded.model, encoder, config.calibration, samples)
     return profile_samples(loaded.model, encoder, samples, config, source=loaded.source)

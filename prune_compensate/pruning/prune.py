@@ -21,14 +21,11 @@ from typing import Any
 
 from torch import nn
 
-from ..calibration.forward import CoreSignature, model_needs_images, probe_cores
+from ..calibration.forward import CoreSignature, calibration_for, probe_cores
 from ..calibration.samples import (
     BatchEncoder,
     CalibrationSample,
-    check_images,
-    for_model,
     probe_batch,
-    read_samples,
     split_samples,
 )
 from ..errors import PCError
@@ -318,9 +315,5 @@ def prune_(
     that takes images, the embedded default becomes image + text (``calibration.for_model``)."""
     config = config or PruneConfig()
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
-    needs_images = model_needs_images(loaded.model, encoder)
-    if samples is None:
-        samples = for_model(read_samples(config.calibration), config.calibration, encoder, needs_images)
-    else:
-        check_images(samples, encoder, needs_images)
+    samples = calibration_for(loaded.model, encoder, config.calibration, samples)
     return prune_samples(loaded.model, encoder, samples, config)
