@@ -81,6 +81,17 @@ def _root(
     warnings.showwarning = _show_warning  # one readable line per warning, like errors
 
 
+def _write_outputs(result: Any, what: str, json_path: Path | None, plot: Path | None, draw: Any) -> None:
+    """Write ``--json`` and ``--plot`` of a command's result (paths checked before the work by
+    ``_check_outputs``) and say where they went."""
+    if json_path is not None:
+        result.to_json(json_path)
+        console.print(f"{what} JSON written to {escape(str(json_path))}", highlight=False)
+    if plot is not None:
+        draw(result, plot)
+        console.print(f"plot written to {escape(str(plot))}", highlight=False)
+
+
 @app.command("profile")
 def profile_command(
     model: ModelArg = None,
@@ -134,12 +145,7 @@ def profile_command(
         config = ProfileConfig(k=k, calibration=calibration, show_progress=not quiet, decoder=decoder, stack=stack)
         result = profile(loaded, config, samples)
         print_profile(result, console)
-        if json_path is not None:
-            result.to_json(json_path)
-            console.print(f"profile JSON written to {escape(str(json_path))}", highlight=False)
-        if plot is not None:
-            plot_profile(result, plot)
-            console.print(f"plot written to {escape(str(plot))}", highlight=False)
+        _write_outputs(result, "profile", json_path, plot, plot_profile)
     except PCError as err:
         fail(err)
 
@@ -384,12 +390,7 @@ def eval_command(
         original = None if base is None else load_model(base, revision=base_revision, **options)
         result = evaluate(loaded, original, config)
         print_eval(result, console)
-        if json_path is not None:
-            result.to_json(json_path)
-            console.print(f"eval JSON written to {escape(str(json_path))}", highlight=False)
-        if plot is not None:
-            plot_retention(result, plot)
-            console.print(f"plot written to {escape(str(plot))}", highlight=False)
+        _write_outputs(result, "eval", json_path, plot, plot_retention)
     except PCError as err:
         fail(err)
 
