@@ -96,17 +96,22 @@ def build_llama(out: Path, layers: int = LAYERS) -> Path:
     return _save(_init(LlamaForCausalLM, config), tok, out)
 
 
-def clip_vision(image_size: int = 28, patch: int = 14) -> dict[str, Any]:
+def tiny_vision(image_size: int = 28, patch: int = 14, **extra: Any) -> dict[str, Any]:
+    """The vision tower every hand-built family shares: width 32, 2 layers, 2 heads, one 28 px
+    image in 2 × 2 patches; ``extra`` adds the family's own keys (``model_type``, ``head_dim``)."""
     return dict(
-        model_type="clip_vision_model",
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
         image_size=image_size,
         patch_size=patch,
-        projection_dim=32,
+        **extra,
     )
+
+
+def clip_vision(image_size: int = 28, patch: int = 14) -> dict[str, Any]:
+    return tiny_vision(image_size, patch, model_type="clip_vision_model", projection_dim=32)
 
 
 def build_llava(out: Path) -> Path:
@@ -263,15 +268,7 @@ def build_qwen3_vl(out: Path) -> Path:
 
 
 def siglip_vision(image_size: int = 28, patch: int = 14) -> dict[str, Any]:
-    return dict(
-        model_type="siglip_vision_model",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch,
-    )
+    return tiny_vision(image_size, patch, model_type="siglip_vision_model")
 
 
 IDEFICS_TOKENS = {
@@ -289,14 +286,7 @@ def _idefics(out: Path, smol: bool) -> Path:
     tok = wordpiece(IDEFICS_TOKENS)
     config = getattr(tf, f"{prefix}Config")(
         text_config=text_config("llama", len(tok)),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=28,
-            patch_size=14,
-        ),
+        vision_config=tiny_vision(),
         scale_factor=2,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
     )
@@ -370,16 +360,7 @@ def build_mistral3(out: Path) -> Path:
     tok = wordpiece(tokens)
     config = Mistral3Config(
         text_config=text_config("mistral", len(tok)),
-        vision_config=dict(
-            model_type="pixtral",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            head_dim=16,
-            image_size=28,
-            patch_size=14,
-        ),
+        vision_config=tiny_vision(model_type="pixtral", head_dim=16),
         spatial_merge_size=2,
         image_token_index=tok.convert_tokens_to_ids("[IMG]"),
         vision_feature_layer=-1,
@@ -481,14 +462,7 @@ def _blip(out: Path, instruct: bool) -> Path:
         processor = tf.Blip2Processor(images, tok, num_query_tokens=4)
     prefix = "InstructBlip" if instruct else "Blip2"
     config = getattr(tf, f"{prefix}Config")(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=28,
-            patch_size=14,
-        ),
+        vision_config=tiny_vision(),
         qformer_config=dict(
             hidden_size=32,
             intermediate_size=64,
@@ -577,14 +551,7 @@ def build_kosmos2(out: Path) -> Path:
             bos_token_id=101,
             eos_token_id=102,
         ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=28,
-            patch_size=14,
-        ),
+        vision_config=tiny_vision(),
         latent_query_num=64,
     )
     return _save(_init(tf.Kosmos2ForConditionalGeneration, config), processor, out)
