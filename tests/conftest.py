@@ -68,3 +68,13 @@ def cli_error(args: list[str]) -> str:
     assert "Traceback" not in result.output
     text = result.output[result.output.index("error:") :]
     return " ".join(line.strip() for line in text.strip().splitlines())
+
+
+def load_tool(name: str):  # noqa: ANN201 - the module
+    """Import ``tools/NAME.py`` (not a package) by path, for tests that check what a tool writes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

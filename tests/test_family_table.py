@@ -3,9 +3,10 @@ markdown is what the tool renders from the committed run, and the survey itself 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from conftest import load_tool
 
 from prune_compensate.testing.survey import registered_families, shrink_config, survey_family
 
@@ -13,10 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("family_table", ROOT / "tools" / "family_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("family_table")
 
 
 def test_table_lists_every_registered_family() -> None:

@@ -3,17 +3,15 @@ and the README stays a user's document (short, no paths outside the repository).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("results_table", ROOT / "tools" / "results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("results_table")
 
 
 def test_generated_tables_match_the_result_files() -> None:
