@@ -20,7 +20,7 @@ def tofu(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="a YAML file, or the name of a shipped config (e.g. elmm_minilm_umls)"),
+        typer.Option("--config", "-c", help="a YAML file, or the name of a shipped config (e.g. tofu_umls)"),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
