@@ -133,6 +133,7 @@ def profile_command(
         # bad data fails before the (slow) model load; the embedded default is read by `profile`,
         # which adds the embedded image samples for a model that takes images
         samples = None if calib == EMBEDDED else read_samples(calibration)
+        config = ProfileConfig(k=k, calibration=calibration, show_progress=not quiet, decoder=decoder, stack=stack)
         loaded = _load(
             model,
             allow_base_change,
@@ -142,7 +143,6 @@ def profile_command(
             trust_remote_code=trust_remote_code,
             offline=offline,
         )
-        config = ProfileConfig(k=k, calibration=calibration, show_progress=not quiet, decoder=decoder, stack=stack)
         result = profile(loaded, config, samples)
         print_profile(result, console)
         _write_outputs(result, "profile", json_path, plot, plot_profile)

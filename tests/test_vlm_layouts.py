@@ -47,6 +47,8 @@ def test_pc_prune_decoder_option(family_dirs: dict, image_paths: list[str], tmp_
     args = ["prune", str(family_dirs["florence2"]), "--calib", str(calib), "--out", str(tmp_path / "o"), "--quiet"]
     assert "is not a list of attention blocks" in cli_error([*args, "--decoder", "model.vision_tower"])
     assert "unknown --stack 'middle'" in cli_error([*args, "--stack", "middle"])
+    # refused before the model loads (the configs check it), for pc profile as for pc prune
+    assert "unknown --stack 'middle'" in cli_error(["profile", "/nonexistent-model", "--stack", "middle", "--quiet"])
 
 
 def _by_hand_kv(config, layers: int, bytes_per_value: int = 4) -> int:

@@ -121,6 +121,12 @@ def _input_embedding(model: nn.Module) -> nn.Module | None:
 STACKS = ("decoder", "encoder")
 
 
+def check_stack(stack: str) -> None:
+    """``--stack`` is ``decoder`` or ``encoder`` (checked by the configs, before any model is loaded)."""
+    if stack not in STACKS:
+        raise PCError(f"unknown --stack {stack!r}", f"use one of {', '.join(STACKS)}")
+
+
 def _block_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     """Every non-empty ``ModuleList`` of blocks some of which own a self-attention core (all of them
     in most stacks; some in hybrid ones, where the others use linear attention or convolutions)."""
@@ -213,8 +219,7 @@ def find_decoder(model: nn.Module, path: str | None = None, stack: str = "decode
     one with a KV cache, default) or ``"encoder"``. Raises ``PCError`` naming the lists it saw when
     none fits.
     """
-    if stack not in STACKS:
-        raise PCError(f"unknown --stack {stack!r}", f"use one of {', '.join(STACKS)}")
+    check_stack(stack)
     candidates = _block_lists(model)
     root = _encoder_root(model)
     if path is not None:

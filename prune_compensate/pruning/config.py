@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ..calibration.samples import CalibrationConfig
 from ..errors import PCError
+from ..model.locate import check_stack
 from .heal import HealConfig
 from .profile import ProfileResult
 
@@ -54,6 +55,7 @@ class PruneConfig:
     stack: str = "decoder"
 
     def __post_init__(self) -> None:
+        check_stack(self.stack)
         if self.k is not None and self.k < 1:
             raise PCError(f"--k must be at least 1, got {self.k}", "pass --k 1 or more (default: half the layers)")
         if self.init not in INITS:

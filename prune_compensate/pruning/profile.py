@@ -33,7 +33,7 @@ from ..calibration.samples import (
 from ..calibration.statistics import CosineMoments
 from ..errors import PCError
 from ..model.load import LoadedModel
-from ..model.locate import DecoderLayout, find_decoder, replaced_layers
+from ..model.locate import DecoderLayout, check_stack, find_decoder, replaced_layers
 from ..output_dir import write_text_atomic
 from ..progress import WorkProgress
 
@@ -58,6 +58,9 @@ class ProfileConfig:
     show_progress: bool = True
     decoder: str | None = None
     stack: str = "decoder"
+
+    def __post_init__(self) -> None:
+        check_stack(self.stack)
 
 
 @dataclass
