@@ -70,7 +70,16 @@ def main() -> None:
                 row[f"lstsq ({name})"] = error["lstsq"]["relative"]
             rows.append(row)
             print(row, flush=True)
-    OUT.write_text(json.dumps({"schema": 1, "layer": LAYER, "n_text": N_TEXT, "rows": rows}, indent=1) + "\n")
+    document = {
+        "schema": 1,
+        "command": "python benchmarks/vlm_image_calibration.py",
+        "seeds": {"text_draw": 0, "mix_shuffle": 0, "tiny_model_weights": 0},
+        "budget": "no time limit; one layer dropped, lstsq vs none, CPU",
+        "layer": LAYER,
+        "n_text": N_TEXT,
+        "rows": rows,
+    }
+    OUT.write_text(json.dumps(document, indent=1) + "\n")
     table = Table(title="held-out relative error on image prompts (tiny random VLMs, one layer dropped)")
     for column in ("family", "none", "lstsq (text)", "lstsq (image+text)"):
         table.add_column(column, justify="right")

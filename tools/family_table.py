@@ -70,7 +70,13 @@ def main(argv: list[str]) -> None:
             image = Path(tmp) / "probe.png"
             Image.new("RGB", (40, 40), (120, 60, 200)).save(image)
             rows = survey([str(image)])
-        data = {"schema": 1, "transformers": transformers.__version__, "rows": rows_to_json(rows)}
+        data = {
+            "schema": 1,
+            "command": "python tools/family_table.py",
+            "seeds": {"tiny_model_weights": 0},
+            "transformers": transformers.__version__,
+            "rows": rows_to_json(rows),
+        }
         RESULTS.write_text(json.dumps(data, indent=1) + "\n")
     data = json.loads(RESULTS.read_text())
     MARKDOWN.parent.mkdir(exist_ok=True)
