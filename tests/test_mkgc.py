@@ -146,6 +146,43 @@ def test_ranks_by_hand_with_ties_and_filtering() -> None:
     assert optimistic.item() == 2 and pessimistic.item() == 4
 
 
+def _pykeen_ranks(scores: torch.Tensor, targets: torch.Tensor, known: tuple[torch.Tensor, torch.Tensor]):
+    """PyKEEN's own filtering (NaN) and ranking, the independent computation to compare with."""
+    from pykeen.evaluation.evaluator import filter_scores_
+    from pykeen.evaluation.ranks import Ranks
+
+    scores = scores.clone()
+    index = torch.arange(scores.shape[0])
+    true = scores[index, targets].clone()
+    filter_scores_(scores, torch.stack(known, 1))
+    scores[index, targets] = true
+    ranks = Ranks.from_scores(true[:, None], scores)
+    return ranks.optimistic.double(), ranks.pessimistic.double()
+
+
+def test_float64_near_ties_are_ranked_like_pykeen() -> None:
+    # scores 1e-12 apart: a float32 cast merged them into one tie (MR off by up to 16 on a real test)
+    base = torch.full((3, 40), 0.5, dtype=torch.float64)
+    base += torch.arange(40, dtype=torch.float64) * 1e-12
+    targets = torch.tensor([3, 20, 39])
+    known = (torch.tensor([0, 1, 2]), torch.tensor([10, 30, 0]))
+    ours = filtered_ranks(base, targets, known)
+    theirs = _pykeen_ranks(base, targets, known)
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+    assert ours[0].tolist() == [36, 19, 1]  # by hand: entities above the target, minus a filtered one
+    assert torch.equal(ours[0], ours[1])  # no ties at all in float64
+
+
+def test_a_target_scoring_minus_inf_does_not_tie_with_filtered_entries() -> None:
+    scores = torch.tensor([[0.3, float("-inf"), 0.1, 0.2, 0.0]], dtype=torch.float64)
+    known = (torch.tensor([0, 0, 0]), torch.tensor([2, 3, 1]))  # 2 and 3 filtered, the target listed
+    ours = filtered_ranks(scores, torch.tensor([1]), known)
+    theirs = _pykeen_ranks(scores, torch.tensor([1]), known)
+    # left after filtering: 0 (0.3), 4 (0.0) above the target, and nothing tied with it
+    assert ours[0].item() == 3 and ours[1].item() == 3
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+
+
 def _toy_scorer(num_entities: int, constant: bool = False) -> InverseRelationScorer:
     table = torch.randn(10, num_entities, generator=torch.Generator().manual_seed(3))
 

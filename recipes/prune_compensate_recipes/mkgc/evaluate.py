@@ -2,7 +2,8 @@
 
 For every test triple (h, r, t) both directions are ranked against all entities: tail prediction
 (h, r, ?) and head prediction (?, r, t). Every *other* known true answer (train + valid + test) is
-filtered out (its score set to −∞) and the target's own score is restored. Ties get three ranks:
+dropped from the comparison (masked, never given a sentinel score that could tie) and the target's own
+score is kept, in the scorer's own dtype. Ties get three ranks:
 optimistic (1 + #better), pessimistic (#better + #tied, the target included) and realistic (their
 mean) — realistic is what we report, because a model giving every entity the same score would look
 perfect under optimistic ranking. Metrics: MR, MRR, Hits@1/3/10 for head, tail and both, and per
@@ -70,15 +71,21 @@ def filtered_ranks(
     scores: torch.Tensor, targets: torch.Tensor, known: tuple[torch.Tensor, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimistic and pessimistic ranks ``(B,)`` of ``targets`` in ``scores`` ``(B, E)`` after
-    filtering ``known`` (row, entity) pairs and restoring each target's score."""
-    scores = scores.detach().float().clone()
-    index = torch.arange(scores.shape[0])
-    target_scores = scores[index, targets].clone()
+    filtering ``known`` (row, entity) pairs, the target itself never filtered.
+
+    Scores are compared in their own dtype (a float64 scorer's scores 1e-12 apart stay distinct), and a
+    filtered entry is dropped by a mask rather than a sentinel score, so it can neither outrank nor
+    tie with any target, a target scoring −∞ included (PyKEEN sets them to NaN for the same reason).
+    """
+    scores = scores.detach()
+    index = torch.arange(scores.shape[0], device=scores.device)
+    target_scores = scores[index, targets]
+    filtered = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
     rows, cols = known
-    scores[rows, cols] = float("-inf")
-    scores[index, targets] = target_scores
-    better = (scores > target_scores[:, None]).sum(1)
-    tied = (scores == target_scores[:, None]).sum(1)  # includes the target itself
+    filtered[rows, cols] = True
+    filtered[index, targets] = False
+    better = ((scores > target_scores[:, None]) & ~filtered).sum(1)
+    tied = ((scores == target_scores[:, None]) & ~filtered).sum(1)  # includes the target itself
     return (better + 1).double(), (better + tied).double()
 
 
