@@ -183,6 +183,27 @@ def test_a_nations_model_transfers_to_umls(nations_model: tuple[Tofu, Path]) -> 
     assert metrics["n"] == 120 and 1 <= metrics["mr"] <= 135 and 0 < metrics["mrr"] <= 1
 
 
+def test_evaluation_does_not_depend_on_the_batch(nations_model: tuple[Tofu, Path]) -> None:
+    """Each query's context is drawn from its own seed: the metrics at eval.batch_size 3 and 32 are
+    the same (a seed summed over the batch made them differ)."""
+    model, out = nations_model
+    _, config = load_tofu(out)
+    data = prepare_graph("nations", config, make_tokenizer(config))
+    cpu = torch.device("cpu")
+    ranks = []
+    for batch_size in (3, 32):
+        config.eval.batch_size = batch_size
+        result = evaluate(model, data, "test", config, cpu, limit=40, show_progress=False)
+        ranks.append(result.ranks("realistic", "both"))
+    assert torch.equal(ranks[0], ranks[1])
+    # the context of one query alone equals its part of a batched draw
+    queries, relations = torch.tensor([0, 5, 9]), torch.tensor([1, 2, 3])
+    empty = [torch.empty(0, dtype=torch.long)] * 3
+    batched = data.sampler.sample(queries, relations, empty, [11, 12, 13])
+    alone = data.sampler.sample(queries[1:2], relations[1:2], empty[:1], [12])
+    assert torch.equal(batched.node_token[batched.node_graph == 1], alone.node_token)
+
+
 def test_run_writes_zero_shot_and_fine_tune_metrics(nations_model: tuple[Tofu, Path], tmp_path: Path) -> None:
     _, trained = nations_model
     config = load_config(

@@ -14,6 +14,7 @@ the graph: ids that mean the same relative position on every KG.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -124,17 +125,30 @@ class ContextSampler:
         return dist
 
     def sample(
-        self, entities: torch.Tensor, relations: torch.Tensor, masked: list[torch.Tensor], seed: int
+        self,
+        entities: torch.Tensor,
+        relations: torch.Tensor,
+        masked: list[torch.Tensor],
+        seed: int | Sequence[int],
     ) -> ContextBatch:
         """Contexts of queries (entities[b], relations[b], ?); ``masked[b]``: edge ids the query may
-        not see (its own triple and inverse in training, empty at evaluation)."""
+        not see (its own triple and inverse in training, empty at evaluation).
+
+        ``seed``: one per query, or one for the batch (query ``b`` then draws with ``seed``
+        combined with ``b``). Every query has its own generator, so a query's context never
+        depends on which other queries share its batch, nor on the batch size."""
         g, far = self.graph, self.hops + 1
-        gen = torch.Generator().manual_seed(seed)
+        if isinstance(seed, int):
+            seed = [seed * 1_000_003 + b for b in range(entities.shape[0])]
+        if len(seed) != entities.shape[0]:
+            raise ValueError(f"sample got {len(seed)} seeds for {entities.shape[0]} queries")
+        gen = torch.Generator()
         node_graph, node_token = [], []
         rel_graph, rel_id, e_src, e_dst, e_rel = [], [], [], [], []
         query_node, query_rel = [], []
         n_nodes = n_rels = 0
         for b, (q, qr) in enumerate(zip(entities.tolist(), relations.tolist(), strict=True)):
+            gen.manual_seed(int(seed[b]))
             banned = masked[b]
             pool = g.rel_edges[g.rel_ptr[qr] : g.rel_ptr[qr + 1]]
             if banned.numel():

@@ -114,13 +114,13 @@ def train_logits(model: Tofu, data: GraphData, edges: torch.Tensor, seed: int, d
 
 
 def scorer(model: Tofu, data: GraphData, device: torch.device, seed: int = 0) -> InverseRelationScorer:
-    """Tail scores of (e, r, ?) over the observed graph; contexts seeded by the query, so an
-    evaluation is deterministic."""
+    """Tail scores of (e, r, ?) over the observed graph; each query's context is seeded by the
+    query itself, so an evaluation is deterministic and does not depend on the batch size."""
     empty = torch.empty(0, dtype=torch.long)
 
     def fn(entities: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
-        key = int((entities * 2 * data.graph.num_relations + relations).sum()) + seed
-        ctx = data.sampler.sample(entities, relations, [empty] * entities.shape[0], key).to(device)
+        keys = (entities * 2 * data.graph.num_relations + relations + seed).tolist()
+        ctx = data.sampler.sample(entities, relations, [empty] * entities.shape[0], keys).to(device)
         return model(data.graph, data.tokens, entities.to(device), ctx).float()
 
     return InverseRelationScorer(fn, data.graph.num_relations)
