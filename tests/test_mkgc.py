@@ -42,6 +42,19 @@ def test_openke_slice_of_db15k_reports_and_removes_duplicates() -> None:
     assert data.train[0].tolist() == [int(first[0]), int(first[2]), int(first[1])]
 
 
+def test_overlaps_between_splits_by_hand() -> None:
+    from prune_compensate_recipes.mkgc.data import KGDataset
+
+    train = torch.tensor([[0, 0, 1], [1, 0, 2], [2, 1, 3]])
+    valid = torch.tensor([[1, 0, 2], [3, 1, 0], [0, 1, 2]])  # the first is a training triple
+    test = torch.tensor([[3, 1, 0], [2, 0, 0]])  # the first is a valid triple
+    data = KGDataset("hand", ["a", "b", "c", "d"], ["r0", "r1"], train, valid, test)
+    summary = data.summary()
+    assert summary["also_in_train"] == {"valid": 1, "test": 0} and summary["test_also_in_valid"] == 1
+    assert data.evaluation_triples("valid").tolist() == [[3, 1, 0], [0, 1, 2]]
+    assert torch.equal(data.evaluation_triples("test"), test)
+
+
 def test_inverse_relations() -> None:
     data = resolve_kg("nations")
     both = data.with_inverse(data.test[:3])
@@ -125,6 +138,13 @@ def test_staged_dataset_counts(name: str) -> None:
         assert data.duplicates_removed["valid"] == 9904 - 7481
         # measured: most of DB15K's valid triples are training triples too (reported, not removed)
         assert data.summary()["also_in_train"] == {"valid": 6584, "test": 0}
+        assert data.summary()["test_also_in_valid"] == 824
+        # model selection runs on the 897 valid triples that are not training triples
+        selection = data.evaluation_triples("valid")
+        assert selection.shape[0] == 7481 - 6584
+        train_rows = {tuple(row) for row in data.train.tolist()}
+        assert not any(tuple(row) in train_rows for row in selection.tolist())
+        assert torch.equal(data.evaluation_triples("test"), data.test)
         assert all(data.entity_text)  # every DB15K entity gets a name through the same-as links
 
 

@@ -95,7 +95,7 @@ class ElmmRun:
         return self.model(*self.inputs(entities, relations)).float().cpu()
 
     def evaluate(self, split: str, max_triples: int = 0, show_progress: bool = True) -> LinkPredictionResult:
-        triples = self.dataset.split(split)
+        triples = self.dataset.evaluation_triples(split)
         if max_triples and triples.shape[0] > max_triples:
             keep = torch.randperm(triples.shape[0], generator=torch.Generator().manual_seed(0))[:max_triples]
             triples = triples[keep.sort().values]

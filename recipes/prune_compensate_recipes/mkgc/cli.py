@@ -47,6 +47,8 @@ def summary_table(summary: dict) -> Table:
         leaked = summary["also_in_train"].get(split, 0)
         if leaked:
             notes.append(f"{leaked:,} also in train")
+        if split == "test" and summary.get("test_also_in_valid"):
+            notes.append(f"{summary['test_also_in_valid']:,} also in valid")
         table.add_row(f"{split} triples", f"{n:,}" + (f" ({'; '.join(notes)})" if notes else ""))
     for category, n in summary["relation_categories"].items():
         test_n = summary["test_triples_by_category"].get(category, 0)

@@ -137,7 +137,7 @@ def evaluate(
     show_progress: bool = True,
 ):  # noqa: ANN201 - LinkPredictionResult
     ds = data.dataset
-    triples = ds.split(split)
+    triples = ds.evaluation_triples(split)
     if limit and triples.shape[0] > limit:
         triples = triples[torch.randperm(triples.shape[0], generator=torch.Generator().manual_seed(0))[:limit]]
     was_training = model.training
