@@ -30,6 +30,7 @@ VARIANTS = {
     "no_pruning": ["ablation.no_pruning=true"],
     "no_linear": ["ablation.no_linear=true"],
     "no_init": ["ablation.no_init=true"],
+    "theorem1_mean": ["prune.init=mean"],  # the paper's own init; "full" fits lstsq
     "frozen_compensation": ["prune.trainable=false"],
     "k6": ["prune.k=6"],
     "plain_head": ["ablation.plain_head=true"],

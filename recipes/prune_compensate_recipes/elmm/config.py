@@ -34,8 +34,10 @@ class BackboneConfig:
 @dataclass
 class PruneSection:
     """``k`` attention layers dropped, chosen by the core's profile on ``calibration_samples``
-    training-query prompts; ``init`` is the core's compensation init (``lstsq`` fits Theorem 1's
-    least squares, ``zero`` = the paper's "w/o init", ``none`` = "w/o linear").
+    training-query prompts; ``init`` is the core's compensation init: ``mean`` is the paper's
+    training-free init (Theorem 1), ``lstsq`` a least-squares fit of each map on the calibration
+    activations (beyond the paper; the default, lower held-out error), ``zero`` = the paper's
+    "w/o init", ``none`` = "w/o linear".
     ``trainable``: train the compensation matrices with the adapters (else frozen)."""
 
     k: int = 16
