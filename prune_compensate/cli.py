@@ -57,6 +57,13 @@ DecoderOpt = Annotated[
     typer.Option(help="Dotted path of the block list to prune (skips the search), e.g. model.language_model.layers."),
 ]
 StackOpt = Annotated[str, typer.Option(help="Encoder–decoders: prune the decoder (default) or the encoder.")]
+UnitOpt = Annotated[
+    str,
+    typer.Option(
+        help="What to rank and drop: attention sub-layers (the paper) or whole blocks (residual cosine across "
+        "the block, replaced by x + linear map)."
+    ),
+]
 
 
 def _show_version(value: bool) -> None:
@@ -118,9 +125,10 @@ def profile_command(
     allow_base_change: AllowBaseOpt = False,
     decoder: DecoderOpt = None,
     stack: StackOpt = "decoder",
+    unit: UnitOpt = "attention",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Rank attention sub-layers by input/output cosine similarity on calibration data."""
+    """Rank attention sub-layers (or whole blocks) by input/output cosine similarity on calibration data."""
     from .calibration.samples import EMBEDDED, CalibrationConfig, read_samples
     from .pruning.profile import ProfileConfig, profile
     from .report import plot_profile, print_profile
@@ -133,7 +141,9 @@ def profile_command(
         # bad data fails before the (slow) model load; the embedded default is read by `profile`,
         # which adds the embedded image samples for a model that takes images
         samples = None if calib == EMBEDDED else read_samples(calibration)
-        config = ProfileConfig(k=k, calibration=calibration, show_progress=not quiet, decoder=decoder, stack=stack)
+        config = ProfileConfig(
+            k=k, calibration=calibration, show_progress=not quiet, decoder=decoder, stack=stack, unit=unit
+        )
         loaded = _load(
             model,
             allow_base_change,
@@ -215,9 +225,10 @@ def prune_command(
     ] = False,
     decoder: DecoderOpt = None,
     stack: StackOpt = "decoder",
+    unit: UnitOpt = "attention",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Drop the K most redundant attention sub-layers, fit their compensation, write a checkpoint."""
+    """Drop the K most redundant attention sub-layers (or blocks), fit their compensation, write a checkpoint."""
     from .calibration.samples import EMBEDDED, CalibrationConfig, read_samples
     from .checkpoint.save import check_out_dir, save_pruned
     from .pruning.config import PruneConfig
@@ -256,6 +267,7 @@ def prune_command(
             profile=ProfileResult.from_json(profile_json) if profile_json else None,
             decoder=decoder,
             stack=stack,
+            unit=unit,
         )
         samples = None if calib == EMBEDDED else read_samples(calibration)  # (as in pc profile)
         options = dict(dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code)

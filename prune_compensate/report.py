@@ -17,23 +17,26 @@ def profile_table(result: ProfileResult) -> Table:
     kept = [layer for layer in result.ranking if layer not in replaced]
     rank_of = {layer: str(rank) for rank, layer in enumerate(kept, start=1)}
     rank_of.update({layer: "pruned" for layer in replaced})
+    block_unit = result.unit == "block"
+    what = "Block" if block_unit else "Attention"
     table = Table(
-        title=f"Attention redundancy — {result.model_class} ({result.n_samples} samples, {result.n_tokens} tokens)"
+        title=f"{what} redundancy — {result.model_class} ({result.n_samples} samples, {result.n_tokens} tokens)"
     )
     table.add_column("layer", justify="right")
-    table.add_column("cosine mean ± std", justify="right")
-    table.add_column("attention time share", justify="right")
-    table.add_column("rank", justify="right")
+    if not block_unit:
+        table.add_column("attention cosine mean ± std", justify="right")
+    table.add_column("block cosine mean ± std", justify="right")
+    if not block_unit:
+        table.add_column("attention time share", justify="right")
+    table.add_column(f"rank ({result.unit})", justify="right")
     table.add_column(f"prune (k={result.k})", justify="center")
     for layer in result.layers:
         share = "—" if layer.attention_time_share is None else f"{100 * layer.attention_time_share:.1f}%"
-        table.add_row(
-            str(layer.index),
-            f"{layer.cosine_mean:.4f} ± {layer.cosine_std:.4f}",
-            share,
-            rank_of[layer.index],
-            "✔" if layer.index in chosen else "",
-        )
+        block = "—"
+        if layer.block_cosine_mean is not None:
+            block = f"{layer.block_cosine_mean:.4f} ± {layer.block_cosine_std:.4f}"
+        cells = [block] if block_unit else [f"{layer.cosine_mean:.4f} ± {layer.cosine_std:.4f}", block, share]
+        table.add_row(str(layer.index), *cells, rank_of[layer.index], "✔" if layer.index in chosen else "")
     return table
 
 
@@ -58,7 +61,7 @@ def plot_profile(result: ProfileResult, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(index)), 4))
     ax.bar(index, mean, yerr=std, color=colors, capsize=2)
     ax.set_xlabel("decoder layer")
-    ax.set_ylabel("cos(residual before, after attention)")
+    ax.set_ylabel("cos(residual before, after " + ("the block)" if result.unit == "block" else "attention)"))
     ax.set_title(f"{result.model_class}: red = the {result.k} layers prune would take")
     low = min(m - s for m, s in zip(mean, std, strict=True))
     high = max(m + s for m, s in zip(mean, std, strict=True))
@@ -77,7 +80,8 @@ def plot_profile(result: ProfileResult, path: str | Path) -> None:
 
 def prune_tables(result: PruneResult) -> list[Table]:
     """Summary (parameters, KV cache), chosen layers with scores, and the held-out error table."""
-    summary = Table(title=f"Pruned {result.k} attention layers of {result.model_class} (init={result.init})")
+    units = "blocks" if result.unit == "block" else "attention layers"
+    summary = Table(title=f"Pruned {result.k} {units} of {result.model_class} (init={result.init})")
     summary.add_column("")
     summary.add_column("before", justify="right")
     summary.add_column("after", justify="right")

@@ -84,7 +84,7 @@ def test_pruning_every_layer_of_a_generating_model_is_refused(family_dirs: dict)
     samples = [CalibrationSample(t) for t in TEXTS]
     with pytest.raises(PCError, match="leaves no layer with a KV cache"):
         prune_(loaded, PruneConfig(k=2, show_progress=False), samples)
-    with pytest.raises(PCError, match="prune at most 1 layers"):
+    with pytest.raises(PCError, match="prune at most 1 attention layers"):
         prune_(loaded, PruneConfig(layers=[0, 1], show_progress=False), samples)
 
 

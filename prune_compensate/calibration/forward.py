@@ -2,8 +2,9 @@
 
 ``DecoderTaps`` is the one place hooks are registered; it is a context manager and always removes
 them. Per layer it can hand out (a) the residual stream before and after the attention sub-block
-(for the cosine profile), (b) the attention core's input and output (for fitting a compensation),
-(c) wall-clock time of the core and of the whole block. Every tensor it hands out is already
+(for the cosine profile) and across the whole block, (b) the input and output of the unit's core
+(for fitting a compensation: the attention core, or for whole-block units the block's input and
+residual update), (c) wall-clock time of the core and of the whole block. Every tensor it hands out is already
 masked to real tokens, as ``(N, D)`` rows; nothing is kept past the callback.
 """
 
@@ -24,7 +25,10 @@ from ..model.locate import (
     ChildTrace,
     DecoderLayout,
     ResidualSite,
+    attention_layer_index,
+    block_attributes,
     block_input,
+    first_tensor,
     record_child_order,
     residual_from_hook,
     residual_site_from_order,
@@ -97,6 +101,7 @@ class DecoderTaps:
     on_core: CoreCallback | None = None
     core_layers: set[int] = field(default_factory=set)
     on_block_input: Callable[[int, torch.Tensor], None] | None = None
+    on_block: ResidualCallback | None = None  # every block's input and output rows
     time_layers: bool = False
     stop_after: int | None = None
     times: list[LayerTimes] = field(init=False)
@@ -106,6 +111,7 @@ class DecoderTaps:
         self._handles: list[Any] = []
         self._before: dict[int, torch.Tensor] = {}
         self._after: dict[int, torch.Tensor] = {}
+        self._block_in: dict[int, torch.Tensor] = {}
         self._clock: dict[int, float] = {}
         self.timing_enabled = self.time_layers
 
@@ -121,6 +127,9 @@ class DecoderTaps:
 
     def _register(self, index: int) -> None:
         block = self.layout.blocks[index]
+        block_unit = self.layout.unit == "block"
+        if block_unit:  # the unit is the block itself: its hooks must run before the block's stop
+            self._register_core(index)
 
         def block_pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
             hidden = block_input(args, kwargs)
@@ -128,6 +137,8 @@ class DecoderTaps:
                 self._before[index] = hidden
             if self.on_block_input is not None and index in self.core_layers:
                 self.on_block_input(index, self.token_mask.rows(hidden))
+            if self.on_block is not None:
+                self._block_in[index] = hidden
             if self.timing_enabled:
                 self._clock[index] = self._now(hidden)
 
@@ -135,15 +146,21 @@ class DecoderTaps:
             if self.timing_enabled and index in self._clock:
                 hidden = block_input(args, kwargs)
                 self.times[index].block_seconds += self._now(hidden) - self._clock.pop(index)
+            if self.on_block is not None and index in self._block_in:
+                output_rows = self.token_mask.rows(first_tensor(output))
+                self.on_block(index, self.token_mask.rows(self._block_in.pop(index)), output_rows)
             if self._wants_residual(index):
-                before, after = self._before.pop(index), self._after.pop(index)
-                assert self.on_residual is not None
+                before = self._before.pop(index)
+                after = first_tensor(output) if block_unit else self._after.pop(index)
+                assert self.on_residual is not None and after is not None
                 self.on_residual(index, self.token_mask.rows(before), self.token_mask.rows(after))
             if self.stop_after is not None and index >= self.stop_after:
                 raise StopForward
 
         self._handles.append(block.register_forward_pre_hook(block_pre, with_kwargs=True))
         self._handles.append(block.register_forward_hook(block_post, with_kwargs=True))
+        if block_unit:
+            return
 
         if self._wants_residual(index):
             assert self.sites is not None
@@ -154,9 +171,14 @@ class DecoderTaps:
                 self._after[index] = residual_from_hook(site, args, kwargs, output, self._before.get(index))
 
             self._handles.append(block.get_submodule(site.module).register_forward_hook(site_hook, with_kwargs=True))
+        self._register_core(index)
 
+    def _register_core(self, index: int) -> None:
+        """Hooks on a unit's core: its input and output for ``on_core`` (for a whole block, the
+        output handed out is the block's residual update, output − input), and its time."""
         if self.layout.core_names[index] is None:
             return
+        block_unit = self.layout.unit == "block"
         core = self.layout.core(index)
         wants_core = self.on_core is not None and index in self.core_layers
         if self.timing_enabled or wants_core:
@@ -171,6 +193,8 @@ class DecoderTaps:
                     self.times[index].core_seconds += self._now(hidden) - self._clock.pop(-1 - index)
                 if wants_core:
                     out = output[0] if isinstance(output, tuple) else output
+                    if block_unit:
+                        out = out - hidden
                     assert self.on_core is not None
                     self.on_core(
                         index,
@@ -197,6 +221,7 @@ class DecoderTaps:
         self._handles.clear()
         self._before.clear()
         self._after.clear()
+        self._block_in.clear()
         self._clock.clear()
 
     def __exit__(self, *exc: object) -> None:
@@ -307,7 +332,11 @@ def find_residual_sites(
 ) -> list[ResidualSite | None]:
     """Run one probe forward, watching the order of each block's children, and locate the
     residual after attention in every block that has attention (``None`` for the others of a
-    hybrid stack; see ``locate``). The probe doubles as warm-up."""
+    hybrid stack; see ``locate``). The probe doubles as warm-up. For whole-block units the
+    residual after the unit is simply the block's output."""
+    if layout.unit == "block":
+        run_forward(model, inputs, token_mask)
+        return [ResidualSite(module="", where="output", layout="block") for _ in layout.blocks]
     with _record_all(layout) as traces:
         run_forward(model, inputs, token_mask)
     return [
@@ -333,12 +362,14 @@ class CoreSignature:
     dim_out: int
     output_arity: int
     layer_idx: int | None
+    unit: str = "attention"  # "block": the unit is a whole block (``BlockCompensation``)
+    attributes: dict[str, Any] = field(default_factory=dict)  # a block's attributes its model's loop reads
 
 
 def probe_cores(
     model: nn.Module, layout: DecoderLayout, indices: Iterable[int], inputs: dict[str, torch.Tensor]
 ) -> dict[int, CoreSignature]:
-    """Run one forward and read the call/return signature of the chosen attention cores."""
+    """Run one forward and read the call/return signature of the chosen units' cores."""
     wanted = sorted(set(indices))
     found: dict[int, CoreSignature] = {}
     handles = []
@@ -348,6 +379,17 @@ def probe_cores(
             hidden = block_input(args, kwargs)
             out = output[0] if isinstance(output, tuple) else output
             arity = len(output) if isinstance(output, tuple) else 0
+            if layout.unit == "block":
+                block = layout.blocks[index]
+                found[index] = CoreSignature(
+                    hidden.shape[-1],
+                    out.shape[-1],
+                    arity,
+                    attention_layer_index(block),
+                    unit="block",
+                    attributes=block_attributes(block),
+                )
+                return
             layer_idx = getattr(layout.core(index), "layer_idx", None)
             found[index] = CoreSignature(hidden.shape[-1], out.shape[-1], arity, layer_idx)
 

@@ -26,7 +26,7 @@ from .. import output_dir
 from ..errors import PCError
 from ..model.hub import ModelOrigin
 from ..model.load import LoadedModel, load_model
-from ..pruning.compensation import LinearCompensation, replace_module
+from ..pruning.compensation import compensation_from_spec, replace_module
 from .format import MANIFEST, compensation_spec, package_versions, replaced_modules
 
 DELTA_FILE = "prune_delta.json"
@@ -138,7 +138,7 @@ def load_delta(
             model.get_submodule(name)
         except AttributeError as err:
             raise PCError(f"the base has no module {name!r} named by {path}", "is this the right base model?") from err
-        replace_module(model, name, LinearCompensation(**spec))
+        replace_module(model, name, compensation_from_spec(spec))
         prefix = name + "."
         own = {key[len(prefix) :]: value for key, value in weights.items() if key.startswith(prefix)}
         model.get_submodule(name).load_state_dict(own, strict=True)

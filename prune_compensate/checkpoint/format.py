@@ -40,7 +40,7 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from ..errors import PCError
-from ..pruning.compensation import LinearCompensation, replace_module
+from ..pruning.compensation import BlockCompensation, LinearCompensation, compensation_from_spec, replace_module
 
 # The name stock transformers prints in its "Unknown quantization type, got ..." warning when the
 # package is not imported, so it says what to do. Checkpoints written before it used the bare name.
@@ -98,7 +98,7 @@ class PruneCompensateQuantizer(HfQuantizer):
                     f"pruned checkpoint names module {path!r}, which {type(model).__name__} does not have",
                     "load it with the transformers version it was saved with",
                 ) from err
-            replace_module(model, path, LinearCompensation(**spec, device="meta"))
+            replace_module(model, path, compensation_from_spec(spec, device="meta"))
         # an instance attribute read by transformers' loading report: the tombstones are expected
         # (their on-disk names may carry the older prefixes, hence the end-anchored patterns)
         ignored = set(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])
@@ -126,7 +126,12 @@ def _tombstone_pattern(path: str, param: str) -> str:
 
 
 def compensation_spec(module: LinearCompensation) -> dict[str, Any]:
+    """The keyword arguments that rebuild ``module`` (``compensation_from_spec``)."""
+    extra: dict[str, Any] = {}
+    if isinstance(module, BlockCompensation):
+        extra = {"block": True, "attributes": module.attributes}
     return {
+        **extra,
         "dim_in": module.dim_in,
         "dim_out": module.dim_out,
         "kind": module.kind,

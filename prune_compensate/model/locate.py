@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -79,6 +79,7 @@ class DecoderLayout:
     ends: list[tuple[str, nn.Module]] = field(default_factory=list)
     caches: bool = True  # False for the encoder stack of an encoder–decoder: it keeps no KV cache
     cross_attends: bool = False  # the decoder of an encoder–decoder: its tokens are the decoder inputs
+    unit: str = "attention"  # what is ranked and replaced: attention cores, or whole blocks (``block_units``)
 
     @property
     def num_layers(self) -> int:
@@ -86,11 +87,15 @@ class DecoderLayout:
 
     @property
     def attention_layers(self) -> list[int]:
-        """Indices of the blocks that own an attention core (all of them, except in hybrid stacks
-        such as Qwen 3.5 or LFM 2, whose other blocks mix tokens by linear attention or convolution)."""
+        """Indices of the prunable units: the blocks that own an attention core (all of them,
+        except in hybrid stacks such as Qwen 3.5 or LFM 2, whose other blocks mix tokens by linear
+        attention or convolution); with ``unit="block"``, every block."""
         return [i for i, name in enumerate(self.core_names) if name is not None]
 
     def core(self, index: int) -> nn.Module:
+        """The module a unit's replacement stands in for: the attention core, or the whole block."""
+        if self.unit == "block":
+            return self.blocks[index]
         name = self.core_names[index]
         if name is None:
             raise PCError(
@@ -100,9 +105,49 @@ class DecoderLayout:
         return self.blocks[index].get_submodule(name)
 
 
+UNITS = ("attention", "block")
+
+
+def check_unit(unit: str) -> None:
+    """``--unit`` is ``attention`` or ``block`` (checked by the configs, before any model is loaded)."""
+    if unit not in UNITS:
+        raise PCError(f"unknown --unit {unit!r}", f"use one of {', '.join(UNITS)}")
+
+
+def block_units(layout: DecoderLayout) -> DecoderLayout:
+    """The same stack seen as whole blocks (ShortGPT / SLEB / ReplaceMe): every block is a unit,
+    its "core" is the block itself, and the residual update it adds is what a compensation
+    replaces. Blocks without attention (hybrid stacks) are units too."""
+    return replace(layout, core_names=[""] * layout.num_layers, unit="block")
+
+
 def replaced_layers(layout: DecoderLayout) -> list[int]:
-    """Layers whose attention core is already a compensation (a pruned checkpoint)."""
-    return [i for i in layout.attention_layers if getattr(layout.core(i), "replaces_attention", False)]
+    """Units that are already a compensation (a pruned checkpoint): attention cores replaced by a
+    compensation, or, with ``unit="block"``, whole blocks replaced by one."""
+    marker = "replaces_block" if layout.unit == "block" else "replaces_attention"
+    return [i for i in layout.attention_layers if getattr(layout.core(i), marker, False)]
+
+
+# attributes of a block that transformers' layer loops read off the block object
+BLOCK_ATTRIBUTES = ("attention_type", "block_type", "layer_type")
+
+
+def block_attributes(block: nn.Module) -> dict[str, Any]:
+    """The plain (str / int / bool) ``BLOCK_ATTRIBUTES`` a block carries, for ``BlockCompensation``."""
+    found = {}
+    for name in BLOCK_ATTRIBUTES:
+        value = getattr(block, name, None)
+        if isinstance(value, (str, int, bool)):
+            found[name] = value
+    return found
+
+
+def attention_layer_index(block: nn.Module) -> int | None:
+    """The KV-cache slot of a block: its attention core's ``layer_idx`` (or the block's own)."""
+    found = find_attention_core(block)
+    core = found[1] if found is not None else block
+    index = getattr(core, "layer_idx", None)
+    return index if isinstance(index, int) else getattr(block, "layer_idx", None)
 
 
 def has_lm_head(model: nn.Module) -> bool:
@@ -269,7 +314,7 @@ class ResidualSite:
     layout: str  # "pre-norm" or "post-norm"
 
 
-def _first_tensor(value: Any) -> torch.Tensor | None:
+def first_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
@@ -381,7 +426,7 @@ def residual_from_hook(
     block's input, needed by parallel blocks whose site is the core's output plus it)."""
     if site.where == "input":
         return block_input(args, kwargs)
-    tensor = _first_tensor(output)
+    tensor = first_tensor(output)
     if tensor is None:
         raise PCError(f"module {site.module!r} returned no tensor", "please report this model class")
     if site.where == "core_sum":

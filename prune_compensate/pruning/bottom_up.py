@@ -30,7 +30,7 @@ from ..calibration.samples import BatchEncoder, CalibrationSample
 from ..calibration.statistics import CrossMoments, PositionalMeans
 from ..model.locate import DecoderLayout, output_map
 from ..progress import WorkProgress
-from .compensation import LinearCompensation
+from .compensation import BlockCompensation, LinearCompensation
 from .fit import solve_lstsq, solve_mean
 from .swap import CoreSwap
 
@@ -41,7 +41,20 @@ FITTED = ("lstsq", "mean")
 
 
 def make_compensation(sig: CoreSignature, init: str, rank: int | None, bias: bool) -> LinearCompensation:
+    """An unfitted replacement for a unit with signature ``sig``: a ``LinearCompensation`` for an
+    attention core, a ``BlockCompensation`` (``x + map(x)``) for a whole block."""
     kind = "none" if init == "none" else ("lowrank" if rank else "linear")
+    if sig.unit == "block":
+        return BlockCompensation(
+            sig.dim_in,
+            sig.dim_out,
+            kind=kind,
+            rank=rank,
+            bias=bias and init != "mean",
+            output_arity=sig.output_arity,
+            layer_idx=sig.layer_idx,
+            attributes=sig.attributes,
+        )
     return LinearCompensation(
         sig.dim_in,
         sig.dim_out,
@@ -66,7 +79,10 @@ class ResidualMap:
 def residual_maps(
     model: nn.Module, layout: DecoderLayout, layers: list[int], inputs: dict[str, torch.Tensor]
 ) -> dict[int, ResidualMap]:
-    """Classify each chosen layer's residual map; identity is checked on a real forward."""
+    """Classify each chosen layer's residual map; identity is checked on a real forward. A whole
+    block's unit output is its residual update itself: identity by construction."""
+    if layout.unit == "block":
+        return {index: ResidualMap("identity") for index in layers}
     token_mask = TokenMask()
     sites = find_residual_sites(model, layout, inputs, token_mask)
     seen: dict[int, dict[str, torch.Tensor]] = {i: {} for i in layers}

@@ -109,6 +109,41 @@ class LinearCompensation(nn.Module):
         return (out,) + (None,) * (self.output_arity - 1)
 
 
+class BlockCompensation(LinearCompensation):
+    """Stands in for a whole decoder block: ``y = x + (x W + b)``, ``x`` ``(..., D)`` the block's
+    input, so the map estimates the block's total residual update (ReplaceMe's linear map for a
+    removed span, one block at a time). ``kind="none"`` makes the block the identity (ShortGPT).
+
+    ``attributes``: plain attributes of the replaced block that the model's layer loop reads
+    (ModernBERT's ``attention_type``, Nemotron-H's ``block_type``), kept so the loop still runs."""
+
+    replaces_attention = False
+    replaces_block = True  # what ``model.locate.replaced_layers`` looks for
+
+    def __init__(self, dim_in: int, dim_out: int, *, attributes: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if dim_in != dim_out:
+            raise ValueError(f"a block maps its width to itself, got {dim_in} -> {dim_out}")
+        super().__init__(dim_in, dim_out, **kwargs)
+        self.attributes = dict(attributes or {})
+        for name, value in self.attributes.items():
+            setattr(self, name, value)
+
+    def forward(self, hidden_states: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+        update = super().forward(hidden_states, *args, **kwargs)
+        if self.output_arity == 0:
+            return hidden_states + update
+        return (hidden_states + update[0],) + update[1:]
+
+
+def compensation_from_spec(spec: dict[str, Any], **factory: Any) -> LinearCompensation:
+    """Rebuild a compensation from a checkpoint's spec (``block: true`` marks a whole block)."""
+    spec = dict(spec)
+    if spec.pop("block", False):
+        return BlockCompensation(**spec, **factory)
+    spec.pop("attributes", None)
+    return LinearCompensation(**spec, **factory)
+
+
 CACHE_KWARGS = ("past_key_values", "past_key_value", "layer_past")
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..calibration.samples import CalibrationConfig
 from ..errors import PCError
-from ..model.locate import check_stack
+from ..model.locate import check_stack, check_unit
 from .heal import HealConfig
 from .profile import ProfileResult
 
@@ -19,7 +19,7 @@ TARGETS = ("downstream", "local")
 class PruneConfig:
     """How to prune. ``layers`` overrides the ranking; ``profile`` reuses a saved ranking.
 
-    ``k``: how many attention layers to drop; ``None`` takes half of those the model still has
+    ``k``: how many units (attention layers, or blocks) to drop; ``None`` takes half of those the model still has
     (the paper's ratio: 16 of LLaVA-1.5-7B's 32).
 
     ``ridge``: λ relative to ``trace(XᵀX)/D`` for ``lstsq``. ``rank``: low-rank W (truncated SVD).
@@ -34,6 +34,9 @@ class PruneConfig:
     mapped back through the block's affine output map when it has one), so each fit also undoes
     the error accumulated below it. The two coincide for ``order="independent"``.
     ``decoder`` / ``stack``: where the blocks are, as in ``ProfileConfig``.
+    ``unit``: what is dropped, attention cores (``"attention"``, the paper) or whole blocks
+    (``"block"``: ranked by the residual cosine across the block, each replaced by ``x + map(x)``
+    fitted to the block's residual update with the same inits, order, targets and heal).
     """
 
     k: int | None = None
@@ -53,9 +56,11 @@ class PruneConfig:
     show_progress: bool = True
     decoder: str | None = None
     stack: str = "decoder"
+    unit: str = "attention"
 
     def __post_init__(self) -> None:
         check_stack(self.stack)
+        check_unit(self.unit)
         if self.k is not None and self.k < 1:
             raise PCError(f"--k must be at least 1, got {self.k}", "pass --k 1 or more (default: half the layers)")
         if self.init not in INITS:

@@ -58,8 +58,11 @@ def capture_final_hidden(layout: DecoderLayout) -> Iterator[dict[str, Any]]:
 
         return hook
 
+    last_block = f"{layout.blocks_path}.{layout.num_layers - 1}"
     try:
         for name, module in layout.ends:
+            if name == last_block:  # whatever sits there now: a whole-block unit may have replaced it
+                module = layout.blocks[layout.num_layers - 1]
             handles.append(module.register_forward_hook(make_hook(name)))
         yield store
     finally:

@@ -127,7 +127,7 @@ def heal_(
     if not held:
         raise PCError("healing needs held-out calibration samples for early stopping", "pass --held-out above 0")
     params = [p for m in modules.values() for p in m.parameters()]
-    if config.train_norms:
+    if config.train_norms and layout.unit != "block":  # a replaced block keeps no norm of its own
         for index in modules:
             params += [p for m in layout.blocks[index].modules() if is_norm(m) for p in m.parameters(recurse=False)]
     if not params:

@@ -2,7 +2,9 @@
 
 Redundancy (ELMM §3.4) is the mean per-token cosine similarity between the residual stream
 before and after the attention sub-block, over calibration tokens (padding excluded). The K most
-similar layers are the ones ``prune`` takes.
+similar layers are the ones ``prune`` takes. With ``unit="block"`` the units are whole blocks,
+ranked by the cosine of the residual stream across the block (ShortGPT's block influence); every
+profile reports both cosines per layer, so the two rankings can be compared on one table.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..calibration.samples import (
 from ..calibration.statistics import CosineMoments
 from ..errors import PCError
 from ..model.load import LoadedModel
-from ..model.locate import DecoderLayout, check_stack, find_decoder, replaced_layers
+from ..model.locate import DecoderLayout, block_units, check_stack, check_unit, find_decoder, replaced_layers
 from ..output_dir import write_text_atomic
 from ..progress import WorkProgress
 
@@ -50,7 +52,9 @@ class ProfileConfig:
     """How to profile. ``k``: how many layers a later ``prune --k`` would take, marked in the table
     (``None``: half the attention layers, ``prune``'s default; 0 marks none). ``decoder`` (dotted
     path of a block list) and ``stack`` (``"decoder"`` or ``"encoder"`` of an encoder–decoder)
-    override where the blocks are found (see ``find_decoder``)."""
+    override where the blocks are found (see ``find_decoder``). ``unit``: rank attention
+    sub-layers (``"attention"``, the paper) or whole blocks (``"block"``: cosine of the residual
+    stream across the block, ShortGPT's block influence); both cosines are reported either way."""
 
     k: int | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
@@ -58,9 +62,11 @@ class ProfileConfig:
     show_progress: bool = True
     decoder: str | None = None
     stack: str = "decoder"
+    unit: str = "attention"
 
     def __post_init__(self) -> None:
         check_stack(self.stack)
+        check_unit(self.unit)
 
 
 @dataclass
@@ -70,6 +76,8 @@ class LayerProfile:
     cosine_std: float
     attention_time_share: float | None
     n_tokens: int
+    block_cosine_mean: float | None = None  # the residual across the whole block (``--unit block`` ranks by it)
+    block_cosine_std: float | None = None
 
 
 @dataclass
@@ -89,6 +97,7 @@ class ProfileResult:
     schema: int = SCHEMA
     environment: dict[str, str] = field(default_factory=dict)
     replaced: list[int] = field(default_factory=list)
+    unit: str = "attention"
 
     @property
     def chosen(self) -> list[int]:
@@ -155,6 +164,8 @@ def profile_samples(
     if not samples:
         raise PCError("no calibration samples to profile on", "pass a calibration source with samples")
     layout = layout or find_decoder(model, config.decoder, config.stack)
+    if config.unit == "block" and layout.unit != "block":
+        layout = block_units(layout)
     encoder.decoder_text = layout.cross_attends
     replaced = replaced_layers(layout)
     attention = layout.attention_layers
@@ -163,11 +174,22 @@ def profile_samples(
     probe = encoder(probe_batch(samples, config.calibration.batch_size))
     sites = find_residual_sites(model, layout, probe, token_mask)
     moments = [CosineMoments() for _ in range(layout.num_layers)]
+    across_block = [CosineMoments() for _ in range(layout.num_layers)]
 
     def on_residual(index: int, before: torch.Tensor, after: torch.Tensor) -> None:
         moments[index].update(before, after)
 
-    taps = DecoderTaps(layout, token_mask, sites=sites, on_residual=on_residual, time_layers=config.time_layers)
+    def on_block(index: int, before: torch.Tensor, after: torch.Tensor) -> None:
+        across_block[index].update(before, after)
+
+    taps = DecoderTaps(
+        layout,
+        token_mask,
+        sites=sites,
+        on_residual=on_residual,
+        on_block=on_block if layout.unit == "attention" else None,
+        time_layers=config.time_layers,
+    )
     with taps:
         for inputs in encoded_batches(
             encoder, samples, config.calibration.batch_size, "profiling", config.show_progress, work
@@ -177,7 +199,8 @@ def profile_samples(
     for index in attention:  # the other blocks of a hybrid stack have no attention to rank
         stat, times = moments[index], taps.times[index]
         share = times.core_seconds / times.block_seconds if times.block_seconds > 0 else None
-        layers.append(LayerProfile(index, stat.mean, stat.std, share, stat.count))
+        block = stat if layout.unit == "block" else across_block[index]
+        layers.append(LayerProfile(index, stat.mean, stat.std, share, stat.count, block.mean, block.std))
     ranking = sorted(attention, key=lambda i: (-moments[i].mean, i))
     calibration = asdict(config.calibration)
     return ProfileResult(
@@ -198,6 +221,7 @@ def profile_samples(
         calibration=calibration,
         environment=_environment(),
         replaced=replaced,
+        unit=layout.unit,
     )
 
 

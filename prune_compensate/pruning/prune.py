@@ -1,4 +1,5 @@
-"""``prune_``: drop the K most redundant attention cores and fit a linear compensation for each.
+"""``prune_``: drop the K most redundant attention cores (or, with ``unit="block"``, whole blocks)
+and fit a linear compensation for each.
 
 Like torchao's ``quantize_(model, config)``, it changes the model in place and returns a
 serialisable result (the manifest written beside a checkpoint). Steps:
@@ -30,7 +31,7 @@ from ..calibration.samples import (
 )
 from ..errors import PCError
 from ..model.load import LoadedModel
-from ..model.locate import DecoderLayout, find_decoder, replaced_layers
+from ..model.locate import DecoderLayout, block_units, find_decoder, replaced_layers
 from ..progress import WorkProgress
 from .bottom_up import FITTED, fit_variant, make_compensation, residual_maps
 from .compensation import LinearCompensation
@@ -49,6 +50,7 @@ class PruneResult:
     previously_pruned: list[int]
     scores: dict[int, float]
     init: str
+    unit: str
     k: int
     order: str
     ridge: float
@@ -81,10 +83,10 @@ def check_choice(layout: DecoderLayout, model: nn.Module, config: PruneConfig) -
     else:
         k = _check_layers(config.layers, layout, name, replaced)
     if k >= live and layout.caches and _generates(model):
+        units = "blocks" if layout.unit == "block" else "attention layers"
         raise PCError(
-            f"pruning all {live} remaining attention layers of {name} leaves no layer with a KV "
-            "cache, and generate needs one",
-            f"prune at most {live - 1} layers",
+            f"pruning all {live} remaining {units} of {name} leaves no layer with a KV cache, and generate needs one",
+            f"prune at most {live - 1} {units}",
         )
     return k
 
@@ -202,7 +204,8 @@ def prune_samples(
     model: nn.Module, encoder: BatchEncoder, samples: list[CalibrationSample], config: PruneConfig
 ) -> PruneResult:
     """``prune_`` on already-read samples: the core of the public function."""
-    layout = find_decoder(model, config.decoder, config.stack)
+    attention_layout = find_decoder(model, config.decoder, config.stack)
+    layout = block_units(attention_layout) if config.unit == "block" else attention_layout
     k = check_choice(layout, model, config)  # before any forward pass
     encoder.decoder_text = layout.cross_attends
     replaced = replaced_layers(layout)
@@ -227,21 +230,35 @@ def prune_samples(
                     show_progress=config.show_progress,
                     decoder=config.decoder,
                     stack=config.stack,
+                    unit=config.unit,
                 )
                 result = profile_samples(model, encoder, fit, profile_config, layout, work=work)
             elif [layer.index for layer in result.layers] != layout.attention_layers or (
                 result.model_class != type(model).__name__
             ):
                 raise PCError(
-                    f"the profile is for {result.model_class} with {len(result.layers)} attention layers, "
+                    f"the profile is for {result.model_class} with {len(result.layers)} {result.unit} units, "
                     f"not {type(model).__name__} with {len(layout.attention_layers)}",
                     "profile this model with `pc profile` first",
+                )
+            elif result.unit != config.unit:
+                raise PCError(
+                    f"the profile ranks {result.unit} units, not {config.unit} units",
+                    f"profile with `pc profile --unit {config.unit}`, or prune with --unit {result.unit}",
                 )
             ranking = result.ranking
             scores_by_layer = {layer.index: layer.cosine_mean for layer in result.layers}
         layers = choose_layers(config, k, ranking, replaced)
         params_before = _count(model)
-        kv_before = kv_bytes_per_token(model, layout, layout.attention_layers)
+        kv_before = kv_bytes_per_token(model, attention_layout, attention_layout.attention_layers)
+        kept = [i for i in attention_layout.attention_layers if i not in layers]
+        live_attention = [i for i in kept if i not in replaced_layers(attention_layout)]
+        if config.unit == "block" and not live_attention and layout.caches and _generates(model):
+            raise PCError(
+                f"dropping blocks {layers} leaves {type(model).__name__} no block with attention, "
+                "and generate needs one",
+                "prune fewer blocks, or name them with --layers",
+            )
         probe = encoder(probe_batch(fit, config.calibration.batch_size))
         signatures = probe_cores(model, layout, layers, probe)
         for layer in layers:
@@ -270,14 +287,14 @@ def prune_samples(
     for layer, module in variants[chosen].items():
         module.dropped_params = [name for name, _ in swap.originals[layer].named_parameters()]
     swap.install(variants[chosen])
-    kept = [i for i in layout.attention_layers if i not in layers]
     has_cache = layout.caches and _generates(model)
-    kv = {"before": kv_before, "after": kv_bytes_per_token(model, layout, kept)}
+    kv = {"before": kv_before, "after": kv_bytes_per_token(model, attention_layout, kept)}
     return PruneResult(
         pruned_layers=layers,
         previously_pruned=replaced,
         scores={i: scores_by_layer[i] for i in layers if i in scores_by_layer},
         init=config.init,
+        unit=config.unit,
         k=len(layers),
         order=config.order,
         ridge=config.ridge,

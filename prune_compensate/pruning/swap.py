@@ -10,6 +10,9 @@ from .compensation import replace_module
 
 
 def core_path(layout: DecoderLayout, index: int) -> str:
+    """Dotted name of the unit a replacement stands in for (an attention core, or a whole block)."""
+    if layout.unit == "block":
+        return f"{layout.blocks_path}.{index}"
     return f"{layout.blocks_path}.{index}.{layout.core_names[index]}"
 
 
