@@ -297,3 +297,30 @@ def test_one_resolver_for_names_pykeen_graphs_and_folders(tmp_path) -> None:
         (staged / f"{split}.txt").write_text("a\tr\tb\nb\tr\tc\n")
     found, folder = resolve_dataset("DB15K", data_dir=tmp_path)
     assert folder == staged and found.num_entities == 3
+
+
+def test_ppr_equals_networkx_pagerank() -> None:
+    """PPR from each query entity equals networkx's personalised PageRank on the same multigraph
+    (both directions of every training triple; an isolated entity and a repeated pair included)."""
+    import networkx as nx
+
+    from prune_compensate_recipes.mkgc.data import KGDataset
+    from prune_compensate_recipes.mkgc.ppr import PPRScorer
+
+    train = torch.tensor([[0, 0, 1], [1, 1, 2], [2, 0, 0], [2, 1, 3], [3, 0, 4], [0, 1, 1]])
+    names = [str(i) for i in range(6)]  # entity 5 has no edge
+    data = KGDataset("hand", names, ["r0", "r1"], train, train[:0], train[:0])
+    scorer = PPRScorer(data, teleport=0.2, tol=1e-14, max_iterations=1000)
+    graph = nx.MultiDiGraph()
+    graph.add_nodes_from(range(6))
+    for h, _, t in train.tolist():
+        graph.add_edge(h, t)
+        graph.add_edge(t, h)
+    sources = torch.tensor([0, 3, 5])
+    ours = scorer.score_tails(sources, torch.zeros(3, dtype=torch.long))
+    for row, source in enumerate(sources.tolist()):
+        theirs = nx.pagerank(graph, alpha=0.8, personalization={source: 1.0}, tol=1e-14, max_iter=1000)
+        expected = torch.tensor([theirs[i] for i in range(6)], dtype=torch.float64)
+        torch.testing.assert_close(ours[row], expected, rtol=1e-8, atol=1e-10)
+    assert ours[2, 5] == 1.0  # an isolated entity keeps all its mass
+    assert torch.equal(scorer.score_heads(torch.zeros(3, dtype=torch.long), sources), ours)
