@@ -10,7 +10,7 @@ import pytest
 import scipy.linalg
 import torch
 from conftest import TEXTS
-from test_prune import _greedy_seq2seq_without_cache, _greedy_without_cache, _samples, _self_attention_layers
+from test_prune import _greedy_seq2seq_without_cache, _greedy_without_cache, _layers_holding_keys, _samples
 
 from prune_compensate import CalibrationConfig, CalibrationSample, PCError, load_model, load_pruned
 from prune_compensate.calibration.forward import move_inputs
@@ -49,7 +49,7 @@ def test_block_prune_save_reload_generate(family: Family, family_dirs: dict, ima
         b = reloaded.model(**inputs, use_cache=False).logits
         cached = reloaded.model(**inputs, use_cache=True)
     assert torch.equal(a, b)  # bit-identical reload
-    holding = [layer for layer in _self_attention_layers(cached) if getattr(layer, "keys", None) is not None]
+    holding = _layers_holding_keys(cached)
     assert len(holding) == layout.num_layers - 1  # the dropped block caches nothing
     assert result.kv_cache_bytes_per_token["after"] == result.kv_cache_bytes_per_token["before"] // 2
     suppress = list(reloaded.tokenizer.all_special_ids)

@@ -187,3 +187,21 @@ def test_embedded_default_prunes_a_vlm_end_to_end(family_dirs: dict) -> None:
     result = prune_(loaded, config)
     assert result.calibration["n_fit"] + result.calibration["n_held_out"] == 16
     assert result.error["lstsq"]["relative"] < result.error["none"]["relative"]
+
+
+def test_mllama_text_only_generate_after_pruning(tmp_path: Path) -> None:
+    """Mllama reads ``layer.keys.numel()`` on every cache layer (looking for cached cross-attention
+    states), so a dropped layer's cache slot must hold empty tensors, not ``None`` (transformers'
+    ``DummyLayer``): text-only ``generate`` of a pruned Mllama crashed on it."""
+    import torch
+    from test_prune import _greedy_without_cache
+
+    from prune_compensate.testing.survey import build_from_config
+
+    loaded = load_model(build_from_config("mllama", "MllamaForConditionalGeneration", tmp_path / "mllama"))
+    samples = [CalibrationSample(f"text number {i} about things") for i in range(8)]
+    result = prune_(loaded, PruneConfig(k=1, held_out=0.25, show_progress=False), samples)
+    inputs = BatchEncoder(loaded.processor, 32)(samples[:2])
+    suppress = list(loaded.tokenizer.all_special_ids)
+    generated = loaded.model.generate(**inputs, max_new_tokens=3, do_sample=False, suppress_tokens=suppress)
+    assert result.k == 1 and torch.equal(generated, _greedy_without_cache(loaded.model, inputs, 3, suppress))

@@ -5,9 +5,9 @@ would have seen), so the residual stream gets a cheap linear estimate of what at
 It honours the replaced core's call contract (positional or keyword ``hidden_states``, any extra
 keyword arguments) and return contract (a tuple ``(output, None, ...)`` of the same length as the
 core returned, ``None`` for attention weights; or a bare tensor), and it stores nothing in the KV
-cache: on the first call with a cache it turns that layer's cache slot into transformers'
-``DummyLayer``, which the cache and the mask builders skip when they read the sequence length
-(so pruning layer 0 still gives correct positions and masks during generation).
+cache: on the first call with a cache it turns that layer's cache slot into an ``EmptyCacheLayer``
+(transformers' ``DummyLayer``), which the cache and the mask builders skip when they read the
+sequence length (so pruning layer 0 still gives correct positions and masks during generation).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.cache_utils import DummyLayer
 
 KINDS = ("linear", "lowrank", "none")
 
@@ -147,10 +148,20 @@ def compensation_from_spec(spec: dict[str, Any], **factory: Any) -> LinearCompen
 CACHE_KWARGS = ("past_key_values", "past_key_value", "layer_past")
 
 
-def mark_layer_dropped(cache: Any, layer_idx: int) -> None:
-    """Make ``layer_idx`` of a transformers cache a ``DummyLayer`` that stores no keys/values."""
-    from transformers.cache_utils import DummyLayer
+class EmptyCacheLayer(DummyLayer):
+    """transformers' ``DummyLayer`` (skipped by the cache and mask builders when they read the
+    sequence length, never updated) whose keys and values are empty tensors instead of ``None``:
+    some models read ``layer.keys.numel()`` on every layer of the cache (Mllama checks each index
+    for cached cross-attention states), which fails on ``None``."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.keys = torch.empty(0)
+        self.values = torch.empty(0)
+
+
+def mark_layer_dropped(cache: Any, layer_idx: int) -> None:
+    """Make ``layer_idx`` of a transformers cache an ``EmptyCacheLayer`` that stores no keys/values."""
     cache = getattr(cache, "self_attention_cache", cache)  # encoder-decoder caches wrap the decoder's
     layers = getattr(cache, "layers", None)
     if layers is None:
@@ -158,8 +169,8 @@ def mark_layer_dropped(cache: Any, layer_idx: int) -> None:
     replicate = getattr(cache, "layer_class_to_replicate", None)
     while len(layers) <= layer_idx and replicate is not None:
         layers.append(replicate())
-    if layer_idx < len(layers) and not isinstance(layers[layer_idx], DummyLayer):
-        layers[layer_idx] = DummyLayer()
+    if layer_idx < len(layers) and not isinstance(layers[layer_idx], EmptyCacheLayer):
+        layers[layer_idx] = EmptyCacheLayer()
 
 
 def replace_module(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
