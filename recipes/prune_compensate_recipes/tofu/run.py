@@ -13,6 +13,7 @@ import json
 import math
 import resource
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,7 @@ def train_on(
     show_progress: bool = True,
     state_dir: Path | None = None,
     stop_after_steps: int | None = None,
+    diagnose: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Adam on the cross-entropy over all entities (every entity but the target is a negative,
     eq. 14). Batches come from one graph each, graphs interleaved in a seeded order. The valid MRR
@@ -198,7 +200,8 @@ def train_on(
     With ``state_dir`` the training state (``training.save_training_state``) is written after every
     validation, and a run finds and resumes it: killed at any point, it ends with the weights an
     uninterrupted run ends with. ``stop_after_steps`` simulates that kill (tests): it saves the state
-    and returns ``{"interrupted_at_step": n}``."""
+    and returns ``{"interrupted_at_step": n}``. ``diagnose`` runs after every validation (model in
+    eval mode); what it returns is kept, with the step, under ``"diagnostics"``."""
     t = config.train
     torch.manual_seed(t.seed)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -213,8 +216,16 @@ def train_on(
     precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
     autocast = torch.autocast(device.type, dtype=precision, enabled=precision is not None)
 
+    diagnostics: list[dict[str, float]] = []
+
     def valid_mrr() -> float:
         scores = [evaluate(model, d, "valid", config, device, t.valid_triples, False).metrics()["mrr"] for d in graphs]
+        if diagnose is not None:
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                diagnostics.append({"step": loop.progress.step, "valid_mrr": sum(scores) / len(scores), **diagnose()})
+            model.train(was_training)
         return sum(scores) / len(scores)
 
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
@@ -263,6 +274,7 @@ def train_on(
         "loss_first": first,
         "loss_last": last,
         "history": loop.progress.history,
+        **({"diagnostics": diagnostics} if diagnose is not None else {}),
         **peak_memory_mb(device),
     }
 
