@@ -134,6 +134,40 @@ def test_training_hides_the_target_edge() -> None:
     assert visible[0, 5] > UNREACHED and visible[0, 0] == UNREACHED
 
 
+def test_unreached_prior_scores_by_hand_and_never_sees_the_hidden_edge() -> None:
+    """With ``model.unreached_prior`` an entity out of reach gets ``b + w1·log(1 + tails of the
+    query relation) + w2·log(1 + in-degree)``, counted without the query's hidden edges."""
+    import math
+
+    graph = _chain_graph()
+    config = load_config(None, [*SMALL, "model.gp_layers=1", "tokens.text_tokens=0", "model.unreached_prior=true"])
+    model = build_model(config).eval()
+    from prune_compensate_recipes.tofu.run import GraphData
+    from prune_compensate_recipes.tofu.tokens import EntityTokens
+
+    empty = torch.full((6, 0), -1, dtype=torch.long)
+    data = GraphData("chain", None, graph, EntityTokens(empty, empty), ContextSampler(graph, 2, 1, 8))  # type: ignore[arg-type]
+    with torch.no_grad():
+        scores = train_logits(model, data, torch.tensor([3]), seed=0, device=torch.device("cpu"))  # 4 -r1-> 5 hidden
+    (w1, w2), b = model.prior.weight.tolist(), model.prior.bias.item()
+    # 5: the hidden edge was its only r1 edge and only in-edge -> nothing left
+    assert scores[0, 5].item() == pytest.approx(b)
+    # 3: tail of r1 once (2 -r1-> 3), in-degree 1
+    assert scores[0, 3].item() == pytest.approx(b + (w1 + w2) * math.log(2))
+    # 0: no r1 tail, in-degree 1 (the inverse edge of 0 -r0-> 1)
+    assert scores[0, 0].item() == pytest.approx(b + w2 * math.log(2))
+    assert scores[0, 4] > UNREACHED and scores.min() > UNREACHED  # nothing left at the shared constant
+    with torch.no_grad():  # evaluation hides nothing: 5 is reached in one hop and scored by GP
+        ctx = data.sampler.sample(torch.tensor([4]), torch.tensor([1]), [torch.empty(0, dtype=torch.long)], 0)
+        visible = model(graph, data.tokens, torch.tensor([4]), ctx)
+    assert visible[0, 0].item() == pytest.approx(b + w2 * math.log(2))
+    # the prior is trained: a loss on an unreached answer reaches its parameters
+    model.train()
+    logits = train_logits(model, data, torch.tensor([3]), seed=0, device=torch.device("cpu"))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([5])).backward()
+    assert model.prior.bias.grad is not None and model.prior.weight.grad.abs().sum() > 0
+
+
 @pytest.fixture(scope="module")
 def nations_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Tofu, Path]:
     config = load_config(None, [*SMALL, "graphs=[nations]"])

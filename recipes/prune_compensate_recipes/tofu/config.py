@@ -55,7 +55,10 @@ class ModelSection:
     """Hidden size 32 and 6 GNN layers in SE and GP (paper B.3); ME is a small transformer.
     ``gp_max_new_nodes``: per query and GP layer, keep at most this many newly reached entities
     (0 = all; a CPU budget for deep propagation over graphs with hubs). ``checkpoint_gp``:
-    recompute GP layers in the backward pass (less memory)."""
+    recompute GP layers in the backward pass (less memory). ``unreached_prior`` (beyond the paper):
+    entities the propagation does not reach are scored by a learned prior over graph statistics
+    (how often the entity is a tail of the query relation, its in-degree; ``UnreachedPrior``)
+    instead of one shared constant, and training keeps queries whose answer is out of reach."""
 
     hidden: int = 32
     se_layers: int = 6
@@ -66,6 +69,7 @@ class ModelSection:
     messages: list[str] = field(default_factory=lambda: list(MESSAGES))
     checkpoint_gp: bool = False
     gp_max_new_nodes: int = 0
+    unreached_prior: bool = False
 
 
 @dataclass

@@ -295,6 +295,43 @@ class GlobalPropagation(nn.Module):
         return scores
 
 
+class UnreachedPrior(nn.Module):
+    """Scores ``(B, N)`` for the entities the propagation does not reach, from statistics of the
+    observed graph that need no entity embedding (so they transfer to unseen graphs):
+    ``log(1 + #edges with the query relation ending at e)`` (the relation's tail distribution) and
+    ``log(1 + in-degree(e))``, combined by a learned affine map. Edges a training query may not see
+    (its own edge and inverse) are subtracted from the counts, so the prior cannot read the answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor([1.0, 0.1]))
+        self.bias = nn.Parameter(torch.tensor(-4.0))
+
+    def forward(
+        self,
+        graph: KGGraph,
+        query_relations: torch.Tensor,
+        masked: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        device = self.weight.device
+        b, n = query_relations.shape[0], graph.num_entities
+        rel, dst = graph.rel.to(device), graph.dst.to(device)
+        in_degree = torch.bincount(dst, minlength=n).to(self.weight.dtype).expand(b, n).clone()
+        # tail counts of each query's relation: (B, N) from the edges of those relations only
+        same = rel[None, :] == query_relations[:, None]  # (B, 2T): a few relations per batch
+        rows, edges = same.nonzero(as_tuple=True)
+        tails = torch.zeros(b, n, dtype=self.weight.dtype, device=device)
+        tails.index_put_((rows, dst[edges]), torch.ones_like(rows, dtype=tails.dtype), accumulate=True)
+        if masked is not None and masked[0].numel():
+            hidden_rows, hidden_edges = masked[0].to(device), masked[1].to(device)
+            ones = torch.ones_like(hidden_rows, dtype=tails.dtype)
+            in_degree.index_put_((hidden_rows, dst[hidden_edges]), -ones, accumulate=True)
+            hit = rel[hidden_edges] == query_relations[hidden_rows]
+            tails.index_put_((hidden_rows[hit], dst[hidden_edges[hit]]), -ones[hit], accumulate=True)
+        features = torch.stack([torch.log1p(tails.clamp(min=0)), torch.log1p(in_degree.clamp(min=0))], -1)
+        return features @ self.weight + self.bias
+
+
 class Tofu(nn.Module):
     """The whole model; ``forward`` scores every entity of ``graph`` for B queries (e, r, ?)."""
 
@@ -313,6 +350,7 @@ class Tofu(nn.Module):
         use_structural_tokens: bool = True,
         checkpoint_gp: bool = False,
         gp_max_new_nodes: int = 0,
+        unreached_prior: bool = False,
     ) -> None:
         super().__init__()
         self.use_se, self.use_structural_tokens = use_se, use_structural_tokens
@@ -323,6 +361,7 @@ class Tofu(nn.Module):
         self.gp = GlobalPropagation(
             hidden, gp_layers, messages or list(MESSAGE_FUNCTIONS), checkpoint_gp, gp_max_new_nodes
         )
+        self.prior = UnreachedPrior() if unreached_prior else None
 
     def relation_states(self, ctx: ContextBatch, num_relations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """→ SE entity states of the query entities ``(B, d)``, relation table ``(B, 2R, d)``
@@ -350,7 +389,11 @@ class Tofu(nn.Module):
         structural, relations, query = self.relation_states(ctx, graph.num_relations)
         multimodal = self.me(tokens.text[entities], tokens.visual[entities], tokens.visual_codebook)
         fused = self.fusion(structural, multimodal, query)
-        return self.gp(fused, entities, relations, query, graph, masked)
+        scores = self.gp(fused, entities, relations, query, graph, masked)
+        if self.prior is None:
+            return scores
+        prior = self.prior(graph, ctx.rel_id[ctx.query_rel], masked)
+        return torch.where(scores == UNREACHED, prior.to(scores.dtype), scores)
 
 
 def count_parameters(model: nn.Module) -> int:

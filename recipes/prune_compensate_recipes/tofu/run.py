@@ -95,6 +95,7 @@ def build_model(config: TofuConfig) -> Tofu:
         use_structural_tokens=not config.ablation.no_structural_tokens,
         checkpoint_gp=m.checkpoint_gp,
         gp_max_new_nodes=m.gp_max_new_nodes,
+        unreached_prior=m.unreached_prior,
     )
 
 
