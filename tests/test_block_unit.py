@@ -10,7 +10,13 @@ import pytest
 import scipy.linalg
 import torch
 from conftest import TEXTS
-from test_prune import _greedy_seq2seq_without_cache, _greedy_without_cache, _layers_holding_keys, _samples
+from test_prune import (
+    _cached_bytes_per_token,
+    _greedy_seq2seq_without_cache,
+    _greedy_without_cache,
+    _layers_holding_keys,
+    _samples,
+)
 
 from prune_compensate import CalibrationConfig, CalibrationSample, PCError, load_model, load_pruned
 from prune_compensate.calibration.forward import move_inputs
@@ -52,6 +58,7 @@ def test_block_prune_save_reload_generate(family: Family, family_dirs: dict, ima
     holding = _layers_holding_keys(cached)
     assert len(holding) == layout.num_layers - 1  # the dropped block caches nothing
     assert result.kv_cache_bytes_per_token["after"] == result.kv_cache_bytes_per_token["before"] // 2
+    assert _cached_bytes_per_token(holding) == result.kv_cache_bytes_per_token["after"]
     suppress = list(reloaded.tokenizer.all_special_ids)
     if not family.batched_generate:
         inputs = move_inputs(encoder(samples[:1]), loaded.model)

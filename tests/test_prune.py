@@ -84,6 +84,13 @@ def _self_attention_layers(outputs) -> list:
     return cache.layers
 
 
+def _cached_bytes_per_token(layers: list) -> float:
+    """Bytes of keys and values the cache layers hold, per cached token of one sequence."""
+    batch, tokens = layers[0].keys.shape[0], layers[0].keys.shape[-2]
+    stored = sum(t.numel() * t.element_size() for layer in layers for t in (layer.keys, layer.values))
+    return stored / (batch * tokens)
+
+
 def _layers_holding_keys(outputs) -> list:
     """Self-attention cache layers that store keys (a dropped layer's holds an empty tensor)."""
     layers = _self_attention_layers(outputs)
@@ -117,6 +124,8 @@ def test_prune_save_reload_generate(family: Family, family_dirs: dict, image_pat
     holding = _layers_holding_keys(cached)
     assert len(holding) == layout.num_layers - 1
     assert result.kv_cache_bytes_per_token["after"] == result.kv_cache_bytes_per_token["before"] // 2
+    # the reported bytes per token are what the real cache holds
+    assert _cached_bytes_per_token(holding) == result.kv_cache_bytes_per_token["after"]
     # generate with the cache (layer 0 pruned) equals greedy decoding from cache-free forwards
     # random weights may pick an image token, which a cache-free re-run would read as an image slot
     suppress = list(reloaded.tokenizer.all_special_ids)

@@ -205,3 +205,40 @@ def test_mllama_text_only_generate_after_pruning(tmp_path: Path) -> None:
     suppress = list(loaded.tokenizer.all_special_ids)
     generated = loaded.model.generate(**inputs, max_new_tokens=3, do_sample=False, suppress_tokens=suppress)
     assert result.k == 1 and torch.equal(generated, _greedy_without_cache(loaded.model, inputs, 3, suppress))
+
+
+def test_mla_kv_bytes_match_the_real_cache(tmp_path: Path) -> None:
+    """Multi-head latent attention caches the compressed latent (kv_lora_rank + qk_rope_head_dim per
+    token and layer), not per-head keys and values: the reported KV bytes per token equal what the
+    transformers cache really holds, before and after pruning (before: reported as 0)."""
+    import torch
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+    from prune_compensate.testing.survey import wordpiece
+
+    tokenizer = wordpiece()
+    config = DeepseekV3Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, kv_lora_rank=8, q_lora_rank=None, qk_rope_head_dim=4,
+        qk_nope_head_dim=4, v_head_dim=4, first_k_dense_replace=2, n_routed_experts=4, num_experts_per_tok=2,
+        n_group=1, topk_group=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    DeepseekV3ForCausalLM(config).save_pretrained(tmp_path / "mla")
+    tokenizer.save_pretrained(tmp_path / "mla")
+    loaded = load_model(tmp_path / "mla")
+    model = loaded.model
+    layout = find_decoder(model)
+
+    def cached_bytes_per_token() -> float:
+        ids = torch.randint(0, len(tokenizer), (1, 5))
+        with torch.no_grad():
+            cache = model(input_ids=ids, use_cache=True).past_key_values
+        stored = [t for layer in cache.layers for t in (layer.keys, layer.values) if t is not None]
+        return sum(t.numel() * t.element_size() for t in stored) / ids.shape[1]
+
+    assert kv_bytes_per_token(model, layout, layout.attention_layers) == cached_bytes_per_token() == 2 * 12 * 4
+    samples = [CalibrationSample(f"{t} {i}") for i, t in enumerate(TEXTS * 2)]
+    result = prune_(loaded, PruneConfig(layers=[0], held_out=0, compare=(), show_progress=False), samples)
+    assert result.kv_cache_bytes_per_token == {"before": 96, "after": 48}
+    assert cached_bytes_per_token() == 48

@@ -175,11 +175,17 @@ def _heads(core: nn.Module, model: nn.Module) -> tuple[int | None, int | None, i
 def kv_bytes_per_token(model: nn.Module, layout: DecoderLayout, layers: range | list[int]) -> int:
     """Bytes of keys and values one token adds to the cache of ``layers``: the output widths of
     separate key/value projections, or, for a fused q/k/v projection, its width minus the queries'
-    (``(heads + 2·kv_heads)·head_dim`` wide, of which ``2·kv_heads·head_dim`` are cached)."""
+    (``(heads + 2·kv_heads)·head_dim`` wide, of which ``2·kv_heads·head_dim`` are cached); for
+    multi-head latent attention (DeepSeek-V2/V3, Kimi, Mistral 4) the compressed latent that
+    transformers caches, ``kv_lora_rank + qk_rope_head_dim`` (``kv_a_proj_with_mqa``'s width)."""
     total = 0
     for index in layers:
         core = layout.core(index)
         children = dict(core.named_children())
+        latent = children.get("kv_a_proj_with_mqa")
+        if isinstance(latent, nn.Linear):  # multi-head latent attention caches the compressed latent
+            total += latent.out_features * latent.weight.element_size()
+            continue
         separate = [children[n] for n in KV_NAMES if isinstance(children.get(n), nn.Linear)]
         if separate:
             total += sum(p.out_features * p.weight.element_size() for p in separate)
