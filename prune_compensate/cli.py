@@ -356,7 +356,10 @@ def eval_command(
     limit: Annotated[int | None, typer.Option(help="lm-eval examples per task.")] = None,
     max_examples: Annotated[int | None, typer.Option(help="Use at most this many texts / pairs / captions.")] = None,
     max_length: Annotated[int, typer.Option(help="Tokens per window (LMs) or per text (encoders).")] = 512,
-    stride: Annotated[int, typer.Option(help="Window stride for perplexity (transformers' guide).")] = 256,
+    stride: Annotated[
+        int | None,
+        typer.Option(help="Window stride for perplexity (transformers' guide; default: half of --max-length)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per batch when embedding (encoders).")] = 16,
     text_column: TextColumnOpt = "text",
     split: Annotated[str, typer.Option(help="Split of a datasets id given to --text.")] = "test",

@@ -241,3 +241,10 @@ def test_prune_eval_writes_quality_into_the_manifest(family_dirs: dict, tmp_path
     rows = {m["metric"]: m for m in quality["metrics"]}
     assert rows["perplexity"]["original"] > 0 and rows["perplexity"]["retention"] > 0
     assert quality["data"]["text"]["source"] == "embedded"
+
+
+def test_stride_defaults_to_half_the_window() -> None:
+    """--max-length alone never trips the stride check (its default was a fixed 256)."""
+    assert EvalConfig(max_length=128).stride == 64 and EvalConfig().stride == 256
+    with pytest.raises(PCError, match="--stride 200 is above --max-length 128"):
+        EvalConfig(max_length=128, stride=200)

@@ -51,12 +51,14 @@ class EvalConfig:
     text_column: str = "text"
     split: str = "test"
     max_length: int = 512
-    stride: int = 256
+    stride: int | None = None  # None: half of max_length, the transformers perplexity guide's choice
     batch_size: int = 16
     max_examples: int | None = None
     show_progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.stride is None:
+            self.stride = max(1, self.max_length // 2)
         for name in ("max_length", "stride", "batch_size"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
