@@ -403,3 +403,16 @@ def test_weights_are_seeded_by_the_config(tmp_path: Path) -> None:
     a = load_file(str(tmp_path / "a" / "checkpoint" / "tofu.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoint" / "tofu.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_state_from_another_config_is_refused_not_resumed(tmp_path: Path) -> None:
+    """A killed run's state resumes under a longer budget, but a changed learning rate (or graph, or
+    anything that shapes training) is a one-line error instead of a silent resume of the old run."""
+    overrides = [*SMALL, "graphs=[nations]", "train.epochs=1", "train.eval_every=4", "eval.test_triples=10"]
+    out = f"out={tmp_path / 'run'}"
+    config = load_config(None, [*overrides, "train.max_steps=8", out])
+    assert run_tofu(config, show_progress=False, stop_after_steps=6) == {"interrupted_at_step": 6}
+    with pytest.raises(PCError, match=r"another config \(train.lr differ\).*train.resume=false"):
+        run_tofu(load_config(None, [*overrides, "train.max_steps=8", "train.lr=0.01", out]), show_progress=False)
+    longer = run_tofu(load_config(None, [*overrides, "train.max_steps=10", out]), show_progress=False)
+    assert longer[0]["training"]["steps"] == 10  # resumed at step 4 and ran to the new budget

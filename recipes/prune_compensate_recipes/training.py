@@ -32,9 +32,11 @@ def save_training_state(
     optimizer: torch.optim.Optimizer,
     progress: dict[str, Any],
     best: dict[str, torch.Tensor] | None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> None:
     """Write the trainable weights, the optimizer's state, the RNG states, ``progress`` (JSON) and
-    the best weights so far into ``folder`` atomically (safetensors + JSON, no pickle)."""
+    the best weights so far into ``folder`` atomically (safetensors + JSON, no pickle), with the
+    ``fingerprint`` of the config that produced them (see ``config_fingerprint``)."""
     params = trainable_parameters(model)
     names = list(params)
     state = optimizer.state_dict()
@@ -53,10 +55,53 @@ def save_training_state(
         if best is not None:
             save_file(best, str(tmp / "best.safetensors"))
         groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
-        meta = {"progress": progress, "param_groups": groups, "names": names}
+        meta = {"progress": progress, "param_groups": groups, "names": names, "fingerprint": fingerprint}
         (tmp / "progress.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
     atomic_dir_write(folder, write, owned="progress.json")
+
+
+# config keys a resumed run may change: where it writes, the budget, evaluation and later stages
+RESUMABLE = (
+    "out",
+    "device",
+    "eval",
+    "targets",
+    "finetune",
+    "train.max_minutes",
+    "train.max_steps",
+    "train.resume",
+    "train.checkpoint_every",
+)
+
+
+def config_fingerprint(config: Any, resumable: tuple[str, ...] = RESUMABLE) -> dict[str, Any]:
+    """A recipe config (a dataclass) as ``{dotted key: value}`` without the ``resumable`` keys (and
+    the keys under them): what must match for a saved training state to be resumed."""
+    flat: dict[str, Any] = {}
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{prefix}.{key}" if prefix else str(key))
+        elif not any(prefix == r or prefix.startswith(r + ".") for r in resumable):
+            flat[prefix] = value
+
+    walk(asdict(config), "")
+    return json.loads(json.dumps(flat, default=str))  # as it reads back from progress.json
+
+
+def check_resumable(folder: Path, fingerprint: dict[str, Any] | None) -> None:
+    """Refuse to resume a training state that another config wrote (one line naming what differs)."""
+    saved = json.loads((folder / "progress.json").read_text(encoding="utf-8")).get("fingerprint")
+    if fingerprint is None or saved is None or saved == fingerprint:
+        return
+    changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+    raise PCError(
+        f"{folder} holds a training state written with another config ({shown} differ)",
+        "use a new out dir, pass train.resume=false, or delete that folder to start afresh",
+    )
 
 
 def load_training_state(
@@ -139,7 +184,9 @@ class TrainingLoop:
         # the best weights are back in the model here
 
     ``validate()`` returns the valid MRR of the current weights (restoring train mode itself).
-    ``save`` is False on processes other than the main one (accelerate)."""
+    ``save`` is False on processes other than the main one (accelerate). ``fingerprint``
+    (``config_fingerprint``) is saved with the state; a state written by another config is refused
+    instead of resumed."""
 
     def __init__(
         self,
@@ -154,10 +201,11 @@ class TrainingLoop:
         show_progress: bool = True,
         save: bool = True,
         log: Callable[[str], None] = print,
+        fingerprint: dict[str, Any] | None = None,
     ) -> None:
         self.model, self.optimizer, self.limits, self.state_dir = model, optimizer, limits, state_dir
         self.validate, self.label, self.total_steps, self.show_progress = validate, label, total_steps, show_progress
-        self.save, self.log = save, log
+        self.save, self.log, self.fingerprint = save, log, fingerprint
         self.progress, self.best = LoopProgress(), None
         self.interrupted = False  # set by a caller that stops on purpose (a simulated kill): no finishing
         self._stack: ExitStack | None = None
@@ -166,6 +214,7 @@ class TrainingLoop:
         if self.state_dir is not None:
             recover(self.state_dir, "progress.json")  # a kill between the two renames of a state write
             if (self.state_dir / "progress.json").is_file():
+                check_resumable(self.state_dir, self.fingerprint)
                 saved, self.best = load_training_state(self.state_dir, self.model, self.optimizer)
                 self.progress = LoopProgress(**saved)
                 where = f"epoch {self.progress.epoch}, step {self.progress.step}"
@@ -198,7 +247,9 @@ class TrainingLoop:
         if self.state_dir is not None and self.save:
             self.progress.elapsed_s = time.perf_counter() - self.started
             self.state_dir.parent.mkdir(parents=True, exist_ok=True)
-            save_training_state(self.state_dir, self.model, self.optimizer, asdict(self.progress), self.best)
+            save_training_state(
+                self.state_dir, self.model, self.optimizer, asdict(self.progress), self.best, self.fingerprint
+            )
 
     def step_done(self, loss: float, epoch_end: bool = False) -> bool:
         """Record one optimizer step; validate, stop and save as the limits say. True: stop now."""

@@ -45,6 +45,7 @@ from prune_compensate_recipes.mkgc.evaluate import (
 from prune_compensate_recipes.mkgc.staged import resolve_dataset
 
 from ..io import atomic_dir_write
+from ..training import config_fingerprint
 from .config import ElmmConfig, load_config, save_config
 from .images import ImageBank
 from .model import ElmmModel, add_lora, checkpoint_state, inject_lora, set_trainable
@@ -307,6 +308,7 @@ def run_elmm(
         out / STATE_DIR,
         show_progress=show_progress,
         stop_after_steps=stop_after_steps,
+        fingerprint=config_fingerprint(config),
     )
     train_s = time.perf_counter() - train_started
     if outcome.stopped_by == "interrupted":

@@ -110,10 +110,12 @@ def train(
     *,
     show_progress: bool = True,
     stop_after_steps: int | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     """Run the loop. ``make_batch(query_index)`` → (model inputs, positives, heads);
     ``evaluate_valid()`` → valid MRR of the current weights. ``config`` is the ``train`` section.
-    ``stop_after_steps`` simulates a kill after that many optimizer steps (tests)."""
+    ``stop_after_steps`` simulates a kill after that many optimizer steps (tests). ``fingerprint``
+    (of the whole recipe config) is saved with the training state and checked before resuming."""
     from accelerate import Accelerator
 
     try:
@@ -161,6 +163,7 @@ def train(
         show_progress=show_progress,
         save=accelerator.is_main_process,
         log=accelerator.print,
+        fingerprint=fingerprint,
     )
     with loop:
         while loop.next_epoch():

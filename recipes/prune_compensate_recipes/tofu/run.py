@@ -28,7 +28,7 @@ from ..io import atomic_dir_write
 from ..mkgc.data import KGDataset, relation_categories
 from ..mkgc.evaluate import InverseRelationScorer, evaluate_link_prediction, metrics_document
 from ..mkgc.staged import resolve_dataset
-from ..training import LoopLimits, TrainingLoop
+from ..training import LoopLimits, TrainingLoop, config_fingerprint
 from .config import TofuConfig, load_config
 from .graph import ContextSampler, KGGraph
 from .model import UNREACHED, Tofu, count_parameters
@@ -232,7 +232,7 @@ def train_on(
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     loop = TrainingLoop(
         model, optimizer, limits, state_dir, valid_mrr, label=label, total_steps=epochs * batches_per_epoch,
-        show_progress=show_progress, log=log,
+        show_progress=show_progress, log=log, fingerprint=config_fingerprint(config),
     )  # fmt: skip
     counters = loop.progress.counters
     model.train()
