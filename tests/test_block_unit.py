@@ -211,3 +211,22 @@ def test_pc_prune_unit_block_full_and_delta(minilm_dir: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert "Block redundancy" in result.output and json.loads(profile_json.read_text())["unit"] == "block"
     assert "unknown --unit 'head'" in cli_error(["prune", str(base), "--unit", "head", "--out", str(tmp_path / "x")])
+
+
+def test_heal_trains_block_maps_only(family_dirs: dict) -> None:
+    """Heal works on whole-block units: from zero maps (none) it beats dropping the block outright
+    on held-out samples, and trains nothing but the replacement map."""
+    from prune_compensate.pruning.heal import HealConfig
+
+    loaded = load_model(family_dirs["llama"])
+    before = {name: p.detach().clone() for name, p in loaded.model.named_parameters()}
+    samples = [CalibrationSample(f"{t} {i}") for i, t in enumerate(TEXTS * 10)]
+    heal = HealConfig(steps=40, lr=1e-2, batch_size=4, eval_every=10, patience=10, train_norms=True)
+    config = PruneConfig(layers=[1], unit="block", init="none", held_out=0.25, heal=heal, show_progress=False)
+    result = prune_(loaded, config, samples)
+    assert result.error["heal"]["kl"] < 0.9 * result.error["none"]["kl"]
+    block = find_decoder(loaded.model).blocks[1]
+    assert isinstance(block, BlockCompensation) and float(block.weight.detach().abs().sum()) > 0
+    after = dict(loaded.model.named_parameters())
+    kept = [name for name in before if name in after]
+    assert kept and all(torch.equal(before[n], after[n]) for n in kept)
