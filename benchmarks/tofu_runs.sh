@@ -3,7 +3,7 @@
 # configs with fewer layers (SE 3, GP 2 instead of 6 + 6: a third GP layer reaches most of DB15K
 # and costs ten times more per step here), batch 32 and a wall-clock budget, test
 # metrics on a seeded sample of 1,000 test triples (both directions) where the test split is larger.
-#   bash benchmarks/tofu_runs.sh [transductive|transfer|baselines|all]
+#   bash benchmarks/tofu_runs.sh [transductive|transfer|zeroshot|baselines|all]
 # Each run's metrics.json is copied to benchmarks/results/tofu_<dataset>_<setting>.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,18 @@ if [[ $what == transfer || $what == all ]]; then
     out=runs/tofu_transfer --quiet
   keep runs/tofu_transfer fb237_v1_ind zero-shot fb237_v1_ind
   keep runs/tofu_transfer fb237_v1_ind fine-tune fb237_v1_ind
+fi
+if [[ $what == zeroshot || $what == all ]]; then
+  # one checkpoint pre-trained on MKG-Y and the FB15k-237 v1 training graph (no entity and no test
+  # triple in common with any of the 12 test graphs; the WN18RR and NELL v1 training graphs would
+  # hold up to 14 % of their v2-v4 test triples), then zero-shot on all 12 unseen _ind test graphs
+  # (full test splits), beside personalised PageRank on the same splits
+  targets="[$(printf 'inductive/%s_v%s_ind, ' fb237 1 fb237 2 fb237 3 fb237 4 WN18RR 1 WN18RR 2 WN18RR 3 WN18RR 4 \
+    nell 1 nell 2 nell 3 nell 4 | sed 's/, $//')]"
+  pc run tofu --config tofu_pretrain.yaml "${CPU[@]}" eval.test_triples=0 \
+    'graphs=[MKG-Y, inductive/fb237_v1]' "targets=$targets" \
+    train.max_minutes=6 finetune.epochs=0 out=runs/tofu_zero_shot --quiet
+  python benchmarks/inductive_zero_shot.py --tofu runs/tofu_zero_shot
 fi
 if [[ $what == baselines || $what == all ]]; then
   for ds in MKG-W MKG-Y; do
