@@ -10,16 +10,9 @@ import pytest
 import scipy.linalg
 import torch
 from conftest import TEXTS
-from test_prune import (
-    _cached_bytes_per_token,
-    _greedy_seq2seq_without_cache,
-    _greedy_without_cache,
-    _layers_holding_keys,
-    _samples,
-)
+from test_prune import _samples, check_reload_cache_and_generate
 
 from prune_compensate import CalibrationConfig, CalibrationSample, PCError, load_model, load_pruned
-from prune_compensate.calibration.forward import move_inputs
 from prune_compensate.calibration.samples import BatchEncoder
 from prune_compensate.checkpoint.save import save_pruned
 from prune_compensate.model.locate import block_units, find_decoder, replaced_layers
@@ -47,28 +40,7 @@ def test_block_prune_save_reload_generate(family: Family, family_dirs: dict, ima
     reloaded = load_pruned(out)
     assert isinstance(find_decoder(reloaded.model).blocks[0], BlockCompensation)
 
-    encoder = BatchEncoder(loaded.processor, 32)
-    encoder.decoder_text = layout.cross_attends
-    inputs = move_inputs(encoder(samples[:2]), loaded.model)
-    with torch.no_grad():
-        a = loaded.model(**inputs, use_cache=False).logits
-        b = reloaded.model(**inputs, use_cache=False).logits
-        cached = reloaded.model(**inputs, use_cache=True)
-    assert torch.equal(a, b)  # bit-identical reload
-    holding = _layers_holding_keys(cached)
-    assert len(holding) == layout.num_layers - 1  # the dropped block caches nothing
-    assert result.kv_cache_bytes_per_token["after"] == result.kv_cache_bytes_per_token["before"] // 2
-    assert _cached_bytes_per_token(holding) == result.kv_cache_bytes_per_token["after"]
-    suppress = list(reloaded.tokenizer.all_special_ids)
-    if not family.batched_generate:
-        inputs = move_inputs(encoder(samples[:1]), loaded.model)
-    if family.seq2seq:
-        inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_")}
-        expected = _greedy_seq2seq_without_cache(reloaded.model, inputs, 3, suppress)
-    else:
-        expected = _greedy_without_cache(reloaded.model, inputs, 3, suppress)
-    generated = reloaded.model.generate(**inputs, max_new_tokens=3, do_sample=False, suppress_tokens=suppress)
-    assert torch.equal(generated, expected)
+    check_reload_cache_and_generate(family, loaded, reloaded, layout, samples, result)
 
 
 def test_block_fit_is_least_squares_of_the_block_update(family_dirs: dict) -> None:

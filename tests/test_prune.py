@@ -97,6 +97,40 @@ def _layers_holding_keys(outputs) -> list:
     return [layer for layer in layers if getattr(layer, "keys", None) is not None and layer.keys.numel() > 0]
 
 
+def check_reload_cache_and_generate(family: Family, loaded, reloaded, layout, samples: list, result) -> None:  # noqa: ANN001
+    """After pruning one unit of a two-layer family: the reload is bit-identical, the dropped unit
+    caches nothing (the reported KV bytes are what the real cache holds), and ``generate`` with the
+    cache equals greedy decoding from cache-free forwards."""
+    encoder = BatchEncoder(loaded.processor, 32)
+    encoder.decoder_text = layout.cross_attends
+    inputs = move_inputs(encoder(samples[:2]), loaded.model)
+    with torch.no_grad():
+        a = loaded.model(**inputs, use_cache=False).logits
+        b = reloaded.model(**inputs, use_cache=False).logits
+        cached = reloaded.model(**inputs, use_cache=True)
+    assert torch.equal(a, b)  # bit-identical reload
+    # the dropped unit stores nothing in the KV cache: L - K layers hold keys
+    holding = _layers_holding_keys(cached)
+    assert len(holding) == layout.num_layers - 1
+    assert result.kv_cache_bytes_per_token["after"] == result.kv_cache_bytes_per_token["before"] // 2
+    # the reported bytes per token are what the real cache holds
+    assert _cached_bytes_per_token(holding) == result.kv_cache_bytes_per_token["after"]
+    # generate with the cache (unit 0 pruned) equals greedy decoding from cache-free forwards
+    # random weights may pick an image token, which a cache-free re-run would read as an image slot
+    suppress = list(reloaded.tokenizer.all_special_ids)
+    if not family.seq2seq:
+        assert cached_seq_length(cached) == inputs["input_ids"].shape[1]
+    if not family.batched_generate:
+        inputs = move_inputs(encoder(samples[:1]), loaded.model)
+    if family.seq2seq:
+        inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_")}
+        expected = _greedy_seq2seq_without_cache(reloaded.model, inputs, 3, suppress)
+    else:
+        expected = _greedy_without_cache(reloaded.model, inputs, 3, suppress)
+    generated = reloaded.model.generate(**inputs, max_new_tokens=3, do_sample=False, suppress_tokens=suppress)
+    assert torch.equal(generated, expected)
+
+
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
 def test_prune_save_reload_generate(family: Family, family_dirs: dict, image_paths: list[str], tmp_path: Path):
     loaded = load_model(family_dirs[family.name])
@@ -112,34 +146,7 @@ def test_prune_save_reload_generate(family: Family, family_dirs: dict, image_pat
     reloaded = load_pruned(out)
     assert isinstance(find_decoder(reloaded.model).core(0), LinearCompensation)
 
-    encoder = BatchEncoder(loaded.processor, 32)
-    encoder.decoder_text = layout.cross_attends
-    inputs = move_inputs(encoder(samples[:2]), loaded.model)
-    with torch.no_grad():
-        a = loaded.model(**inputs, use_cache=False).logits
-        b = reloaded.model(**inputs, use_cache=False).logits
-        cached = reloaded.model(**inputs, use_cache=True)
-    assert torch.equal(a, b)  # bit-identical reload
-    # the dropped layer stores nothing in the KV cache: L - K layers hold keys
-    holding = _layers_holding_keys(cached)
-    assert len(holding) == layout.num_layers - 1
-    assert result.kv_cache_bytes_per_token["after"] == result.kv_cache_bytes_per_token["before"] // 2
-    # the reported bytes per token are what the real cache holds
-    assert _cached_bytes_per_token(holding) == result.kv_cache_bytes_per_token["after"]
-    # generate with the cache (layer 0 pruned) equals greedy decoding from cache-free forwards
-    # random weights may pick an image token, which a cache-free re-run would read as an image slot
-    suppress = list(reloaded.tokenizer.all_special_ids)
-    if not family.seq2seq:
-        assert cached_seq_length(cached) == inputs["input_ids"].shape[1]
-    if not family.batched_generate:
-        inputs = move_inputs(encoder(samples[:1]), loaded.model)
-    if family.seq2seq:
-        inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_")}
-        expected = _greedy_seq2seq_without_cache(reloaded.model, inputs, 3, suppress)
-    else:
-        expected = _greedy_without_cache(reloaded.model, inputs, 3, suppress)
-    generated = reloaded.model.generate(**inputs, max_new_tokens=3, do_sample=False, suppress_tokens=suppress)
-    assert torch.equal(generated, expected)
+    check_reload_cache_and_generate(family, loaded, reloaded, layout, samples, result)
 
 
 def test_attention_weights_request_and_no_cache_path(family_dirs: dict) -> None:
