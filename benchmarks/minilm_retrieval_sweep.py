@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from prune_compensate import CalibrationConfig, PruneConfig, load_model, prune_, read_samples
+from prune_compensate import CalibrationConfig, CalibrationSample, PruneConfig, load_model, prune_, read_samples
 from prune_compensate.eval import EvalConfig, evaluate
 from prune_compensate.pruning.profile import ProfileConfig, profile
 
@@ -78,6 +78,19 @@ def seen_entity_texts(data_dir: Path, calibration_text: str) -> list[str]:
     return texts
 
 
+def retrieval_task(
+    data_dir: Path, n_samples: int
+) -> tuple[CalibrationConfig, list[CalibrationSample], dict[str, int], EvalConfig]:
+    """The embedded calibration samples, the name → description pairs written without the entities
+    they name (``write_pairs``), and the ``EvalConfig`` that scores retrieval on them."""
+    calibration = CalibrationConfig(n_samples=n_samples)
+    samples = read_samples(calibration)
+    pairs_file = Path(tempfile.mkdtemp()) / "fb15k237_name_to_description.jsonl"
+    counts = write_pairs(data_dir, "\n".join(s.text for s in samples), pairs_file)
+    config = EvalConfig(text=None, pairs=str(pairs_file), batch_size=64, max_length=128, show_progress=False)
+    return calibration, samples, counts, config
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -105,11 +118,7 @@ def main() -> None:
     parser.add_argument("--max-k", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
-    calibration = CalibrationConfig(n_samples=args.n_samples)
-    samples = read_samples(calibration)
-    pairs_file = Path(tempfile.mkdtemp()) / "fb15k237_name_to_description.jsonl"
-    counts = write_pairs(args.data_dir, "\n".join(s.text for s in samples), pairs_file)
-    config = EvalConfig(text=None, pairs=str(pairs_file), batch_size=64, max_length=128, show_progress=False)
+    calibration, samples, counts, config = retrieval_task(args.data_dir, args.n_samples)
     dense = load_model()
     start = time.perf_counter()
     original = {m.metric: m.pruned for m in evaluate(dense, None, config).metrics}

@@ -17,15 +17,14 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from minilm_retrieval_sweep import write_pairs
+from minilm_retrieval_sweep import retrieval_task
 
-from prune_compensate import CalibrationConfig, PruneConfig, load_model, prune_, read_samples
-from prune_compensate.eval import EvalConfig, evaluate
+from prune_compensate import PruneConfig, load_model, prune_
+from prune_compensate.eval import evaluate
 from prune_compensate.pruning.profile import ProfileConfig, profile
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,11 +65,7 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=1000)
     args = parser.parse_args()
     torch.manual_seed(0)
-    calibration = CalibrationConfig(n_samples=args.n_samples)
-    samples = read_samples(calibration)
-    pairs_file = Path(tempfile.mkdtemp()) / "fb15k237_name_to_description.jsonl"
-    counts = write_pairs(args.data_dir, "\n".join(s.text for s in samples), pairs_file)
-    config = EvalConfig(text=None, pairs=str(pairs_file), batch_size=64, max_length=128, show_progress=False)
+    calibration, samples, counts, config = retrieval_task(args.data_dir, args.n_samples)
     dense = load_model()
     original = {m.metric: m.pruned for m in evaluate(dense, None, config).metrics}
     rankings = {
