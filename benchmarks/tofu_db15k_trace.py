@@ -66,8 +66,7 @@ def main() -> None:
     model = build_model(config)
     data = prepare_graph("DB15K", config, make_tokenizer(config))
     ds = data.dataset
-    train_keys = set(map(tuple, ds.train.tolist()))
-    overlap = torch.tensor([tuple(row) in train_keys for row in ds.valid.tolist()])
+    overlap = ds.in_train("valid")
     sets = {
         "valid_not_in_train": _sample(ds.valid[~overlap], args.sample, 1),
         "valid_also_in_train": _sample(ds.valid[overlap], args.sample, 2),

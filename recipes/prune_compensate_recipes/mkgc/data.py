@@ -100,6 +100,10 @@ class KGDataset:
         inverse = torch.stack([triples[:, 2], triples[:, 1] + self.num_relations, triples[:, 0]], dim=1)
         return torch.cat([triples, inverse])
 
+    def in_train(self, name: str) -> torch.Tensor:
+        """``(n,)`` bool: which triples of split ``name`` are also training triples."""
+        return _rows_in(self.split(name), self.train, self.num_entities, self.num_relations)
+
     def not_in_train(self, name: str) -> torch.Tensor:
         """The triples of split ``name`` that are not training triples ``(n', 3)``.
 
@@ -107,7 +111,7 @@ class KGDataset:
         hop from its query in the observed graph, while each training query hides its own edge,
         so such triples reward memorising the graph rather than predicting a missing fact
         (DB15K's valid split: 6,584 of 7,481 unique triples)."""
-        return self.split(name)[~_rows_in(self.split(name), self.train, self.num_entities, self.num_relations)]
+        return self.split(name)[~self.in_train(name)]
 
     def evaluation_triples(self, name: str) -> torch.Tensor:
         """What the recipes evaluate on: ``test`` as published (benchmarks compare on it),
@@ -135,7 +139,7 @@ class KGDataset:
             cat = categories[relation]
             test_by_category[cat] = test_by_category.get(cat, 0) + 1
         e, r = self.num_entities, self.num_relations
-        also_in_train = {s: int(_rows_in(self.split(s), self.train, e, r).sum()) for s in ("valid", "test")}
+        also_in_train = {s: int(self.in_train(s).sum()) for s in ("valid", "test")}
         test_also_in_valid = int(_rows_in(self.test, self.valid, e, r).sum())
         with_features = 0
         if self.image_features is not None:
