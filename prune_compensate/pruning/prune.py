@@ -258,7 +258,8 @@ def prune_samples(
         params_before = _count(model)
         kv_before = kv_bytes_per_token(model, attention_layout, attention_layout.attention_layers)
         kept = [i for i in attention_layout.attention_layers if i not in layers]
-        live_attention = [i for i in kept if i not in replaced_layers(attention_layout)]
+        already = set(replaced_layers(attention_layout))
+        live_attention = [i for i in kept if i not in already]
         if config.unit == "block" and not live_attention and layout.caches and _generates(model):
             raise PCError(
                 f"dropping blocks {layers} leaves {type(model).__name__} no block with attention, "

@@ -221,13 +221,14 @@ def train_on(
 
     def valid_mrr() -> float:
         scores = [evaluate(model, d, "valid", config, device, t.valid_triples, False).metrics()["mrr"] for d in graphs]
+        mrr = sum(scores) / len(scores)
         if diagnose is not None:
             was_training = model.training
             model.eval()
             with torch.no_grad():
-                diagnostics.append({"step": loop.progress.step, "valid_mrr": sum(scores) / len(scores), **diagnose()})
+                diagnostics.append({"step": loop.progress.step, "valid_mrr": mrr, **diagnose()})
             model.train(was_training)
-        return sum(scores) / len(scores)
+        return mrr
 
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     loop = TrainingLoop(
