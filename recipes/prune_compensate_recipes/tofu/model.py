@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter, softmax
 
-from .graph import ContextBatch, KGGraph, num_structural_tokens
+from .graph import ContextBatch, KGGraph, csr_ranges, gather_ranges, num_structural_tokens
 from .tokens import EntityTokens
 
 UNREACHED = -1.0e4  # score of entities the propagation does not reach (fits fp16/bf16)
@@ -101,6 +101,17 @@ class MultimodalEncoder(nn.Module):
         return out[:, 0]
 
 
+def linear_of_concat(linear: nn.Linear, parts: list[torch.Tensor]) -> torch.Tensor:
+    """``linear(cat(parts, -1))`` without building the concatenation: one matmul per part with
+    its slice of the weight (the concatenated ``(rows, 2d)`` copy costs more than the matmuls)."""
+    out, start = None, 0
+    for part in parts:
+        width = part.shape[-1]
+        term = nn.functional.linear(part, linear.weight[:, start : start + width])
+        out, start = term if out is None else out + term, start + width
+    return out + linear.bias
+
+
 class GatedFusion(nn.Module):
     """GF (eqs. 6–7): gate = σ(W[e_S; e_M; q]), e = gate ⊙ e_S + (1 − gate) ⊙ e_M (relation-aware)."""
 
@@ -126,6 +137,26 @@ def rotate(h: torch.Tensor, r: torch.Tensor, angle: torch.Tensor) -> torch.Tenso
     re, im = h.chunk(2, -1)
     cos, sin = torch.cos(angle), torch.sin(angle)
     return torch.cat([re * cos - im * sin, re * sin + im * cos], -1)
+
+
+def swap_halves(h: torch.Tensor) -> torch.Tensor:
+    """``[re; im]`` → ``[im; re]``: with it every message function is ``h ⊙ a + swap(h) ⊙ b + c``."""
+    re, im = h.chunk(2, -1)
+    return torch.cat([im, re], -1)
+
+
+def message_coefficients(name: str, r: torch.Tensor, angle: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Message function ``name`` as ``(a, b, c)`` with ``fn(h) = h ⊙ a + swap(h) ⊙ b + c``, from
+    relation states ``r`` ``(…, d)`` and angles ``(…, d/2)``: TransE (1, 0, r), DistMult (r, 0, 0),
+    RotatE ([cos; cos], [−sin; sin], 0). Coefficients live on (query, relation) pairs, so the
+    mixture is formed there, once, instead of on every one of the many more edges."""
+    ones, zeros = torch.ones_like(r), torch.zeros_like(r)
+    if name == "transe":
+        return ones, zeros, r
+    if name == "distmult":
+        return r, zeros, zeros
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    return torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1), zeros
 
 
 MESSAGE_FUNCTIONS = {"transe": transe, "distmult": distmult, "rotate": rotate}
@@ -169,14 +200,24 @@ class MixtureOfMessages(nn.Module):
     ) -> torch.Tensor:
         """Messages along M (query, edge) pairs: ``h`` ``(M, d)`` source states, ``row_graph``
         ``(M,)`` the query of each, ``edge_rel`` ``(M,)`` the edge's relation → ``(M, d)``."""
-        r = self.relation(relations)  # (B, 2R, d), projected once for all three uses
+        r = self.relation(relations)  # (B, 2R, d), projected once for all uses
         r_and_query = torch.cat([r, query.unsqueeze(1).expand_as(r)], -1)
         w = self._mixture(r, r_and_query)  # (B, 2R, K)
         angle = math.pi * torch.tanh(self.angle(r))
-        context = self.att_context(r_and_query)
-        r_e, w_e, a_e = r[row_graph, edge_rel], w[row_graph, edge_rel], angle[row_graph, edge_rel]
-        message = sum(w_e[..., k : k + 1] * fn(h, r_e, a_e) for k, fn in enumerate(self.functions))
-        alpha = torch.sigmoid(self.att_out(torch.relu(self.att_entity(h) + context[row_graph, edge_rel])))
+        # Σ_k w_k fn_k(h) = h ⊙ a + swap(h) ⊙ b + c with a, b, c mixed per (query, relation), then
+        # gathered per edge: the same sum as the paper's at a fraction of the per-edge work (DB15K:
+        # ~300k edges per batch of 32 queries against 32 × 2R (query, relation) pairs)
+        parts = [message_coefficients(name, r, angle) for name in self.names]
+        a, b, c = (sum(w[..., k : k + 1] * part[i] for k, part in enumerate(parts)) for i in range(3))
+        pair = row_graph * r.shape[1] + edge_rel  # (M,) row of each edge's (query, relation) pair
+
+        def per_edge(table: torch.Tensor) -> torch.Tensor:  # (B, 2R, d) → (M, d)
+            return table.flatten(0, 1).index_select(0, pair)
+
+        a_e, c_e, context_e = per_edge(a), per_edge(c), per_edge(self.att_context(r_and_query))
+        rotates = "rotate" in self.names  # else b = 0 and swap(h) is never needed
+        message = h * a_e + c_e + (swap_halves(h) * per_edge(b) if rotates else 0)
+        alpha = torch.sigmoid(self.att_out(torch.relu(self.att_entity(h) + context_e)))
         return alpha * message
 
 
@@ -205,27 +246,47 @@ class GlobalPropagation(nn.Module):
         self.checkpoint = checkpoint
 
     @staticmethod
-    def expand(
-        rows: torch.Tensor, graph: KGGraph, masked_keys: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Out-edges of active (query, entity) ``rows`` ``(A, 2)`` → (active row index, edge id,
-        target key ``b·N + dst``) per message, without the masked (query, edge) pairs."""
-        ptr = graph.out_ptr.to(rows.device)
-        starts, counts = ptr[rows[:, 1]], ptr[rows[:, 1] + 1] - ptr[rows[:, 1]]
-        source = torch.repeat_interleave(torch.arange(rows.shape[0], device=rows.device), counts)
-        offsets = torch.arange(source.shape[0], device=rows.device) - (torch.cumsum(counts, 0) - counts)[source]
-        edges = graph.out_edges.to(rows.device)[starts[source] + offsets]
-        if masked_keys is not None and masked_keys.numel():
-            keep = ~torch.isin(rows[source, 0] * graph.num_edges + edges, masked_keys)
-            source, edges = source[keep], edges[keep]
-        target = rows[source, 0] * graph.num_entities + graph.dst.to(rows.device)[edges]
-        return source, edges, target
+    def expand(rows: torch.Tensor, graph: KGGraph, masked_keys: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Out-edges of active (query, entity) ``rows`` ``(A, 2)``, by (source, relation) group.
 
-    def _layer(self, layer, states, source, edge_rel, row_graph, target_row, n_rows, boundary, relations, query):  # noqa: ANN001, ANN202
-        message = self.mim[layer](states[source], row_graph, edge_rel, relations, query)
+        → ``group_row`` ``(M_g,)`` (the active row each message leaves), ``group`` ``(M_g,)``,
+        then per edge ``(M_e,)``: the message it carries (index into the M_g), its id, and its
+        target key ``b·N + dst``; the masked (query, edge) pairs are left out."""
+        device = rows.device
+        group_row, group = csr_ranges(graph.node_group_ptr.to(device), rows[:, 1])
+        message, position = csr_ranges(graph.group_ptr.to(device), group)
+        edges = graph.out_edges.to(device)[position]
+        query = rows[group_row[message], 0]
+        if masked_keys is not None and masked_keys.numel():  # a few keys per query: binary search
+            masked_sorted = masked_keys.sort().values
+            keys = query * graph.num_edges + edges
+            at = torch.searchsorted(masked_sorted, keys).clamp(max=masked_sorted.numel() - 1)
+            keep = masked_sorted[at] != keys
+            message, edges, query = message[keep], edges[keep], query[keep]
+        target = query * graph.num_entities + graph.dst.to(device)[edges]
+        return group_row, group, message, edges, target
+
+    def _layer(
+        self,
+        layer,
+        states,
+        group_row,
+        row_graph,
+        group_rel,
+        message_of_edge,
+        target_row,
+        n_rows,
+        start,
+        relations,
+        query,
+    ):  # noqa: ANN001, ANN202, E501
+        """One layer: a message per (active row, relation group) ``(M_g, d)``, carried along each of
+        the group's edges ``(M_e,)`` into its target row; residual update of the grown states."""
+        message = self.mim[layer](states[group_row], row_graph, group_rel, relations, query)
         grown = torch.cat([states, states.new_zeros(n_rows - states.shape[0], states.shape[1])])
-        agg = grown.new_zeros(grown.shape).index_add(0, target_row, message) + boundary
-        updated = grown + torch.relu(self.norm[layer](self.update[layer](torch.cat([agg, grown], -1))))
+        agg = grown.new_zeros(grown.shape).index_add_(0, target_row, message.index_select(0, message_of_edge))
+        agg = agg.index_add_(0, torch.arange(start.shape[0], device=agg.device), start)  # boundary condition
+        updated = grown + torch.relu(self.norm[layer](linear_of_concat(self.update[layer], [agg, grown])))
         return updated, agg.detach().norm(dim=-1)
 
     def keep_strongest(self, fresh_graph: torch.Tensor, priority: torch.Tensor, b: int) -> torch.Tensor:
@@ -252,29 +313,34 @@ class GlobalPropagation(nn.Module):
         messages are dropped → ``(B, N)`` scores."""
         b, d = start.shape
         n, device = graph.num_entities, start.device
-        rel_of = graph.rel.to(device)
+        group_rel = graph.group_rel.to(device)
         masked_keys = masked[0] * graph.num_edges + masked[1] if masked is not None else None
         keys = torch.arange(b, device=device) * n + entities  # active (query, entity) keys b·N + e
+        # key → row of ``states`` (−1: not reached); dense like the (B, N) scores it fills, so
+        # finding the newly reached entities and each message's target row needs no sorting
+        position = torch.full((b * n,), -1, dtype=torch.long, device=device)
+        position[keys] = torch.arange(b, device=device)
         states = start
         for layer in range(len(self.mim)):
             rows = torch.stack([keys // n, keys % n], 1)
-            source, edges, target = self.expand(rows, graph, masked_keys)
-            # rows keep their place (old keys first, newly reached after), so states line up
-            new_keys = torch.unique(target)
-            fresh = new_keys[~torch.isin(new_keys, keys)]
+            group_row, group, message_of_edge, _, target = self.expand(rows, graph, masked_keys)
+            # rows keep their place (old keys first, newly reached after, ascending), so states line up
+            hit = torch.zeros(b * n, dtype=torch.bool, device=device)
+            hit[target] = True
+            hit[keys] = False
+            fresh = hit.nonzero().squeeze(1)
+            n_old = keys.shape[0]
+            position[fresh] = torch.arange(n_old, n_old + fresh.shape[0], device=device)
             all_keys = torch.cat([keys, fresh])
-            order = torch.argsort(all_keys)
-            target_row = order[torch.searchsorted(all_keys[order], target)]
-            boundary = start.new_zeros(all_keys.shape[0], d)
-            boundary[:b] = start  # the first b keys are the query entities
             args = (
                 states,
-                source,
-                rel_of[edges],
-                keys[source] // n,
-                target_row,
+                group_row,
+                keys[group_row] // n,
+                group_rel[group],
+                message_of_edge,
+                position[target],
                 all_keys.shape[0],
-                boundary,
+                start,  # the boundary condition at the first b keys, the query entities
                 relations,
                 query,
             )
@@ -282,17 +348,19 @@ class GlobalPropagation(nn.Module):
                 states, strength = torch.utils.checkpoint.checkpoint(self._layer, layer, *args, use_reentrant=False)
             else:
                 states, strength = self._layer(layer, *args)
-            n_old = keys.shape[0]
             if self.max_new_nodes and fresh.numel() > self.max_new_nodes:
                 kept = self.keep_strongest(fresh // n, strength[n_old:], b) + n_old
                 rows_kept = torch.cat([torch.arange(n_old, device=device), kept])
                 states, all_keys = states[rows_kept], all_keys[rows_kept]
+                position[fresh] = -1
+                position[all_keys] = torch.arange(all_keys.shape[0], device=device)
             keys = all_keys
-        rows = torch.stack([keys // n, keys % n], 1)
-        reached = self.score(torch.cat([states, query[rows[:, 0]]], -1)).squeeze(-1)
-        scores = reached.new_full((b, n), UNREACHED)
-        scores[rows[:, 0], rows[:, 1]] = reached
-        return scores
+        first, relu, last = self.score  # MLP([h_t; q]) with q's half computed once per query
+        per_query = nn.functional.linear(query, first.weight[:, d:], first.bias)  # (B, d)
+        hidden = nn.functional.linear(states, first.weight[:, :d]) + per_query[keys // n]
+        reached = last(relu(hidden)).squeeze(-1)
+        scores = reached.new_full((b * n,), UNREACHED).index_put((keys,), reached)
+        return scores.view(b, n)
 
 
 class UnreachedPrior(nn.Module):
@@ -317,9 +385,12 @@ class UnreachedPrior(nn.Module):
         b, n = query_relations.shape[0], graph.num_entities
         rel, dst = graph.rel.to(device), graph.dst.to(device)
         in_degree = torch.bincount(dst, minlength=n).to(self.weight.dtype).expand(b, n).clone()
-        # tail counts of each query's relation: (B, N) from the edges of those relations only
-        same = rel[None, :] == query_relations[:, None]  # (B, 2T): a few relations per batch
-        rows, edges = same.nonzero(as_tuple=True)
+        # tail counts of each query's relation: (B, N) from that relation's edges (CSR by relation)
+        query_relations = query_relations.cpu()
+        counts = graph.rel_ptr[query_relations + 1] - graph.rel_ptr[query_relations]
+        rows = torch.repeat_interleave(torch.arange(b), counts).to(device)
+        edges = gather_ranges(graph.rel_ptr, graph.rel_edges, query_relations).to(device)
+        query_relations = query_relations.to(device)
         tails = torch.zeros(b, n, dtype=self.weight.dtype, device=device)
         tails.index_put_((rows, dst[edges]), torch.ones_like(rows, dtype=tails.dtype), accumulate=True)
         if masked is not None and masked[0].numel():
