@@ -152,3 +152,35 @@ def test_batched_propagation_equals_dense_per_query_propagation(messages: list[s
     assert torch.equal(batched == UNREACHED, dense == UNREACHED)
     assert (batched > UNREACHED).sum() > b * 5  # the test covers more than the query entities
     torch.testing.assert_close(batched, dense, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_training_step_on_cuda_equals_cpu() -> None:
+    """The batched propagation, the unreached prior and the sampler's output run on a GPU and
+    give the CPU's scores and gradients (device placement of every index the step builds)."""
+    from prune_compensate_recipes.tofu.model import Tofu
+    from prune_compensate_recipes.tofu.tokens import EntityTokens
+
+    graph = _random_graph(entities=60, triples=400, seed=2)
+    torch.manual_seed(0)
+    cpu_model = Tofu(hidden=16, se_layers=2, gp_layers=3, me_heads=2, unreached_prior=True)
+    gpu_model = Tofu(hidden=16, se_layers=2, gp_layers=3, me_heads=2, unreached_prior=True)
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    gpu_model = gpu_model.cuda()
+    none = torch.full((graph.num_entities, 0), -1, dtype=torch.long)
+    tokens = EntityTokens(none, none)
+    edges = torch.arange(0, graph.num_edges, 37)
+    hidden = torch.stack([edges, graph.partner(edges)], 1)
+    ctx = ContextSampler(graph, 2, 1, 8).sample(graph.src[edges], graph.rel[edges], list(hidden), seed=3)
+    masked = (torch.arange(edges.shape[0]).repeat_interleave(2), hidden.flatten())
+    scores = []
+    for model, device in ((cpu_model, "cpu"), (gpu_model, "cuda")):
+        out = model(
+            graph, tokens.to(device), graph.src[edges].to(device), ctx.to(device), tuple(m.to(device) for m in masked)
+        )
+        torch.nn.functional.cross_entropy(out, graph.dst[edges].to(device)).backward()
+        scores.append(out.detach().cpu())
+    torch.testing.assert_close(scores[1], scores[0], atol=1e-4, rtol=1e-4)
+    for (name, a), b in zip(cpu_model.named_parameters(), gpu_model.parameters(), strict=True):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad.cpu(), a.grad, atol=1e-4, rtol=1e-3, msg=name)

@@ -55,7 +55,11 @@ def load_graph_dataset(spec: str) -> tuple[KGDataset, Path | None]:
     return resolve_dataset(spec)
 
 
-def prepare_graph(spec: str, config: TofuConfig, tokenizer: TextTokenizer | None) -> GraphData:
+def prepare_graph(
+    spec: str, config: TofuConfig, tokenizer: TextTokenizer | None, device: torch.device | str = "cpu"
+) -> GraphData:
+    """The graph's observed edges, sampler and entity tokens; the token ids (and any visual
+    codebook) on ``device``, where the model indexes them (the graph and sampler stay on the CPU)."""
     dataset, folder = load_graph_dataset(spec)
     if dataset.train.shape[0] == 0:
         raise PCError(f"graph {spec} has no training triples", "TOFU needs an observed graph (train split)")
@@ -69,9 +73,8 @@ def prepare_graph(spec: str, config: TofuConfig, tokenizer: TextTokenizer | None
     tokens = build_entity_tokens(dataset.entity_text or [None] * dataset.num_entities, text_tokenizer, visual)
     graph = KGGraph.from_triples(dataset.train, dataset.num_entities, dataset.num_relations)
     s = config.structure
-    return GraphData(
-        spec, dataset, graph, tokens, ContextSampler(graph, s.hops, s.examples, s.max_nodes_per_hop, s.max_edges)
-    )
+    sampler = ContextSampler(graph, s.hops, s.examples, s.max_nodes_per_hop, s.max_edges)
+    return GraphData(spec, dataset, graph, tokens.to(device), sampler)
 
 
 def build_model(config: TofuConfig) -> Tofu:
@@ -351,7 +354,7 @@ def run_tofu(
     meta: dict[str, Any] = {"config": dataclasses.asdict(config), "command": command or "", "parameters": params}
     documents = []
     training = None
-    graphs = [prepare_graph(g, config, tokenizer) for g in config.graphs]
+    graphs = [prepare_graph(g, config, tokenizer, device) for g in config.graphs]
     if graphs and config.train.epochs > 0:
         t = config.train
         training = train_on(
@@ -378,7 +381,7 @@ def run_tofu(
             test = evaluate(model, data, "test", config, device, config.eval.test_triples, show_progress)
             documents.append(_document(test, None, data, setting, {**meta, "training": training}))
     for spec in config.targets:
-        data = prepare_graph(spec, config, tokenizer)
+        data = prepare_graph(spec, config, tokenizer, device)
         test = evaluate(model, data, "test", config, device, config.eval.test_triples, show_progress)
         documents.append(_document(test, None, data, "zero-shot", {**meta, "pretraining": training}))
         f = config.finetune
