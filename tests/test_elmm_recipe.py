@@ -260,3 +260,20 @@ def test_bf16_mixed_precision_trains(
     document = run_elmm(load_config(None, overrides), show_progress=False)
     assert document["training"]["probe_loss_after"] < document["training"]["probe_loss_before"]
     assert all(h["valid_mrr"] > 0 for h in document["training"]["history"])
+
+
+def test_structure_tokens_from_a_trained_rotate_train_save_reload(tmp_path: Path) -> None:
+    """``prompt.structure_from=rotate``: a PyKEEN RotatE trains first, its frozen rows (inverse
+    relations as conjugates) feed the structure tokens through a learned map; the checkpoint keeps
+    the rows, so a reload scores exactly as the run did without training the KGE again."""
+    overrides = [*FAST, "train.epochs=1", "eval.timing_queries=0", "prompt.structure_from=rotate"]
+    config = load_config(None, [*overrides, "prompt.structure_minutes=0.05", f"out={tmp_path / 'run'}"])
+    document = run_elmm(config, show_progress=False)
+    assert document["structure_pretraining"]["epochs"] >= 1 and document["structure_pretraining"]["model"] == "RotatE"
+    reloaded = load_elmm(tmp_path / "run")
+    rows = reloaded.model.entity_structure.features
+    assert rows.shape == (14, 400)  # Nations: 14 entities, RotatE dim 200 as [Re; Im]
+    assert not any(p is rows for p in reloaded.model.parameters())  # frozen: a buffer, not trained
+    _metrics_equal(reloaded.evaluate("test", show_progress=False).to_dict(), document["test"])
+    with pytest.raises(PCError, match="structure_minutes"):
+        load_config(None, [*FAST, "prompt.structure_from=rotate"])

@@ -324,3 +324,36 @@ def test_ppr_equals_networkx_pagerank() -> None:
         torch.testing.assert_close(ours[row], expected, rtol=1e-8, atol=1e-10)
     assert ours[2, 5] == 1.0  # an isolated entity keeps all its mass
     assert torch.equal(scorer.score_heads(torch.zeros(3, dtype=torch.long), sources), ours)
+
+
+@pytest.mark.parametrize("name", ["rotate", "transe"])
+def test_kge_features_score_like_pykeen_and_inverse_rows_reverse_the_triple(name: str) -> None:
+    """The feature rows of a trained KGE give PyKEEN's own score of (h, r, t), and the inverse
+    relation's row scores (t, r⁻¹, h) the same (−r for TransE, r̄ for unit-modulus RotatE)."""
+    from prune_compensate_recipes.mkgc.kge import kge_features, train_kge
+    from prune_compensate_recipes.mkgc.staged import resolve_dataset
+
+    dataset = resolve_dataset("nations")[0]
+    model, info = train_kge(dataset, name, minutes=1.0, epochs=2, batch_size=256)
+    assert info["epochs"] == 2
+    entities, relations = kge_features(model, name)
+    r_count = dataset.num_relations
+    assert entities.shape[0] == dataset.num_entities and relations.shape[0] == 2 * r_count
+    triples = dataset.test[:20]
+    h, r, t = entities[triples[:, 0]], relations[triples[:, 1]], entities[triples[:, 2]]
+    r_inv = relations[triples[:, 1] + r_count]
+    with torch.no_grad():
+        theirs = model.score_hrt(triples).squeeze(-1)
+    if name == "transe":
+        ours = -(h + r - t).abs().sum(-1)
+        reverse = -(t + r_inv - h).abs().sum(-1)
+    else:
+
+        def complex_rows(x: torch.Tensor) -> torch.Tensor:
+            return torch.complex(*x.chunk(2, -1))
+
+        hc, rc, tc, ric = map(complex_rows, (h, r, t, r_inv))
+        ours = -(hc * rc - tc).abs().square().sum(-1).sqrt()
+        reverse = -(tc * ric - hc).abs().square().sum(-1).sqrt()
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(reverse, ours, atol=1e-4, rtol=1e-4)

@@ -47,16 +47,25 @@ class PruneSection:
     trainable: bool = True
 
 
+STRUCTURE_SOURCES = ("learned", "rotate", "transe")
+
+
 @dataclass
 class PromptSection:
     """Token budgets of the entity text (name + description) and the relation text; the prompt
     is ``[CLS/BOS] entity (+ entity token) [SEP] relation (+ relation token) [SEP]``.
     ``structure_tokens`` adds one learned embedding per entity and per relation to its span
-    (the structural channel of the CPU configs; off in the paper's setting)."""
+    (the structural channel of the CPU configs; off in the paper's setting). ``structure_from``:
+    ``learned`` starts those tokens from random vectors; ``rotate`` / ``transe`` (beyond the paper,
+    after KoPA and MKGL) first trains that PyKEEN model on the training split for
+    ``structure_minutes`` (part of the run's budget) and uses its frozen entity and relation
+    embeddings through a learned linear map to the backbone's width."""
 
     entity_tokens: int = 32
     relation_tokens: int = 16
     structure_tokens: bool = False
+    structure_from: str = "learned"
+    structure_minutes: float = 0.0
 
 
 @dataclass
@@ -160,6 +169,15 @@ class ElmmConfig:
             raise PCError("train.batch_size, grad_accum and epochs must be ≥ 1", "fix the config")
         if self.train.mixed_precision not in ("no", "fp16", "bf16"):
             raise PCError("train.mixed_precision must be no, fp16 or bf16", "fix the config")
+        if self.prompt.structure_from not in STRUCTURE_SOURCES:
+            raise PCError(f"prompt.structure_from must be one of {', '.join(STRUCTURE_SOURCES)}", "fix the config")
+        if self.prompt.structure_from != "learned" and not (
+            self.prompt.structure_tokens and self.prompt.structure_minutes > 0
+        ):
+            raise PCError(
+                f"prompt.structure_from={self.prompt.structure_from} needs structure tokens and a KGE budget",
+                "set prompt.structure_tokens=true and prompt.structure_minutes > 0",
+            )
         if not set(self.lora.targets) <= {"q", "k", "v", "o"}:
             raise PCError(f"lora.targets must be a subset of q, k, v, o, got {self.lora.targets}", "fix the config")
         return self

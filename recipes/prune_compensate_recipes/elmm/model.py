@@ -20,7 +20,7 @@ from torch import nn
 from prune_compensate import DecoderLayout, LinearCompensation, PCError, find_decoder
 
 from .images import ImageBatch
-from .modules import KGCHead, MultiViewTokenCompressor
+from .modules import KGCHead, MultiViewTokenCompressor, ProjectedFeatures
 from .prompts import QueryBatch
 
 PROJECTION_PREFIXES = {
@@ -114,6 +114,7 @@ class ElmmModel(nn.Module):
         use_image_view: bool = True,
         plain_head: bool = False,
         structure_tokens: bool = False,
+        structure_features: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -129,11 +130,20 @@ class ElmmModel(nn.Module):
             else None
         )
         self.head = KGCHead(dim, num_entities, plain=plain_head).to(**factory)
-        self.entity_structure = nn.Embedding(num_entities, dim, **factory) if structure_tokens else None
-        self.relation_structure = nn.Embedding(num_relations, dim, **factory) if structure_tokens else None
-        for table in (self.entity_structure, self.relation_structure):
-            if table is not None:
-                nn.init.normal_(table.weight, std=backbone.get_input_embeddings().weight.std().item())
+        word_std = backbone.get_input_embeddings().weight.std().item()
+        self.entity_structure: nn.Module | None = None
+        self.relation_structure: nn.Module | None = None
+        if structure_tokens and structure_features is not None:  # frozen KGE rows → learned map
+            entity_rows, relation_rows = (f.to(reference.device) for f in structure_features)
+            if entity_rows.shape[0] != num_entities or relation_rows.shape[0] != num_relations:
+                raise ValueError("structure features must have one row per entity and per (inverse) relation")
+            self.entity_structure = ProjectedFeatures(entity_rows, dim, word_std)
+            self.relation_structure = ProjectedFeatures(relation_rows, dim, word_std)
+        elif structure_tokens:
+            self.entity_structure = nn.Embedding(num_entities, dim, **factory)
+            self.relation_structure = nn.Embedding(num_relations, dim, **factory)
+            for table in (self.entity_structure, self.relation_structure):
+                nn.init.normal_(table.weight, std=word_std)
 
     @property
     def text_model(self) -> nn.Module:

@@ -136,6 +136,24 @@ class KGCHead(nn.Module):
         return self.scores(self.fuse(fused))
 
 
+class ProjectedFeatures(nn.Module):
+    """Structure tokens from a trained KG embedding: frozen feature rows ``(n, k)`` (a persistent
+    buffer, so the checkpoint holds them) through a learned ``k → D`` map. The map starts so that
+    its outputs have the spread ``target_std`` of the backbone's word embeddings (a token of the
+    wrong scale would swamp or vanish in the prompt). ``ids`` ``(B,)`` → ``(B, D)``."""
+
+    def __init__(self, features: torch.Tensor, dim: int, target_std: float = 0.05) -> None:
+        super().__init__()
+        self.register_buffer("features", features.float().contiguous())
+        self.project = nn.Linear(features.shape[1], dim, device=features.device)
+        spread = float(features.float().std().clamp(min=1e-6))
+        nn.init.normal_(self.project.weight, std=target_std / (spread * math.sqrt(features.shape[1])))
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.project(self.features[ids])
+
+
 def elmm_bce_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,

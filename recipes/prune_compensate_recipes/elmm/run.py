@@ -42,6 +42,7 @@ from prune_compensate_recipes.mkgc.evaluate import (
     metrics_document,
     metrics_table,
 )
+from prune_compensate_recipes.mkgc.kge import kge_features, train_kge
 from prune_compensate_recipes.mkgc.staged import resolve_dataset
 
 from ..io import atomic_dir_write
@@ -80,6 +81,7 @@ class ElmmRun:
     image_source: str
     lora_targets: list[str] = field(default_factory=list)
     prune_manifest: dict[str, Any] | None = None
+    structure_pretraining: dict[str, Any] | None = None  # the KGE stage, when structure_from is a model
 
     @property
     def device(self) -> torch.device:
@@ -126,7 +128,22 @@ def calibration_samples(
     return samples
 
 
-def _build_model(config: ElmmConfig, run_loaded: LoadedModel, dataset: KGDataset, bank: ImageBank) -> ElmmModel:
+def structure_features(config: ElmmConfig, dataset: KGDataset) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
+    """Train the ``prompt.structure_from`` KGE model on the training split for
+    ``prompt.structure_minutes`` → its entity and (inverse-extended) relation feature rows and
+    what the training did."""
+    name = config.prompt.structure_from
+    model, info = train_kge(dataset, name, minutes=config.prompt.structure_minutes, seed=config.train.seed)
+    return kge_features(model, name), info
+
+
+def _build_model(
+    config: ElmmConfig,
+    run_loaded: LoadedModel,
+    dataset: KGDataset,
+    bank: ImageBank,
+    features: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> ElmmModel:
     return ElmmModel(
         run_loaded.model,
         dataset.num_entities,
@@ -137,6 +154,7 @@ def _build_model(config: ElmmConfig, run_loaded: LoadedModel, dataset: KGDataset
         use_image_view=not config.ablation.no_image_view,
         plain_head=config.ablation.plain_head,
         structure_tokens=config.prompt.structure_tokens,
+        structure_features=features,
     )
 
 
@@ -174,8 +192,12 @@ def build_run(config: ElmmConfig, show_progress: bool = True) -> ElmmRun:
         manifest = prune_(loaded, prune_config, samples).to_manifest()
     targets = add_lora(loaded.model, config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.targets)
     set_trainable(loaded.model, config.prune.trainable)
-    model = _build_model(config, loaded, dataset, bank)
-    return ElmmRun(config, dataset, loaded, model, prompter, bank, source, targets, manifest)
+    features, pretraining = None, None
+    if config.prompt.structure_tokens and config.prompt.structure_from != "learned":
+        with torch.random.fork_rng():  # the ELMM parts start alike whether or not a KGE trained first
+            features, pretraining = structure_features(config, dataset)
+    model = _build_model(config, loaded, dataset, bank, features)
+    return ElmmRun(config, dataset, loaded, model, prompter, bank, source, targets, manifest, pretraining)
 
 
 def save_checkpoint(run: ElmmRun, out: Path) -> Path:
@@ -213,8 +235,11 @@ def load_elmm(path: str | Path, show_progress: bool = False) -> ElmmRun:
     inject_lora(loaded.model, config.lora.rank, config.lora.alpha, config.lora.dropout, meta["lora_targets"])
     source = meta["image_source"]
     bank = _image_bank(config, dataset, loaded, source, show_progress)
-    model = _build_model(config, loaded, dataset, bank)
     state = load_file(str(path / "elmm.safetensors"))
+    features = None
+    if "entity_structure.features" in state:  # rows of the KGE the run trained: stored, not retrained
+        features = (state["entity_structure.features"], state["relation_structure.features"])
+    model = _build_model(config, loaded, dataset, bank, features)
     missing, unexpected = model.load_state_dict(state, strict=False)
     stored = set(checkpoint_state(model))
     if unexpected or stored - set(state):
@@ -341,6 +366,7 @@ def run_elmm(
             "loss_last": outcome.mean_loss_last,
             "trainable_parameters": trainable,
         },
+        structure_pretraining=run.structure_pretraining,
         pruning=run.prune_manifest
         and {k: run.prune_manifest[k] for k in ("pruned_layers", "init", "k", "error", "parameters")},
         images={"source": run.image_source, "per_entity": config.images.per_entity},
