@@ -26,36 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prune_compensate_recipes.mkgc.cli import load_any  # noqa: E402
 from prune_compensate_recipes.mkgc.data import relation_categories  # noqa: E402
 from prune_compensate_recipes.mkgc.evaluate import evaluate_link_prediction, metrics_document, metrics_table  # noqa: E402
+from prune_compensate_recipes.mkgc.kge import KGE_SETTINGS, train_kge  # noqa: E402
 
-# Hyper-parameters: common published settings scaled to a CPU budget.
-MODELS = {
-    "transe": dict(
-        model="TransE",
-        model_kwargs=dict(embedding_dim=200, scoring_fct_norm=1),
-        lr=1e-3,
-        loss="MarginRankingLoss",
-        loss_kwargs=dict(margin=5.0),
-        negatives=16,
-    ),
-    # 64 negatives at lr 1e-3 left RotatE at chance after 8 epochs (9 min) on DB15K; fewer negatives
-    # per step and a larger step fit a CPU budget better
-    "rotate": dict(
-        model="RotatE",
-        model_kwargs=dict(embedding_dim=200),
-        lr=5e-3,
-        loss="NSSALoss",
-        loss_kwargs=dict(margin=9.0, adversarial_temperature=1.0),
-        negatives=16,
-    ),
-    "complex": dict(
-        model="ComplEx",
-        model_kwargs=dict(embedding_dim=200),
-        lr=1e-3,
-        loss="SoftplusLoss",
-        loss_kwargs={},
-        negatives=16,
-    ),
-}
+MODELS = KGE_SETTINGS  # hyper-parameters: common published settings scaled to a CPU budget
 
 
 class PyKEENScorer:
@@ -111,56 +84,6 @@ def make_scorer(name: str, model: torch.nn.Module, data) -> PyKEENScorer:  # noq
     return scorer
 
 
-def train_one(name: str, data, epochs: int, minutes: float, batch_size: int, seed: int) -> tuple[object, dict]:  # noqa: ANN001
-    from pykeen.losses import loss_resolver
-    from pykeen.models import model_resolver
-    from pykeen.training import SLCWATrainingLoop
-    from pykeen.triples import TriplesFactory
-
-    spec = MODELS[name]
-    torch.manual_seed(seed)
-    factory = TriplesFactory(
-        data.train,
-        entity_to_id={e: i for i, e in enumerate(data.entities)},
-        relation_to_id={r: i for i, r in enumerate(data.relations)},
-    )
-    model = model_resolver.make(
-        spec["model"],
-        spec["model_kwargs"],
-        triples_factory=factory,
-        loss=loss_resolver.make(spec["loss"], spec["loss_kwargs"]),
-        random_seed=seed,
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec["lr"])
-    loop = SLCWATrainingLoop(
-        model=model,
-        triples_factory=factory,
-        optimizer=optimizer,
-        negative_sampler_kwargs=dict(num_negs_per_pos=spec["negatives"]),
-    )
-    start, done, losses = time.perf_counter(), 0, []
-    while done < epochs and (time.perf_counter() - start) < minutes * 60:
-        losses += loop.train(
-            triples_factory=factory,
-            num_epochs=done + 1,
-            batch_size=batch_size,
-            continue_training=done > 0,
-            use_tqdm=False,
-        )
-        done += 1
-    seconds = time.perf_counter() - start
-    info = {
-        "epochs": done,
-        "train_seconds": seconds,
-        "seconds_per_epoch": seconds / max(done, 1),
-        "final_loss": losses[-1] if losses else None,
-        "batch_size": batch_size,
-        "seed": seed,
-        **spec,
-    }
-    return model.eval(), info
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", required=True, help="staged name, folder, or nations/kinships/umls")
@@ -177,7 +100,9 @@ def main() -> None:
     categories = relation_categories(data.train, data.num_relations)
     rows = {}
     for name in args.models:
-        model, info = train_one(name, data, args.epochs, args.minutes, args.batch_size, args.seed)
+        model, info = train_kge(
+            data, name, minutes=args.minutes, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed
+        )
         start = time.perf_counter()
         with torch.no_grad():
             common = dict(
@@ -201,6 +126,7 @@ def main() -> None:
             eval_seconds=time.perf_counter() - start,
         )
         out = Path(args.out) / f"{name}_{data.name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(document, indent=2) + "\n")
         rows[f"{name} ({info['epochs']} ep)"] = document
         Console().print(f"{name}: {info['epochs']} epochs in {info['train_seconds']:.0f}s -> {out}")
