@@ -153,6 +153,8 @@ class TofuConfig:
             raise PCError("model.hidden must be even (RotatE) and divisible by model.me_heads", "fix the config")
         if min(self.model.se_layers, self.model.gp_layers) < 1 or self.structure.hops < 1:
             raise PCError("model.se_layers, model.gp_layers and structure.hops must be ≥ 1", "fix the config")
+        if self.structure.hops > 100:  # a context's hop counts are stored in a byte
+            raise PCError(f"structure.hops must be ≤ 100, got {self.structure.hops}", "fix the config")
         if self.train.batch_size < 1 or self.eval.batch_size < 1:
             raise PCError("train.batch_size and eval.batch_size must be ≥ 1", "fix the config")
         if self.train.mixed_precision not in ("no", "bf16"):

@@ -212,7 +212,7 @@ class ContextSampler:
         example_query, examples = pool_query[chosen], pool[chosen]
         # BFS from 3B seed sets at once: search s = kind·B + query, kind 0 = the query entity,
         # 1 = the examples' heads, 2 = their tails; dist (3, B, N) hop counts, `far` = not reached
-        dist = torch.full((3 * b * n,), far, dtype=torch.long)
+        dist = torch.full((3 * b * n,), far, dtype=torch.uint8)  # hop counts ≤ hops + 1: a byte each
         search = torch.cat([torch.arange(b), b + example_query, 2 * b + example_query])
         node = torch.cat([entities, g.src[examples], g.dst[examples]])
         frontier = torch.unique(search * n + node)
@@ -237,7 +237,7 @@ class ContextSampler:
         dist = dist.view(3, b, n)
         in_context = (dist < far).any(0)  # (B, N)
         node_graph, node_id = in_context.nonzero(as_tuple=True)  # by query, then entity id
-        d_q, d_h, d_t = dist[:, node_graph, node_id]
+        d_q, d_h, d_t = dist[:, node_graph, node_id].long()
         position = torch.full((b * n,), -1, dtype=torch.long)
         position[node_graph * n + node_id] = torch.arange(node_graph.numel())
         # context edges: out-edges of context nodes whose target is in the same context
