@@ -198,8 +198,10 @@ class MixtureOfMessages(nn.Module):
         relations: torch.Tensor,
         query: torch.Tensor,
     ) -> torch.Tensor:
-        """Messages along M (query, edge) pairs: ``h`` ``(M, d)`` source states, ``row_graph``
-        ``(M,)`` the query of each, ``edge_rel`` ``(M,)`` the edge's relation → ``(M, d)``."""
+        """Messages of M (query, source entity, relation) groups: ``h`` ``(M, d)`` the source
+        states, ``row_graph`` ``(M,)`` each one's query, ``edge_rel`` ``(M,)`` its relation →
+        ``(M, d)``. A message does not depend on its target, so the propagation computes one per
+        group and carries it along each of the group's edges."""
         r = self.relation(relations)  # (B, 2R, d), projected once for all uses
         r_and_query = torch.cat([r, query.unsqueeze(1).expand_as(r)], -1)
         w = self._mixture(r, r_and_query)  # (B, 2R, K)
