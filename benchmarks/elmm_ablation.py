@@ -35,6 +35,10 @@ VARIANTS = {
     "k6": ["prune.k=6"],
     "plain_head": ["ablation.plain_head=true"],
     "no_structure_tokens": ["prompt.structure_tokens=false"],
+    # beyond the paper: structure tokens from a PyKEEN RotatE trained for 1 minute first, beside a
+    # rerun of the full config (tokens learned from zero) in the same session
+    "learned_structure": [],
+    "rotate_structure": ["prompt.structure_from=rotate", "prompt.structure_minutes=1"],
 }
 
 
