@@ -5,12 +5,13 @@
 # TOFU: the CPU settings of tofu_runs.sh with the unreached prior (GP 4 layers on MKG-Y, where
 # 70 % of answers are more than 2 hops away), weights selected on valid triples that are not
 # training triples. RotatE: benchmarks/mkgc_baselines.py (PyKEEN), same minutes and seed.
-#   bash benchmarks/tofu_transductive.sh ["seeds"] ["graphs"]    default: "0 1" "DB15K MKG-W MKG-Y"
-# → benchmarks/results/tofu_<DATASET>_full_seed<S>.json and rotate_<DATASET>_seed<S>.json; a result
+#   bash benchmarks/tofu_transductive.sh ["seeds"] ["graphs"] [tag overrides...]   default: "0 1" "DB15K MKG-W MKG-Y"
+# → benchmarks/results/tofu_<DATASET>_full[_<tag>]_seed<S>.json and rotate_<DATASET>_seed<S>.json; a result
 # file that exists is kept (the run resumes where an interrupted one stopped), FORCE=1 reruns it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seeds="${1:-0 1}"; graphs="${2:-DB15K MKG-W MKG-Y}"
+seeds="${1:-0 1}"; graphs="${2:-DB15K MKG-W MKG-Y}"; tag="${3:+_$3}"
+shift $(( $# < 3 ? $# : 3 ))  # what is left: TOFU config overrides of this variant
 CPU=(model.se_layers=3 model.gp_layers=2 train.batch_size=32 structure.max_nodes_per_hop=16
      train.eval_every=100 train.valid_triples=200 eval.batch_size=32 eval.test_triples=0 model.unreached_prior=true)
 declare -A SLUG=([DB15K]=db15k [MKG-W]=mkgw [MKG-Y]=mkgy)
@@ -18,15 +19,15 @@ declare -A MINUTES=([DB15K]=8 [MKG-W]=4 [MKG-Y]=4)
 declare -A EXTRA=([DB15K]="" [MKG-W]="" [MKG-Y]="model.gp_layers=4")
 for seed in $seeds; do
   for ds in $graphs; do
-    result="benchmarks/results/tofu_${ds}_full_seed$seed.json"
+    result="benchmarks/results/tofu_${ds}_full${tag}_seed$seed.json"
     if [[ -f $result && -z ${FORCE:-} ]]; then
       echo "kept $result"
     else
-      out="runs/tofu_transductive/${ds}_seed$seed"
+      out="runs/tofu_transductive/${ds}${tag}_seed$seed"
       rm -rf "$out"
       # shellcheck disable=SC2086
       pc run tofu --config "tofu_${SLUG[$ds]}.yaml" "${CPU[@]}" ${EXTRA[$ds]} "train.max_minutes=${MINUTES[$ds]}" \
-        "train.seed=$seed" "out=$out" --quiet
+        "train.seed=$seed" "$@" "out=$out" --quiet
       cp "$out/metrics_${ds}_transductive.json" "$result"
     fi
     result="benchmarks/results/rotate_${ds}_seed$seed.json"
