@@ -177,6 +177,24 @@ def test_models_that_need_an_image_in_every_prompt(family_dirs: dict) -> None:
         check_images([CalibrationSample("a")], BatchEncoder(blip.processor, 32), needs_images=True)
 
 
+def test_model_without_its_image_processor_is_refused_in_one_line(family_dirs: dict) -> None:
+    """Loaded without an image processor, a model calibrates on text alone. One whose forward
+    requires another input (BLIP: ``pixel_values``) or refuses text alone (Pix2Struct wants
+    ``flattened_patches``) is refused before any work, with the reason, instead of a traceback
+    from inside transformers; text models and VLMs with their processor are not affected."""
+    from prune_compensate.calibration.forward import text_only_failure
+    from prune_compensate.testing.survey import survey_family
+
+    blip = survey_family("blip", "BlipForConditionalGeneration", [])
+    assert (blip.status, blip.stage) == ("refused", "prune")
+    assert "does not run on text alone (its forward requires pixel_values)" in blip.reason
+    pix2struct = survey_family("pix2struct", "Pix2StructForConditionalGeneration", [])
+    assert pix2struct.status == "refused" and "ValueError: You have to specify flattened_patches" in pix2struct.reason
+    for name in ("llama", "llava"):
+        loaded = load_model(family_dirs[name])
+        assert text_only_failure(loaded.model, BatchEncoder(loaded.processor, 32)) is None, name
+
+
 def test_embedded_default_prunes_a_vlm_end_to_end(family_dirs: dict) -> None:
     """The embedded image + text default through prune_ itself: probes never mix text and image
     samples in one batch (processors cannot pad such a batch), and the held-out report sees both."""

@@ -288,6 +288,45 @@ def model_needs_images(model: nn.Module, encoder: BatchEncoder) -> bool:
     return False
 
 
+# Forward arguments through which a model takes something other than text (image pixels or
+# patches, precomputed image features, layout boxes): a model that accepts one may need it.
+NON_TEXT_INPUTS = ("pixel_values", "flattened_patches", "image_embeds", "pixel_values_videos", "bbox")
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+def text_only_failure(model: nn.Module, encoder: BatchEncoder) -> str | None:
+    """Why ``model`` cannot run on text alone, or ``None`` when it can (or takes text only).
+
+    Asked when no image processor came with the model (a folder without
+    ``preprocessor_config.json``): the calibration is then text-only, and a model whose forward
+    requires other inputs (BLIP's ``pixel_values``, PI0's ``state``) or refuses a text-only call
+    naming one (IDEFICS, Pix2Struct, UDOP, vision encoder–decoders) would crash inside transformers
+    mid-run.
+    Text models are never probed: only a forward that accepts a non-text input gets one tiny
+    text-only call."""
+    params = inspect.signature(model.forward).parameters
+    required = [
+        name
+        for name, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and name not in TEXT_INPUTS
+    ]
+    if required:
+        return f"its forward requires {', '.join(required)}"
+    if not any(name in params for name in NON_TEXT_INPUTS):
+        return None
+    try:
+        run_forward(model, encoder([CalibrationSample("a", [], "text-only probe")]), TokenMask())
+    except (ValueError, TypeError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        # only a failure that names a non-text input: an encoder–decoder probed without its
+        # decoder inputs (T5Gemma 2) fails for another reason and calibrates fine
+        if any(word in message.lower() for word in (*NON_TEXT_INPUTS, "image", "pixel", "patches")):
+            return f"{type(err).__name__}: {message}"
+    return None
+
+
 def calibration_for(
     model: nn.Module,
     encoder: BatchEncoder,
@@ -297,6 +336,12 @@ def calibration_for(
     """What ``profile`` and ``prune_`` calibrate on: ``samples`` as given (checked against what the
     model needs, ``check_images``), or ``config``'s source read and, for a model that takes images,
     the embedded default turned image + text (``for_model``)."""
+    if not encoder.has_images and (reason := text_only_failure(model, encoder)) is not None:
+        raise PCError(
+            f"{type(model).__name__} does not run on text alone ({reason}), and no image processor "
+            "was loaded with it, so it cannot be calibrated",
+            "load it from a folder or hub id that holds its image processor (preprocessor_config.json)",
+        )
     needs_images = model_needs_images(model, encoder)
     if samples is None:
         return for_model(read_samples(config), config, encoder, needs_images)
