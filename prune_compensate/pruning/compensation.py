@@ -152,7 +152,11 @@ class EmptyCacheLayer(DummyLayer):
     """transformers' ``DummyLayer`` (skipped by the cache and mask builders when they read the
     sequence length, never updated) whose keys and values are empty tensors instead of ``None``:
     some models read ``layer.keys.numel()`` on every layer of the cache (Mllama checks each index
-    for cached cross-attention states), which fails on ``None``."""
+    for cached cross-attention states), which fails on ``None``; others read ``layer._layer_type``
+    on every layer (Unlimited-OCR looks for its reference sliding-window layer): a dropped layer
+    has no attention type."""
+
+    _layer_type: str | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
