@@ -45,3 +45,31 @@ def test_survey_runs_a_generic_and_a_hand_built_family(image_paths: list[str]) -
     assert (generic.status, generic.path, generic.decoder) == ("supported", "text", "model.language_model.layers")
     hand = survey_family("llava", "LlavaForConditionalGeneration", image_paths[:1])
     assert (hand.status, hand.path) == ("supported", "images")
+
+
+def test_shrink_config_keeps_the_relations_models_check() -> None:
+    """Each relation broke a family's tiny build before: one entry per layer in every per-layer list
+    (Step 3.7's ``mlp_layer_types``, Mistral Large 4's ``kv_source_layers``), key/value heads equal
+    to query heads in multi-head latent attention (GLM-5), the MLA head width equal to its rotary
+    part (Kimi K2.5, Mistral 4), rotary sections summing to half the rotated width (GLM-4V-MoE
+    rotates half the head; Ernie 4.5-VL stacks the first two sections), and 0 staying "none"."""
+    from transformers import AutoConfig
+
+    large = shrink_config(AutoConfig.for_model("mistral_large4")).text_config
+    n = large.num_hidden_layers
+    assert len(large.mlp_layer_types) == len(large.layer_types) == len(large.no_rope_layers) == n
+    assert large.kv_source_layers == list(range(n)) and set(large.mlp_layer_types) == {"dense", "sparse"}
+    glm5 = shrink_config(AutoConfig.for_model("glm5_next")).text_config
+    assert glm5.num_key_value_heads == glm5.num_attention_heads and glm5.qk_rope_head_dim == 0
+    glm4v = shrink_config(AutoConfig.for_model("glm4v_moe")).text_config
+    assert sum(glm4v.rope_parameters["mrope_section"]) == 4
+    ernie = shrink_config(AutoConfig.for_model("ernie4_5_vl_moe")).text_config
+    first, second, _ = ernie.rope_parameters["mrope_section"]
+    assert first == second and sum(ernie.rope_parameters["mrope_section"]) == 8
+    for model_type, model_class in [
+        ("kimi_k25", "Kimi_K25ForConditionalGeneration"),
+        ("glm4v_moe", "Glm4vMoeForConditionalGeneration"),
+        ("unlimited_ocr", "UnlimitedOcrForConditionalGeneration"),  # reads _layer_type on every cache layer
+    ]:
+        row = survey_family(model_type, model_class, [])
+        assert row.status == "supported", (model_type, row.reason)

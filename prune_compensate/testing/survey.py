@@ -73,29 +73,67 @@ def registered_families() -> dict[str, str]:
     return dict(sorted(names.items()))
 
 
+def _mrope_section(config: Any, rope: dict) -> list[int]:
+    """Multimodal rotary sections (time, height, width) summing to half the rotary width of a
+    16-wide head: Ernie 4.5-VL stacks the first two, so they are equal; GLM-4V rotates half the head
+    (``partial_rotary_factor``), so its sections sum to 4, not 8."""
+    factor = rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", None) or 1.0)
+    total = int(TINY_SIZES["head_dim"] * factor) // 2
+    side = total // 3 + (total % 3 == 2)
+    return [side, side, total - 2 * side]
+
+
+def _shrink_per_layer_lists(config: Any, layers: int | None) -> None:
+    """Per-layer lists (``layer_types``, ``mlp_layer_types``, ``no_rope_layers``, ``kv_source_layers``,
+    …) at one shared length with two layers of each kind, so a hybrid stack keeps two attention
+    layers (one may be pruned) and the config's own validators (one entry per layer) pass."""
+    lists = {
+        key: value
+        for key, value in vars(config).items()
+        if isinstance(value, list)
+        and value
+        and (key.endswith("layer_types") or (layers is not None and layers > 2 and len(value) == layers))
+    }
+    if not lists:
+        return
+    length = TINY_SIZES["num_hidden_layers"] * max(len(dict.fromkeys(map(str, v))) for v in lists.values())
+    for key, value in lists.items():
+        if value == list(range(len(value))):  # layer indices (a layer that reads its own KV)
+            setattr(config, key, list(range(length)))
+        else:
+            kinds = list(dict.fromkeys(value))
+            setattr(config, key, [kinds[i % len(kinds)] for i in range(length)])
+    if hasattr(config, "num_hidden_layers"):
+        config.num_hidden_layers = length
+
+
 def shrink_config(config: Any, seen: set[int] | None = None) -> Any:
-    """Set every size field in ``config`` and its sub-configs to ``TINY_SIZES`` (in place)."""
+    """Set every size field in ``config`` and its sub-configs to ``TINY_SIZES`` (in place; 0 means
+    "none" and stays: GLM-5's sparse-attention layers have no rotary part), keeping
+    the relations the model's code relies on: per-layer lists one entry per layer, key/value heads
+    equal to query heads where they were (multi-head latent attention), an MLA head width equal to
+    its rotary part where it was, rotary sections that fit the tiny head."""
     from transformers import PretrainedConfig
 
     seen = seen if seen is not None else set()
     if id(config) in seen:
         return config
     seen.add(id(config))
+    original = dict(vars(config))
     for key, value in list(vars(config).items()):
         if isinstance(value, PretrainedConfig):
             shrink_config(value, seen)
-        elif key in TINY_SIZES and isinstance(value, int) and not isinstance(value, bool):
+        elif key in TINY_SIZES and isinstance(value, int) and not isinstance(value, bool) and value > 0:
             setattr(config, key, TINY_SIZES[key])
-        elif key.endswith("layer_types") and isinstance(value, list) and value:
-            # two layers of each kind, so a hybrid stack keeps two attention layers (one may be pruned)
-            kinds = list(dict.fromkeys(value))
-            setattr(config, key, kinds * TINY_SIZES["num_hidden_layers"])
         elif key == "rope_parameters" and isinstance(value, dict) and "vision" not in type(config).__name__.lower():
-            # multimodal rotary sections (given or defaulted by the model) must sum to half the head width
-            setattr(config, key, {**value, "mrope_section": [2, 3, 3]})
-    types = getattr(config, "layer_types", None)
-    if isinstance(types, list) and hasattr(config, "num_hidden_layers"):
-        config.num_hidden_layers = len(types)
+            setattr(config, key, {**value, "mrope_section": _mrope_section(config, value)})
+    _shrink_per_layer_lists(config, original.get("num_hidden_layers"))
+    if original.get("num_key_value_heads") is not None and original.get("num_key_value_heads") == original.get(
+        "num_attention_heads"
+    ):
+        config.num_key_value_heads = config.num_attention_heads
+    if original.get("qk_rope_head_dim") is not None and original.get("head_dim") == original["qk_rope_head_dim"]:
+        config.head_dim = config.qk_rope_head_dim
     if getattr(config, "sliding_window", 0) is None and "sliding_attention" in str(getattr(config, "layer_types", "")):
         config.sliding_window = 8
     return config
@@ -148,6 +186,13 @@ def build_from_config(model_type: str, class_name: str, out: Path) -> Path:
     model = getattr(transformers, class_name)(config).eval()
     model.save_pretrained(out)
     wordpiece().save_pretrained(out)
+    # A tiny config that does not survive its own save and reload (a validator refuses it, or a size
+    # derived at init comes out different) is a failure to build, not a failure of loading.
+    again = getattr(transformers, class_name)(AutoConfig.from_pretrained(out))
+    built = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    changed = [name for name, t in again.state_dict().items() if built.get(name, tuple(t.shape)) != tuple(t.shape)]
+    if changed:
+        raise ValueError(f"the tiny config does not survive a save and reload: {changed[0]} changes shape")
     return out
 
 
