@@ -56,7 +56,13 @@ DecoderOpt = Annotated[
     str | None,
     typer.Option(help="Dotted path of the block list to prune (skips the search), e.g. model.language_model.layers."),
 ]
-StackOpt = Annotated[str, typer.Option(help="Encoder–decoders: prune the decoder (default) or the encoder.")]
+StackOpt = Annotated[
+    str,
+    typer.Option(
+        help="Encoder–decoders: prune the decoder (default), the encoder, or both (pc prune: the K most "
+        "redundant units over the two stacks, the encoder fitted first)."
+    ),
+]
 UnitOpt = Annotated[
     str,
     typer.Option(

@@ -81,22 +81,30 @@ def plot_profile(result: ProfileResult, path: str | Path) -> None:
 def prune_tables(result: PruneResult) -> list[Table]:
     """Summary (parameters, KV cache), chosen layers with scores, and the held-out error table."""
     units = "blocks" if result.unit == "block" else "attention layers"
-    summary = Table(title=f"Pruned {result.k} {units} of {result.model_class} (init={result.init})")
+    earlier = result.earlier_stacks  # --stack both: the encoder's round ran first
+    total = result.k + sum(round_["k"] for round_ in earlier)
+    summary = Table(title=f"Pruned {total} {units} of {result.model_class} (init={result.init})")
     summary.add_column("")
     summary.add_column("before", justify="right")
     summary.add_column("after", justify="right")
-    summary.add_row("parameters", f"{result.parameters['before']:,}", f"{result.parameters['after']:,}")
+    before = earlier[0]["parameters"]["before"] if earlier else result.parameters["before"]
+    summary.add_row("parameters", f"{before:,}", f"{result.parameters['after']:,}")
     kv = result.kv_cache_bytes_per_token
     if kv is not None:
         summary.add_row("KV cache bytes / token", f"{kv['before']:,}", f"{kv['after']:,}")
     else:
         summary.add_row("KV cache bytes / token", "— (encoder: no KV cache)", "—")
     layers = Table(title="Chosen layers")
+    if earlier:
+        layers.add_column("stack")
     layers.add_column("layer", justify="right")
     layers.add_column("cosine (profile)", justify="right")
-    for layer in result.pruned_layers:
-        score = result.scores.get(layer)
-        layers.add_row(str(layer), "—" if score is None else f"{score:.4f}")
+    rounds = [(r["decoder"]["blocks"], r["pruned_layers"], r["scores"]) for r in earlier]
+    rounds.append((result.decoder["blocks"], result.pruned_layers, result.scores))
+    for blocks, pruned, scores in rounds:
+        for layer in pruned:
+            score = scores.get(layer, scores.get(str(layer)))
+            layers.add_row(*([blocks] if earlier else []), str(layer), "—" if score is None else f"{score:.4f}")
     tables = [summary, layers]
     if result.error:
         first = next(iter(result.error.values()))

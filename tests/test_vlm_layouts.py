@@ -42,6 +42,58 @@ def test_encoder_stack_has_no_kv_cache_to_report(family_dirs: dict, image_paths:
     assert result.error["lstsq"]["relative"] < result.error["none"]["relative"]
 
 
+def test_both_stacks_drop_the_most_redundant_over_encoder_and_decoder(
+    family_dirs: dict, image_paths: list[str], tmp_path: Path
+) -> None:
+    """``--stack both``: the K units with the highest residual cosine over the two stacks (each
+    stack's own profile on the fitting samples says which), the encoder's round first; the
+    checkpoint holds both stacks' replacements and reloads to the same outputs."""
+    import torch
+
+    from prune_compensate import load_pruned, save_pruned
+    from prune_compensate.pruning.profile import ProfileConfig, profile
+
+    samples = [CalibrationSample(t, image_paths[:1], f"s{i}") for i, t in enumerate(TEXTS * 2)]
+    fit = samples[:6]  # held_out=0.25 of 8 holds out the last 2
+    loaded = load_model(family_dirs["florence2"])
+    cosines = []
+    for stack in ("encoder", "decoder"):
+        result = profile(loaded, ProfileConfig(k=0, stack=stack, show_progress=False), fit)
+        cosines += [(layer.cosine_mean, stack, layer.index) for layer in result.layers]
+    ranked = sorted(cosines, reverse=True)
+    decoder_layers = sum(stack == "decoder" for _, stack, _ in cosines)
+    # the smallest K whose top K spans both stacks and keeps a decoder layer for generate
+    k = next(
+        k
+        for k in range(2, len(ranked))
+        if {s for _, s, _ in ranked[:k]} == {"encoder", "decoder"}
+        and sum(s == "decoder" for _, s, _ in ranked[:k]) < decoder_layers
+    )
+    expected = {stack: sorted(i for _, s, i in ranked[:k] if s == stack) for stack in ("encoder", "decoder")}
+    result = prune_(loaded, PruneConfig(k=k, stack="both", held_out=0.25, show_progress=False), samples)
+    (encoder_round,) = result.earlier_stacks
+    assert encoder_round["decoder"]["blocks"] == "model.language_model.encoder.layers"
+    assert encoder_round["pruned_layers"] == expected["encoder"] and result.pruned_layers == expected["decoder"]
+    assert result.decoder["caches"] and result.kv_cache_bytes_per_token is not None
+    out = save_pruned(loaded.model, loaded.processor, tmp_path / "both", result.to_manifest())
+    reloaded = load_pruned(out)
+    replaced = [n for n, m in reloaded.model.named_modules() if type(m).__name__ == "LinearCompensation"]
+    assert sum(".encoder." in n for n in replaced) == len(expected["encoder"])
+    assert sum(".decoder." in n for n in replaced) == len(expected["decoder"])
+    encoder = BatchEncoder(reloaded.processor, 32)
+    encoder.decoder_text = True
+    inputs = encoder(samples[:2])
+    with torch.no_grad():
+        diff = (loaded.model(**inputs).logits - reloaded.model(**inputs).logits).abs().max()
+    assert diff <= 1e-5
+    with pytest.raises(PCError, match="one stack at a time"):
+        ProfileConfig(stack="both")
+    with pytest.raises(PCError, match="not of both"):
+        prune_(loaded, PruneConfig(layers=[0], stack="both", show_progress=False), samples)
+    with pytest.raises(PCError, match="one text stack"):
+        prune_(load_model(family_dirs["llama"]), PruneConfig(k=1, stack="both", show_progress=False), samples)
+
+
 def test_pc_prune_decoder_option(family_dirs: dict, image_paths: list[str], tmp_path: Path) -> None:
     calib = write_jsonl(tmp_path / "c.jsonl", TEXTS, image_paths[:1])
     args = ["prune", str(family_dirs["florence2"]), "--calib", str(calib), "--out", str(tmp_path / "o"), "--quiet"]

@@ -163,11 +163,12 @@ def _input_embedding(model: nn.Module) -> nn.Module | None:
     return embedding
 
 
-STACKS = ("decoder", "encoder")
+STACKS = ("decoder", "encoder", "both")  # both: pruning only (the K most redundant over the two stacks)
 
 
 def check_stack(stack: str) -> None:
-    """``--stack`` is ``decoder`` or ``encoder`` (checked by the configs, before any model is loaded)."""
+    """``--stack`` is ``decoder``, ``encoder`` or (for pruning) ``both`` (checked by the configs,
+    before any model is loaded)."""
     if stack not in STACKS:
         raise PCError(f"unknown --stack {stack!r}", f"use one of {', '.join(STACKS)}")
 
@@ -265,6 +266,8 @@ def find_decoder(model: nn.Module, path: str | None = None, stack: str = "decode
     none fits.
     """
     check_stack(stack)
+    if stack == "both":
+        raise PCError("find_decoder locates one stack", "pass stack='encoder' or stack='decoder'")
     candidates = _block_lists(model)
     root = _encoder_root(model)
     if path is not None:

@@ -66,6 +66,11 @@ class ProfileConfig:
 
     def __post_init__(self) -> None:
         check_stack(self.stack)
+        if self.stack == "both":
+            raise PCError(
+                "a profile ranks one stack at a time",
+                "use --stack encoder or decoder (pc prune --stack both ranks both)",
+            )
         check_unit(self.unit)
 
 

@@ -17,7 +17,7 @@ serialisable result (the manifest written beside a checkpoint). Steps:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -64,6 +64,9 @@ class PruneResult:
     calibration: dict[str, Any]
     decoder: dict[str, Any]
     model_class: str
+    # ``--stack both``: the manifests of the rounds on the other stack, run first in the same call
+    # (the encoder's); this result is the decoder's round
+    earlier_stacks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_manifest(self) -> dict[str, Any]:
         data = asdict(self)
@@ -206,10 +209,57 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _prune_both_stacks(
+    model: nn.Module, encoder: BatchEncoder, samples: list[CalibrationSample], config: PruneConfig
+) -> PruneResult:
+    """``--stack both`` on an encoder–decoder: profile the encoder's and the decoder's units on the
+    same fitting samples, drop the K with the highest residual cosine over both stacks, and prune
+    one stack after the other, the encoder first, so that the decoder's compensation is fitted on
+    what the pruned encoder feeds its cross-attention (bottom-up across the stacks). Returns the
+    decoder's round, with the encoder's manifest in ``earlier_stacks``; the held-out error report
+    is the decoder round's (its variants, with the encoder already pruned)."""
+    name = type(model).__name__
+    if config.layers is not None or config.decoder is not None or config.profile is not None:
+        raise PCError(
+            "--layers, --decoder and --profile name units of one stack, not of both",
+            "use --k with --stack both, or --stack encoder|decoder with them",
+        )
+    fit, _ = split_samples(samples, config.held_out)
+    if not fit:
+        raise PCError("no calibration samples left to fit on", "pass more samples or a smaller held-out share")
+    candidates: list[tuple[float, str, int]] = []
+    for stack in ("encoder", "decoder"):
+        profile_config = ProfileConfig(
+            k=0,
+            calibration=config.calibration,
+            time_layers=False,
+            show_progress=config.show_progress,
+            stack=stack,
+            unit=config.unit,
+        )
+        result = profile_samples(model, encoder, fit, profile_config)
+        done = set(result.replaced)
+        candidates += [(layer.cosine_mean, stack, layer.index) for layer in result.layers if layer.index not in done]
+    k = resolve_k(config.k, len(candidates), name, minimum=1)
+    chosen: dict[str, dict[int, float]] = {"encoder": {}, "decoder": {}}
+    for cosine, stack, index in sorted(candidates, key=lambda c: -c[0])[:k]:
+        chosen[stack][index] = cosine
+    rounds = []
+    for stack in ("encoder", "decoder"):
+        if chosen[stack]:
+            result = prune_samples(model, encoder, samples, replace(config, stack=stack, layers=sorted(chosen[stack])))
+            result.scores = dict(sorted(chosen[stack].items()))
+            rounds.append(result)
+    rounds[-1].earlier_stacks = [r.to_manifest() for r in rounds[:-1]]
+    return rounds[-1]  # (the encoder's alone when every chosen unit sits in the encoder)
+
+
 def prune_samples(
     model: nn.Module, encoder: BatchEncoder, samples: list[CalibrationSample], config: PruneConfig
 ) -> PruneResult:
     """``prune_`` on already-read samples: the core of the public function."""
+    if config.stack == "both":
+        return _prune_both_stacks(model, encoder, samples, config)
     attention_layout = find_decoder(model, config.decoder, config.stack)
     layout = block_units(attention_layout) if config.unit == "block" else attention_layout
     k = check_choice(layout, model, config)  # before any forward pass
