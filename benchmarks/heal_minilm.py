@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from prune_compensate import CalibrationConfig, CalibrationSample, PruneConfig, load_model, prune_, read_samples
 from prune_compensate.eval import EvalConfig, evaluate
 from prune_compensate.pruning.heal import HealConfig
@@ -44,6 +46,11 @@ def main() -> None:
         help="task: fit and heal on short texts (names and descriptions of the calibration's entities)",
     )
     parser.add_argument("--tag", default="", help="suffix of the result file name")
+    parser.add_argument("--eval-every", type=int, default=25, help="held-out evaluation interval (steps)")
+    parser.add_argument("--patience", type=int, default=4, help="evaluations without a gain before stopping")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--train-norms", action="store_true", help="also train the norms of the healed blocks")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the model, fit, heal and retrieval)")
     args = parser.parse_args()
     calibration = CalibrationConfig(n_samples=1300)
     samples = read_samples(calibration)
@@ -55,11 +62,19 @@ def main() -> None:
         random.Random(0).shuffle(texts)
         samples = [CalibrationSample(t, [], f"task:{i}") for i, t in enumerate(texts[:1300])]
     eval_config = EvalConfig(text=None, pairs=str(pairs), batch_size=64, max_length=128, show_progress=False)
-    dense = {m.metric: m.pruned for m in evaluate(load_model(), None, eval_config).metrics}
+    dense = {m.metric: m.pruned for m in evaluate(load_model(device=args.device), None, eval_config).metrics}
     rows = []
     variants = [tuple(v.split(":")) for v in args.variants.split(",")]
     for init, objective in variants:
-        heal = HealConfig(steps=args.steps, lr=args.lr, objective=objective, eval_every=25, patience=4)
+        heal = HealConfig(
+            steps=args.steps,
+            lr=args.lr,
+            objective=objective,
+            eval_every=args.eval_every,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            train_norms=args.train_norms,
+        )
         config = PruneConfig(
             k=3,
             init=init,
@@ -69,7 +84,7 @@ def main() -> None:
             heal=heal,
             show_progress=False,
         )
-        loaded = load_model()
+        loaded = load_model(device=args.device)
         started = time.perf_counter()
         result = prune_(loaded, config, samples)
         seconds = time.perf_counter() - started
@@ -96,6 +111,7 @@ def main() -> None:
             {
                 "command": "python benchmarks/heal_minilm.py --data-dir DIR " + " ".join(sys.argv[3:]),
                 "calibration": args.calib,
+                "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
                 "seeds": {"calibration_draw": calibration.seed, "heal_batch_order": HealConfig().seed},
                 "protocol": "K=3, embedded calibration, 1,000 fitting / 300 held-out samples; heal early-stops on "
                 "the last tenth of the fitting samples; retrieval as benchmarks/minilm_retrieval_sweep.py",
