@@ -80,3 +80,13 @@ def test_pc_prune_heal_writes_the_curve(family_dirs: dict, tmp_path: Path) -> No
     manifest = json.loads((out / "prune_manifest.json").read_text())
     assert set(manifest["error"]) == {"none", "lstsq", "heal"}
     assert manifest["heal"]["steps_run"] == 4 and len(manifest["heal"]["curve"]) >= 2
+
+
+def test_auto_objective_is_kl_for_lms_and_hidden_for_encoders(family_dirs: dict) -> None:
+    """Encoders distil every token's final state by default: on MiniLM it served retrieval better
+    than the pooled embedding's cosine (benchmarks/heal_minilm.py)."""
+    from prune_compensate.pruning.heal import resolve_objective
+
+    assert resolve_objective(load_model().model, "auto") == "hidden"  # the embedded MiniLM
+    assert resolve_objective(load_model(family_dirs["llama"]).model, "auto") == "kl"
+    assert resolve_objective(load_model().model, "embedding") == "embedding"
