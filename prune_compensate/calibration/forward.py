@@ -270,28 +270,43 @@ def run_forward(model: nn.Module, inputs: dict[str, torch.Tensor], token_mask: T
         pass
 
 
+# Forward arguments through which a model takes something other than text (image pixels or
+# patches, precomputed image features, layout boxes): a model that accepts one may need it.
+NON_TEXT_INPUTS = ("pixel_values", "flattened_patches", "image_embeds", "pixel_values_videos", "bbox")
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+def required_non_text_inputs(model: nn.Module) -> list[str]:
+    """The forward arguments of ``model`` without a default that are not text inputs."""
+    return [
+        name
+        for name, p in inspect.signature(model.forward).parameters.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and name not in TEXT_INPUTS
+    ]
+
+
+def text_only_probe_error(
+    model: nn.Module, encoder: BatchEncoder, errors: tuple[type[Exception], ...]
+) -> Exception | None:
+    """The error of one tiny text-only forward (one of ``errors``), or ``None`` when it runs."""
+    try:
+        run_forward(model, encoder([CalibrationSample("a", [], "text-only probe")]), TokenMask())
+    except errors as err:
+        return err
+    return None
+
+
 def model_needs_images(model: nn.Module, encoder: BatchEncoder) -> bool:
     """Whether ``model`` needs an image in every prompt: its processor refuses text alone
     (PaliGemma), its forward requires ``pixel_values`` (BLIP-2, InstructBLIP), or a one-sample
     text-only forward fails (Kosmos-2 asks for pixel values or image embeddings)."""
     if not encoder.has_images:
         return False
-    if encoder.refuses_text_only():
+    if encoder.refuses_text_only() or "pixel_values" in required_non_text_inputs(model):
         return True
-    pixel_values = inspect.signature(model.forward).parameters.get("pixel_values")
-    if pixel_values is not None and pixel_values.default is inspect.Parameter.empty:
-        return True
-    try:
-        run_forward(model, encoder([CalibrationSample("a", [], "text-only probe")]), TokenMask())
-    except (ValueError, TypeError, RuntimeError):
-        return True
-    return False
-
-
-# Forward arguments through which a model takes something other than text (image pixels or
-# patches, precomputed image features, layout boxes): a model that accepts one may need it.
-NON_TEXT_INPUTS = ("pixel_values", "flattened_patches", "image_embeds", "pixel_values_videos", "bbox")
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+    return text_only_probe_error(model, encoder, (ValueError, TypeError, RuntimeError)) is not None
 
 
 def text_only_failure(model: nn.Module, encoder: BatchEncoder) -> str | None:
@@ -304,26 +319,17 @@ def text_only_failure(model: nn.Module, encoder: BatchEncoder) -> str | None:
     mid-run.
     Text models are never probed: only a forward that accepts a non-text input gets one tiny
     text-only call."""
-    params = inspect.signature(model.forward).parameters
-    required = [
-        name
-        for name, p in params.items()
-        if p.default is inspect.Parameter.empty
-        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and name not in TEXT_INPUTS
-    ]
+    required = required_non_text_inputs(model)
     if required:
         return f"its forward requires {', '.join(required)}"
-    if not any(name in params for name in NON_TEXT_INPUTS):
+    if not any(name in inspect.signature(model.forward).parameters for name in NON_TEXT_INPUTS):
         return None
-    try:
-        run_forward(model, encoder([CalibrationSample("a", [], "text-only probe")]), TokenMask())
-    except (ValueError, TypeError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        # only a failure that names a non-text input: an encoder–decoder probed without its
-        # decoder inputs (T5Gemma 2) fails for another reason and calibrates fine
-        if any(word in message.lower() for word in (*NON_TEXT_INPUTS, "image", "pixel", "patches")):
-            return f"{type(err).__name__}: {message}"
+    err = text_only_probe_error(model, encoder, (ValueError, TypeError))
+    message = str(err).strip().splitlines()[0] if err is not None and str(err).strip() else ""
+    # only a failure that names a non-text input: an encoder–decoder probed without its
+    # decoder inputs (T5Gemma 2) fails for another reason and calibrates fine
+    if err is not None and any(word in message.lower() for word in (*NON_TEXT_INPUTS, "image", "pixel", "patches")):
+        return f"{type(err).__name__}: {message}"
     return None
 
 
