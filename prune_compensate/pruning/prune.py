@@ -209,6 +209,19 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _profile_config(config: PruneConfig, k: int) -> ProfileConfig:
+    """The profile a prune runs to rank its units: same calibration, place and unit, no timing."""
+    return ProfileConfig(
+        k=k,
+        calibration=config.calibration,
+        time_layers=False,
+        show_progress=config.show_progress,
+        decoder=config.decoder,
+        stack=config.stack,
+        unit=config.unit,
+    )
+
+
 def _prune_both_stacks(
     model: nn.Module, encoder: BatchEncoder, samples: list[CalibrationSample], config: PruneConfig
 ) -> PruneResult:
@@ -229,15 +242,7 @@ def _prune_both_stacks(
         raise PCError("no calibration samples left to fit on", "pass more samples or a smaller held-out share")
     candidates: list[tuple[float, str, int]] = []
     for stack in ("encoder", "decoder"):
-        profile_config = ProfileConfig(
-            k=0,
-            calibration=config.calibration,
-            time_layers=False,
-            show_progress=config.show_progress,
-            stack=stack,
-            unit=config.unit,
-        )
-        result = profile_samples(model, encoder, fit, profile_config)
+        result = profile_samples(model, encoder, fit, _profile_config(replace(config, stack=stack), k=0))
         done = set(result.replaced)
         candidates += [(layer.cosine_mean, stack, layer.index) for layer in result.layers if layer.index not in done]
     k = resolve_k(config.k, len(candidates), name, minimum=1)
@@ -279,16 +284,7 @@ def prune_samples(
         if config.layers is None:
             result = config.profile
             if result is None:
-                profile_config = ProfileConfig(
-                    k=k,
-                    calibration=config.calibration,
-                    time_layers=False,
-                    show_progress=config.show_progress,
-                    decoder=config.decoder,
-                    stack=config.stack,
-                    unit=config.unit,
-                )
-                result = profile_samples(model, encoder, fit, profile_config, layout, work=work)
+                result = profile_samples(model, encoder, fit, _profile_config(config, k), layout, work=work)
             elif [layer.index for layer in result.layers] != layout.attention_layers or (
                 result.model_class != type(model).__name__
             ):
