@@ -61,6 +61,11 @@ class PruneConfig:
     def __post_init__(self) -> None:
         check_stack(self.stack)
         check_unit(self.unit)
+        if self.stack == "both" and (self.layers is not None or self.decoder is not None or self.profile is not None):
+            raise PCError(
+                "--layers, --decoder and --profile name units of one stack, not of both",
+                "use --k with --stack both, or --stack encoder|decoder with them",
+            )
         if self.k is not None and self.k < 1:
             raise PCError(f"--k must be at least 1, got {self.k}", "pass --k 1 or more (default: half the layers)")
         if self.init not in INITS:

@@ -231,12 +231,7 @@ def _prune_both_stacks(
     what the pruned encoder feeds its cross-attention (bottom-up across the stacks). Returns the
     decoder's round, with the encoder's manifest in ``earlier_stacks``; the held-out error report
     is the decoder round's (its variants, with the encoder already pruned)."""
-    name = type(model).__name__
-    if config.layers is not None or config.decoder is not None or config.profile is not None:
-        raise PCError(
-            "--layers, --decoder and --profile name units of one stack, not of both",
-            "use --k with --stack both, or --stack encoder|decoder with them",
-        )
+    name = type(model).__name__  # (--layers / --decoder / --profile with both: refused by PruneConfig)
     fit, _ = split_samples(samples, config.held_out)
     if not fit:
         raise PCError("no calibration samples left to fit on", "pass more samples or a smaller held-out share")
