@@ -89,3 +89,25 @@ def test_hard_negative_loss_by_hand() -> None:
     # without known answers every non-target entity is a negative
     all_negative = -(log_sigmoid(-0.5) + log_sigmoid(1.0) + log_sigmoid(-1.0)) / 3
     assert elmm_bce_loss(logits, target, head).item() == pytest.approx(positive + all_negative, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["rotate", "transe"])
+def test_kge_score_is_pykeens_score_for_tails_and_for_heads_through_inverse_rows(name: str) -> None:
+    """``KgeScore.raw`` of (e, r) over all entities is PyKEEN's ``score_t``; of (t, r⁻¹) — the
+    inverse row ``kge_features`` appends — PyKEEN's ``score_h``; ``forward`` is its affine map."""
+    from prune_compensate_recipes.elmm.modules import KgeScore
+    from prune_compensate_recipes.mkgc.kge import kge_features, train_kge
+    from prune_compensate_recipes.mkgc.staged import resolve_dataset
+
+    dataset = resolve_dataset("nations")[0]
+    model, _ = train_kge(dataset, name, minutes=1.0, epochs=2, batch_size=256)
+    score = KgeScore(*kge_features(model, name), name, offset=9.0)
+    triples = dataset.test[:20]
+    with torch.no_grad():
+        tails = model.score_t(triples[:, :2])
+        heads = model.score_h(triples[:, 1:])
+        torch.testing.assert_close(score.raw(triples[:, 0], triples[:, 1]), tails, atol=1e-4, rtol=1e-4)
+        inverse = triples[:, 1] + dataset.num_relations
+        torch.testing.assert_close(score.raw(triples[:, 2], inverse), heads, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(score(triples[:, 0], triples[:, 1]), tails + 9.0, atol=1e-4, rtol=1e-4)
+    assert {n for n, _ in score.named_parameters()} == {"scale", "offset"}  # the rows stay frozen

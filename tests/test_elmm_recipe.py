@@ -15,9 +15,9 @@ from prune_compensate import PCError
 from prune_compensate.pruning.compensation import LinearCompensation
 from prune_compensate_recipes.config import CONFIG_DIR
 from prune_compensate_recipes.elmm.config import load_config
-from prune_compensate_recipes.elmm.modules import elmm_bce_loss
+from prune_compensate_recipes.elmm.modules import EntityRowScores, elmm_bce_loss
 from prune_compensate_recipes.elmm.run import build_run, load_elmm, run_elmm
-from prune_compensate_recipes.elmm.train import STATE_DIR, TrainQueries, grouped_bce_loss
+from prune_compensate_recipes.elmm.train import STATE_DIR, TrainQueries, grouped_bce_loss, grouped_softmax_loss
 from prune_compensate_recipes.mkgc.data import pykeen_dataset_dir
 
 CONFIGS = sorted(CONFIG_DIR.glob("elmm_*.yaml"))
@@ -73,6 +73,26 @@ def test_grouped_loss_equals_the_per_triple_loss() -> None:
     targets = torch.tensor([t for tails in answers for t in tails])
     per_triple = elmm_bce_loss(logits[rows], targets, heads[rows], known_true=positives[rows])
     assert torch.allclose(grouped_bce_loss(logits, positives, heads), per_triple)
+
+
+def test_grouped_softmax_loss_is_per_triple_cross_entropy_over_the_filtered_negatives() -> None:
+    """Each triple's term is torch's cross-entropy over {its target} ∪ N_q, N_q = all entities but
+    the query's answers plus the query's own entity (not when the triple's target is that entity)."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7)
+    answers = [[2, 5], [1], [0, 3, 4]]  # query 2's entity (0) is one of its own answers
+    heads = [1, 4, 0]
+    positives = torch.zeros(3, 7, dtype=torch.bool)
+    for row, tails in enumerate(answers):
+        positives[row, tails] = True
+    losses = []
+    for row, tails in enumerate(answers):
+        for t in tails:
+            keep = [e for e in range(7) if e == t or e not in tails or (e == heads[row] and e != t)]
+            candidates = logits[row, keep]
+            losses.append(torch.nn.functional.cross_entropy(candidates[None], torch.tensor([keep.index(t)])))
+    expected = torch.stack(losses).mean()
+    torch.testing.assert_close(grouped_softmax_loss(logits, positives, torch.tensor(heads)), expected)
 
 
 def test_train_queries_group_answers() -> None:
@@ -277,3 +297,51 @@ def test_structure_tokens_from_a_trained_rotate_train_save_reload(tmp_path: Path
     _metrics_equal(reloaded.evaluate("test", show_progress=False).to_dict(), document["test"])
     with pytest.raises(PCError, match="structure_minutes"):
         load_config(None, [*FAST, "prompt.structure_from=rotate"])
+
+
+@pytest.mark.parametrize("row_head", [False, True], ids=["free_head", "head_from_structure"])
+def test_structure_score_starts_at_the_kge_and_trains_saves_reloads(tmp_path: Path, row_head: bool) -> None:
+    """``prompt.structure_score``: before training the logits are exactly the KGE's scores plus its
+    margin (the head's last layer starts at zero, a free matrix or the map onto the KGE's entity
+    rows), so the model ranks as RotatE does; training moves the head, and a reload scores as the
+    run did. Without a KGE the config refuses."""
+    overrides = [*FAST, "train.epochs=1", "eval.timing_queries=0", "prompt.structure_from=rotate"]
+    overrides += [f"prompt.head_from_structure={str(row_head).lower()}"]
+    overrides += ["prompt.structure_minutes=0.05", "prompt.structure_score=true", "train.validate_at_start=true"]
+    overrides += [f"out={tmp_path / 'run'}"]
+    config = load_config(None, overrides)
+    run = build_run(config, show_progress=False)
+    prior = run.model.structure_score
+    entities, relations = run.dataset.train[:8, 0], run.dataset.train[:8, 1]
+    with torch.no_grad():
+        expected = prior.raw(entities, relations) + 9.0  # RotatE's NSSA margin
+    torch.testing.assert_close(run.scores(entities, relations), expected, atol=1e-5, rtol=1e-5)
+    document = run_elmm(config, show_progress=False)
+    first = document["training"]["history"][0]
+    assert first["step"] == 0 and first["valid_mrr"] > 0  # the KGE alone, validated and selectable
+    reloaded = load_elmm(tmp_path / "run")
+    last = reloaded.model.head.scores
+    assert isinstance(last, EntityRowScores) == row_head
+    if document["training"]["best_step"] > 0:  # the text head trained
+        assert (last.project.weight if row_head else last.weight).abs().sum() > 0
+    _metrics_equal(reloaded.evaluate("test", show_progress=False).to_dict(), document["test"])
+    with pytest.raises(PCError, match="need a KGE to score with"):
+        load_config(None, [*FAST, "prompt.structure_score=true"])
+
+
+def test_backbone_dropout_zero_makes_training_forward_deterministic() -> None:
+    """``backbone.dropout=0`` (with ``lora.dropout=0``) turns off every dropout, attention's too:
+    a forward in training mode equals the eval-mode forward; the default keeps MiniLM's 0.1."""
+    config = load_config(None, [*FAST, "prune.k=0", "backbone.dropout=0", "lora.dropout=0"])
+    run = build_run(config, show_progress=False)
+    entities, relations = run.dataset.train[:4, 0], run.dataset.train[:4, 1]
+    inputs = run.inputs(entities, relations)
+    with torch.no_grad():
+        run.model.train()
+        training = run.model(*inputs)
+        run.model.eval()
+        torch.testing.assert_close(training, run.model(*inputs))
+    default = build_run(load_config(None, [*FAST, "prune.k=0"]), show_progress=False)
+    assert {m.p for m in default.model.backbone.modules() if isinstance(m, torch.nn.Dropout)} >= {0.1}
+    with pytest.raises(PCError, match="backbone.dropout"):
+        load_config(None, ["backbone.dropout=1.5"])

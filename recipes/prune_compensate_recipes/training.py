@@ -69,6 +69,7 @@ RESUMABLE = (
     "targets",
     "finetune",
     "train.max_minutes",
+    "train.budget_minutes",
     "train.max_steps",
     "train.resume",
     "train.checkpoint_every",
@@ -159,7 +160,9 @@ class LoopLimits:
     """When a loop validates, stops and saves: valid MRR every ``eval_every`` optimizer steps (and
     at each epoch's end), early stopping after ``patience`` validations without a better MRR, a
     wall-clock budget ``max_minutes`` and a step budget ``max_steps`` (0 = none), the training
-    state every ``checkpoint_every`` steps and at every validation when ``save_on_eval``."""
+    state every ``checkpoint_every`` steps and at every validation when ``save_on_eval``;
+    ``validate_at_start``: the untrained weights are validated too (step 0) and can be the best —
+    for a model that starts from something already trained."""
 
     epochs: int
     eval_every: int
@@ -168,6 +171,7 @@ class LoopLimits:
     max_steps: int = 0
     checkpoint_every: int = 0
     save_on_eval: bool = True
+    validate_at_start: bool = False
 
 
 class TrainingLoop:
@@ -223,7 +227,20 @@ class TrainingLoop:
         self._stack = ExitStack()
         bar = self._stack.enter_context(progress_bar(self.show_progress))
         self._bar, self._task = bar, bar.add_task(self.label, total=self.total_steps, completed=self.progress.step)
+        if self.limits.validate_at_start and not self.progress.history:
+            self._record_validation(loss=float("nan"))
         return self
+
+    def _record_validation(self, loss: float) -> None:
+        """Validate the current weights, log them in the history, keep them if they are the best."""
+        p = self.progress
+        mrr = self.validate()
+        p.history.append({"step": p.step, "epoch": p.epoch, "valid_mrr": mrr, "loss": loss})
+        if mrr > p.best_mrr:
+            p.best_mrr, p.best_step, p.bad_evals = mrr, p.step, 0
+            self.best = {k: v.detach().clone() for k, v in trainable_parameters(self.model).items()}
+        else:
+            p.bad_evals += 1
 
     def __exit__(self, kind: type | None, *_: object) -> None:
         assert self._stack is not None
@@ -261,13 +278,8 @@ class TrainingLoop:
         out_of_steps = bool(limits.max_steps) and p.step >= limits.max_steps
         validated = False
         if p.step % limits.eval_every == 0 or epoch_end or out_of_time or out_of_steps:
-            mrr, validated = self.validate(), True
-            p.history.append({"step": p.step, "epoch": p.epoch, "valid_mrr": mrr, "loss": loss})
-            if mrr > p.best_mrr:
-                p.best_mrr, p.best_step, p.bad_evals = mrr, p.step, 0
-                self.best = {k: v.detach().clone() for k, v in trainable_parameters(self.model).items()}
-            else:
-                p.bad_evals += 1
+            self._record_validation(loss)
+            validated = True
             if p.bad_evals >= limits.patience:
                 p.finished, p.stopped_by = True, "early stopping"
         if not p.finished and out_of_steps:

@@ -24,11 +24,14 @@ IMAGE_SOURCES = ("auto", "folder", "features", "none")
 
 @dataclass
 class BackboneConfig:
-    """``model``: a local folder or cached hub id; ``null`` = the embedded MiniLM."""
+    """``model``: a local folder or cached hub id; ``null`` = the embedded MiniLM. ``dropout``:
+    every dropout probability inside the backbone (0 = off, which also skips drawing the masks;
+    ``null`` keeps the model's own)."""
 
     model: str | None = None
     dtype: str = "float32"
     device: str = "cpu"
+    dropout: float | None = None
 
 
 @dataclass
@@ -59,13 +62,20 @@ class PromptSection:
     ``learned`` starts those tokens from random vectors; ``rotate`` / ``transe`` (beyond the paper,
     after KoPA and MKGL) first trains that PyKEEN model on the training split for
     ``structure_minutes`` (part of the run's budget) and uses its frozen entity and relation
-    embeddings through a learned linear map to the backbone's width."""
+    embeddings through a learned linear map to the backbone's width. ``structure_score`` (beyond
+    the paper; needs a KGE) also adds that KGE's own score of every entity to the head's logits, so
+    the model starts ranking as the KGE does and training learns what the text adds (a residual on
+    the KGE, as text-and-structure ensembles such as StAR combine the two). ``head_from_structure``
+    (needs a KGE) scores each candidate entity through its KGE row and one learned map instead of a
+    free weight row per entity, so every query trains the scores of all entities."""
 
     entity_tokens: int = 32
     relation_tokens: int = 16
     structure_tokens: bool = False
     structure_from: str = "learned"
     structure_minutes: float = 0.0
+    structure_score: bool = False
+    head_from_structure: bool = False
 
 
 @dataclass
@@ -99,10 +109,16 @@ class LoraSection:
 
 @dataclass
 class TrainSection:
-    """``max_minutes``: wall-clock training budget (0 = none). ``eval_every``: optimizer steps
-    between valid evaluations (0 = once per epoch); ``patience``: evaluations without a better
-    valid MRR before stopping. ``valid_triples``: size of the valid subset used for model
-    selection (0 = all). ``checkpoint_every``: steps between resumable training states."""
+    """``max_minutes``: wall-clock training budget (0 = none). ``budget_minutes``: the whole
+    run's wall-clock budget (0 = none) — KGE pre-training, pruning and training together, evaluation
+    excluded; training gets what the build left (and at most ``max_minutes``). ``eval_every``:
+    optimizer steps between valid evaluations (0 = once per epoch); ``patience``: evaluations
+    without a better valid MRR before stopping. ``valid_triples``: size of the valid subset used for model
+    selection (0 = all). ``checkpoint_every``: steps between resumable training states.
+    ``loss``: ``bce`` is the paper's (eq. 15); ``softmax`` (beyond the paper) is 1-N cross-entropy
+    over the same negatives, which weights the negatives ranked near the target most.
+    ``validate_at_start``: validate the untrained model too, so selection can keep it (worth it
+    when it starts from a trained KGE's scores, ``prompt.structure_score``)."""
 
     epochs: int = 1
     batch_size: int = 32
@@ -113,11 +129,14 @@ class TrainSection:
     mixed_precision: str = "no"
     seed: int = 0
     max_minutes: float = 0.0
+    budget_minutes: float = 0.0
     eval_every: int = 0
     patience: int = 3
     valid_triples: int = 0
     checkpoint_every: int = 500
     resume: bool = True
+    validate_at_start: bool = False
+    loss: str = "bce"
 
 
 @dataclass
@@ -163,10 +182,14 @@ class ElmmConfig:
             raise PCError(f"images.source must be one of {', '.join(IMAGE_SOURCES)}", "fix the config")
         if not 0 <= self.images.per_entity <= 10:
             raise PCError(f"images.per_entity must be 0..10, got {self.images.per_entity}", "fix the config")
+        if self.backbone.dropout is not None and not 0 <= self.backbone.dropout < 1:
+            raise PCError(f"backbone.dropout must be in [0, 1), got {self.backbone.dropout}", "fix the config")
         if self.prune.k < 0:
             raise PCError(f"prune.k must be ≥ 0, got {self.prune.k}", "fix the config")
         if self.train.batch_size < 1 or self.train.grad_accum < 1 or self.train.epochs < 1:
             raise PCError("train.batch_size, grad_accum and epochs must be ≥ 1", "fix the config")
+        if self.train.loss not in ("bce", "softmax"):
+            raise PCError(f"train.loss must be bce or softmax, got {self.train.loss}", "fix the config")
         if self.train.mixed_precision not in ("no", "fp16", "bf16"):
             raise PCError("train.mixed_precision must be no, fp16 or bf16", "fix the config")
         if self.prompt.structure_from not in STRUCTURE_SOURCES:
@@ -177,6 +200,11 @@ class ElmmConfig:
             raise PCError(
                 f"prompt.structure_from={self.prompt.structure_from} needs structure tokens and a KGE budget",
                 "set prompt.structure_tokens=true and prompt.structure_minutes > 0",
+            )
+        if (self.prompt.structure_score or self.prompt.head_from_structure) and self.prompt.structure_from == "learned":
+            raise PCError(
+                "prompt.structure_score and prompt.head_from_structure need a KGE to score with",
+                "set prompt.structure_from=rotate (or transe) and prompt.structure_minutes > 0",
             )
         if not set(self.lora.targets) <= {"q", "k", "v", "o"}:
             raise PCError(f"lora.targets must be a subset of q, k, v, o, got {self.lora.targets}", "fix the config")

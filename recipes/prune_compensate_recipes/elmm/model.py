@@ -20,7 +20,7 @@ from torch import nn
 from prune_compensate import DecoderLayout, LinearCompensation, PCError, find_decoder
 
 from .images import ImageBatch
-from .modules import KGCHead, MultiViewTokenCompressor, ProjectedFeatures
+from .modules import EntityRowScores, KGCHead, KgeScore, MultiViewTokenCompressor, ProjectedFeatures
 from .prompts import QueryBatch
 
 PROJECTION_PREFIXES = {
@@ -84,6 +84,15 @@ def add_lora(backbone: nn.Module, rank: int, alpha: int, dropout: float, targets
     return names
 
 
+def set_dropout(backbone: nn.Module, p: float) -> int:
+    """Every ``nn.Dropout`` of the backbone drops with probability ``p`` (attention dropout too:
+    transformers' attention passes its dropout module's ``p`` to the kernel); → how many."""
+    modules = [m for m in backbone.modules() if isinstance(m, nn.Dropout)]
+    for module in modules:
+        module.p = p
+    return len(modules)
+
+
 def set_trainable(backbone: nn.Module, compensation: bool) -> None:
     """Freeze the backbone but its LoRA adapters and (if ``compensation``) its compensation maps."""
     for name, param in backbone.named_parameters():
@@ -100,7 +109,11 @@ class ElmmModel(nn.Module):
 
     ``image_dim``: width of the image tokens the bank gives (D for the vision tower's tokens, F for
     precomputed features, 0 for no images). ``mvtc_heads`` = 0 feeds all image tokens uncompressed
-    (the "w/o MVTC" ablation)."""
+    (the "w/o MVTC" ablation). ``structure_score`` = (KGE kind, its margin) adds that KGE's score
+    of every entity, from the ``structure_features`` rows, to the head's logits (``KgeScore``); the
+    head's last layer then starts at zero, so the untrained model ranks as the KGE does.
+    ``head_from_structure``: the head's last layer scores each entity through its KGE row
+    (``EntityRowScores``) instead of a free weight row."""
 
     def __init__(
         self,
@@ -115,6 +128,8 @@ class ElmmModel(nn.Module):
         plain_head: bool = False,
         structure_tokens: bool = False,
         structure_features: tuple[torch.Tensor, torch.Tensor] | None = None,
+        structure_score: tuple[str, float] | None = None,
+        head_from_structure: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -144,6 +159,20 @@ class ElmmModel(nn.Module):
             self.relation_structure = nn.Embedding(num_relations, dim, **factory)
             for table in (self.entity_structure, self.relation_structure):
                 nn.init.normal_(table.weight, std=word_std)
+        self.structure_score: KgeScore | None = None
+        if structure_score is not None:
+            if structure_features is None:
+                raise ValueError("structure_score needs the KGE's structure_features")
+            kind, margin = structure_score
+            entity_rows, relation_rows = (f.to(reference.device) for f in structure_features)
+            self.structure_score = KgeScore(entity_rows, relation_rows, kind, offset=margin)
+            nn.init.zeros_(self.head.scores.weight)
+            nn.init.zeros_(self.head.scores.bias)
+        if head_from_structure:
+            if structure_features is None:
+                raise ValueError("head_from_structure needs the KGE's structure_features")
+            in_features = self.head.scores.in_features
+            self.head.scores = EntityRowScores(structure_features[0].to(reference.device), in_features)
 
     @property
     def text_model(self) -> nn.Module:
@@ -187,7 +216,10 @@ class ElmmModel(nn.Module):
             entity_mask, relation_mask = torch.cat([pad, entity_mask], 1), torch.cat([pad, relation_mask], 1)
             last = last + p
         hidden = self.text_model(inputs_embeds=embeds, attention_mask=attention.long()).last_hidden_state
-        return self.head(hidden.float(), image_positions, entity_mask, relation_mask, last).float()
+        logits = self.head(hidden.float(), image_positions, entity_mask, relation_mask, last).float()
+        if self.structure_score is not None:
+            logits = logits + self.structure_score(query.entities, query.relations)
+        return logits
 
 
 def checkpoint_state(model: ElmmModel) -> dict[str, torch.Tensor]:

@@ -180,3 +180,62 @@ def elmm_bce_loss(
     negative_log = nn.functional.logsigmoid(-logits)  # log(1 − σ(x))
     negative_term = -(negative_log * negative).sum(1) / negative.sum(1).clamp(min=1)
     return (positive_term + negative_term).mean()
+
+
+class KgeScore(nn.Module):
+    """The frozen KG embedding's own score of every entity as a prior under the head's logits
+    (beyond the paper): ``scale · score(e, r, t) + offset`` for all t, ``(B, |E|)``.
+
+    ``score`` is the KGE's: −‖e∘r − t‖₂ for RotatE (complex rows stored as ``[Re; Im]``, as
+    ``mkgc.kge.kge_features`` gives them), −‖e + r − t‖₁ for TransE; inverse relations are the
+    rows ``kge_features`` appends (r̄ for RotatE, −r for TransE), so an inverse query scores heads
+    exactly as the KGE does. The rows are non-persistent buffers: the model passes the same rows
+    its structure tokens hold (and the checkpoint stores once). ``scale`` starts at 1 and
+    ``offset`` at the KGE's training margin, so σ(logit) starts as the KGE's own training loss
+    reads its scores; both are learned. With the head's last layer started at zero, the untrained
+    ELMM ranks exactly as the KGE does, and training learns what the text adds to it."""
+
+    def __init__(self, entity_rows: torch.Tensor, relation_rows: torch.Tensor, kind: str, offset: float = 0.0) -> None:
+        super().__init__()
+        if kind not in ("rotate", "transe"):
+            raise ValueError(f"no KGE score for {kind}")
+        self.kind = kind
+        self.register_buffer("entity_rows", entity_rows.float().contiguous(), persistent=False)
+        self.register_buffer("relation_rows", relation_rows.float().contiguous(), persistent=False)
+        self.scale = nn.Parameter(torch.ones((), device=entity_rows.device))
+        self.offset = nn.Parameter(torch.full((), float(offset), device=entity_rows.device))
+
+    def raw(self, entities: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
+        """``entities``, ``relations`` ``(B,)`` → the KGE's scores ``(B, |E|)`` (float32)."""
+        anchor, relation = self.entity_rows[entities], self.relation_rows[relations]  # (B, k)
+        if self.kind == "transe":
+            return -torch.cdist(anchor + relation, self.entity_rows, p=1.0)
+        half = anchor.shape[1] // 2
+        ar, ai, rr, ri = anchor[:, :half], anchor[:, half:], relation[:, :half], relation[:, half:]
+        rotated = torch.cat([ar * rr - ai * ri, ar * ri + ai * rr], dim=1)
+        return -torch.cdist(rotated, self.entity_rows, compute_mode="donot_use_mm_for_euclid_dist")
+
+    def forward(self, entities: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(entities.device.type, enabled=False):  # distances need float32
+            return self.scale * self.raw(entities, relations) + self.offset
+
+
+class EntityRowScores(nn.Module):
+    """The head's last layer over candidates described by feature rows (beyond the paper): logit of
+    entity t = ``project(x) · rows[t] + bias[t]`` instead of a free ``(|E|, in)`` weight matrix.
+
+    A free row per entity learns only from the queries that mention that entity, so a short run
+    leaves most rows near their start; through the KGE's entity rows ``(|E|, k)`` (a non-persistent
+    buffer shared with the structure tokens), every query trains the one ``in → k`` map that scores
+    all entities. ``project`` and ``bias`` start at zero (the head adds nothing before training).
+    ``x`` ``(B, in)`` → ``(B, |E|)``."""
+
+    def __init__(self, rows: torch.Tensor, in_features: int) -> None:
+        super().__init__()
+        self.register_buffer("rows", rows.float().contiguous(), persistent=False)
+        self.project = nn.Linear(in_features, rows.shape[1], bias=False, device=rows.device)
+        self.bias = nn.Parameter(torch.zeros(rows.shape[0], device=rows.device))
+        nn.init.zeros_(self.project.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(x) @ self.rows.to(x.dtype).T + self.bias.to(x.dtype)

@@ -42,14 +42,14 @@ from prune_compensate_recipes.mkgc.evaluate import (
     metrics_document,
     metrics_table,
 )
-from prune_compensate_recipes.mkgc.kge import kge_features, train_kge
+from prune_compensate_recipes.mkgc.kge import KGE_SETTINGS, kge_features, train_kge
 from prune_compensate_recipes.mkgc.staged import resolve_dataset
 
 from ..io import atomic_dir_write
 from ..training import config_fingerprint
 from .config import ElmmConfig, load_config, save_config
 from .images import ImageBank
-from .model import ElmmModel, add_lora, checkpoint_state, inject_lora, set_trainable
+from .model import ElmmModel, add_lora, checkpoint_state, inject_lora, set_dropout, set_trainable
 from .prompts import QueryPrompter
 from .train import STATE_DIR, TrainQueries, grouped_bce_loss, train
 
@@ -155,7 +155,17 @@ def _build_model(
         plain_head=config.ablation.plain_head,
         structure_tokens=config.prompt.structure_tokens,
         structure_features=features,
+        structure_score=structure_score_spec(config),
+        head_from_structure=config.prompt.head_from_structure,
     )
+
+
+def structure_score_spec(config: ElmmConfig) -> tuple[str, float] | None:
+    """(KGE kind, its loss margin) when the run adds the KGE's score to the head, else None."""
+    if not config.prompt.structure_score:
+        return None
+    name = config.prompt.structure_from
+    return name, float(KGE_SETTINGS[name]["loss_kwargs"].get("margin", 0.0))
 
 
 def _image_bank(
@@ -174,6 +184,8 @@ def build_run(config: ElmmConfig, show_progress: bool = True) -> ElmmRun:
     torch.manual_seed(config.train.seed)
     dataset = load_dataset(config.data)
     loaded = load_model(config.backbone.model, dtype=config.backbone.dtype, device=local_device(config.backbone.device))
+    if config.backbone.dropout is not None:
+        set_dropout(loaded.model, config.backbone.dropout)
     prompter = QueryPrompter(dataset, loaded.tokenizer, config.prompt)
     source = ImageBank.resolve_source(config.images.source, dataset, loaded.model, config.images.per_entity)
     bank = _image_bank(config, dataset, loaded, source, show_progress)
@@ -287,6 +299,17 @@ def inference_timing(run: ElmmRun) -> dict[str, Any]:
     return timing
 
 
+def training_budget(train_config: Any, spent_minutes: float) -> Any:
+    """The ``train`` section with ``max_minutes`` cut to what ``budget_minutes`` leaves after
+    ``spent_minutes`` of building (at least a second, so a run that overspent still ends cleanly)."""
+    if not train_config.budget_minutes:
+        return train_config
+    left = max(train_config.budget_minutes - spent_minutes, 1 / 60)
+    if train_config.max_minutes:
+        left = min(left, train_config.max_minutes)
+    return dataclasses.replace(train_config, max_minutes=left)
+
+
 def run_elmm(
     config: ElmmConfig, *, show_progress: bool = True, stop_after_steps: int | None = None, command: str = ""
 ) -> dict[str, Any]:
@@ -329,7 +352,7 @@ def run_elmm(
         queries,
         make_batch,
         evaluate_valid,
-        config.train,
+        training_budget(config.train, (train_started - started) / 60),
         out / STATE_DIR,
         show_progress=show_progress,
         stop_after_steps=stop_after_steps,
@@ -353,6 +376,7 @@ def run_elmm(
         training={
             "seconds": train_s,
             "build_seconds": build_s,
+            "budget_minutes": config.train.budget_minutes,
             "stopped_by": outcome.stopped_by,
             "optimizer_steps": outcome.progress.step,
             "epochs_completed": outcome.progress.epoch,

@@ -83,6 +83,29 @@ def grouped_bce_loss(logits: torch.Tensor, positives: torch.Tensor, heads: torch
     return (positive_term + negative_sum).sum() / counts.sum()
 
 
+def grouped_softmax_loss(logits: torch.Tensor, positives: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
+    """Per-triple mean of 1-N softmax cross-entropy (beyond the paper's BCE): triple (q, t) scores
+    −log softmax of s_t against the same negatives N_q as ``grouped_bce_loss`` — every entity but
+    the query's known answers, plus the query's own entity as a hard negative (unless it is the
+    target). Where BCE averages over all |E| negatives, softmax weights each by its probability, so
+    the gradient lands on the negatives ranked near the target: those that decide the MRR.
+    ``logits`` and ``positives`` ``(B, |E|)``, ``heads`` ``(B,)``."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    outside = logits.masked_fill(positives, float("-inf"))
+    with_head = outside.clone()
+    with_head[rows, heads] = logits[rows, heads]
+    lse_with_head = torch.logsumexp(with_head, dim=1, keepdim=True)  # (B, 1)
+    lse_outside = torch.logsumexp(outside, dim=1, keepdim=True)  # the self-loop triple's negatives
+    is_head = torch.zeros_like(positives)
+    is_head[rows, heads] = True
+    lse = torch.where(is_head, lse_outside, lse_with_head)  # (B, |E|)
+    per_triple = torch.logaddexp(logits, lse) - logits
+    return (per_triple * positives).sum() / positives.sum()
+
+
+LOSSES = {"bce": grouped_bce_loss, "softmax": grouped_softmax_loss}
+
+
 def epoch_order(num_queries: int, seed: int, epoch: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(num_queries, generator=generator)
@@ -145,6 +168,7 @@ def train(
         max_minutes=config.max_minutes,
         checkpoint_every=config.checkpoint_every,
         save_on_eval=False,
+        validate_at_start=config.validate_at_start,
     )
 
     def validate() -> float:
@@ -176,7 +200,7 @@ def train(
                 inputs, positives, heads = make_batch(index)
                 with accelerator.accumulate(model):
                     logits = model(*inputs)
-                    loss = grouped_bce_loss(logits.float(), positives.to(logits.device), heads.to(logits.device))
+                    loss = LOSSES[config.loss](logits.float(), positives.to(logits.device), heads.to(logits.device))
                     accelerator.backward(loss)
                     optimizer.step()
                     optimizer.zero_grad()
