@@ -94,8 +94,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-batch-size", type=int, default=64, help="queries scored at once (memory bound)")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1: a run beside another)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     data = load_any(args.dataset)
     categories = relation_categories(data.train, data.num_relations)
     rows = {}
@@ -121,7 +122,7 @@ def main() -> None:
             model=name,
             dataset=data.name,
             command="python benchmarks/mkgc_baselines.py " + " ".join(sys.argv[1:]),
-            budget={"epochs_max": args.epochs, "minutes_per_model": args.minutes, "machine": "2 CPU cores"},
+            budget={"epochs_max": args.epochs, "minutes_per_model": args.minutes, "threads": args.threads},
             training=info,
             eval_seconds=time.perf_counter() - start,
         )
