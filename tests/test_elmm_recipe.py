@@ -305,7 +305,7 @@ def test_structure_score_starts_at_the_kge_and_trains_saves_reloads(tmp_path: Pa
     margin (the head's last layer starts at zero, a free matrix or the map onto the KGE's entity
     rows), so the model ranks as RotatE does; training moves the head, and a reload scores as the
     run did. Without a KGE the config refuses."""
-    overrides = [*FAST, "train.epochs=1", "eval.timing_queries=0", "prompt.structure_from=rotate"]
+    overrides = [*FAST, "train.epochs=1", "eval.timing_queries=2", "prompt.structure_from=rotate"]
     overrides += [f"prompt.head_from_structure={str(row_head).lower()}"]
     overrides += ["prompt.structure_minutes=0.05", "prompt.structure_score=true", "train.validate_at_start=true"]
     overrides += [f"out={tmp_path / 'run'}"]
@@ -325,6 +325,10 @@ def test_structure_score_starts_at_the_kge_and_trains_saves_reloads(tmp_path: Pa
     if document["training"]["best_step"] > 0:  # the text head trained
         assert (last.project.weight if row_head else last.weight).abs().sum() > 0
     _metrics_equal(reloaded.evaluate("test", show_progress=False).to_dict(), document["test"])
+    assert document["timing"]["unpruned_s_per_query"] > 0  # the unpruned twin gets the same KGE rows
+    again = run_elmm(config, show_progress=False)  # a rerun resumes: the KGE's rows are reused, not retrained
+    assert "reused_from" in again["structure_pretraining"]
+    _metrics_equal(again["test"], document["test"])
     with pytest.raises(PCError, match="need a KGE to score with"):
         load_config(None, [*FAST, "prompt.structure_score=true"])
 

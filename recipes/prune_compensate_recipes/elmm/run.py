@@ -50,6 +50,7 @@ from ..training import config_fingerprint
 from .config import ElmmConfig, load_config, save_config
 from .images import ImageBank
 from .model import ElmmModel, add_lora, checkpoint_state, inject_lora, set_dropout, set_trainable
+from .modules import ProjectedFeatures
 from .prompts import QueryPrompter
 from .train import STATE_DIR, TrainQueries, grouped_bce_loss, train
 
@@ -128,13 +129,40 @@ def calibration_samples(
     return samples
 
 
-def structure_features(config: ElmmConfig, dataset: KGDataset) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
+STRUCTURE_DIR = "structure_kge"
+
+
+def structure_features(
+    config: ElmmConfig, dataset: KGDataset
+) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[str, Any]]:
     """Train the ``prompt.structure_from`` KGE model on the training split for
     ``prompt.structure_minutes`` → its entity and (inverse-extended) relation feature rows and
-    what the training did."""
+    what the training did. The rows are kept in ``<out>/structure_kge/`` (safetensors + JSON,
+    written atomically): a run that resumes reuses them instead of training a KGE again — one
+    trained for minutes would come out different, and the saved head would not fit it."""
+    folder = Path(config.out) / STRUCTURE_DIR
+    key = {
+        "data": config.data,
+        "structure_from": config.prompt.structure_from,
+        "structure_minutes": config.prompt.structure_minutes,
+        "seed": config.train.seed,
+    }
+    if (folder / "info.json").is_file():
+        saved = json.loads((folder / "info.json").read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            rows = load_file(str(folder / "features.safetensors"))
+            return (rows["entities"], rows["relations"]), {**saved["info"], "reused_from": str(folder)}
     name = config.prompt.structure_from
     model, info = train_kge(dataset, name, minutes=config.prompt.structure_minutes, seed=config.train.seed)
-    return kge_features(model, name), info
+    entities, relations = kge_features(model, name)
+
+    def write(tmp: Path) -> None:
+        save_file({"entities": entities, "relations": relations}, str(tmp / "features.safetensors"))
+        (tmp / "info.json").write_text(json.dumps({"key": key, "info": info}, indent=1), encoding="utf-8")
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    atomic_dir_write(folder, write, owned="info.json")
+    return (entities, relations), info
 
 
 def _build_model(
@@ -260,6 +288,14 @@ def load_elmm(path: str | Path, show_progress: bool = False) -> ElmmRun:
     return ElmmRun(config, dataset, loaded, model, prompter, bank, source, meta["lora_targets"])
 
 
+def structure_rows(model: ElmmModel) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The KGE rows a model's structure tokens were built from (None for learned tokens)."""
+    entity, relation = model.entity_structure, model.relation_structure
+    if isinstance(entity, ProjectedFeatures) and isinstance(relation, ProjectedFeatures):
+        return entity.features, relation.features
+    return None
+
+
 def time_per_query(run: ElmmRun, queries: torch.Tensor, model: ElmmModel | None = None) -> float:
     """Median seconds of one (h, r, ?) query scored alone (batch 1), after 3 warm-up queries."""
     model = model or run.model
@@ -292,11 +328,18 @@ def inference_timing(run: ElmmRun) -> dict[str, Any]:
             config.backbone.model, dtype=config.backbone.dtype, device=local_device(config.backbone.device)
         )
         add_lora(original.model, config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.targets)
-        unpruned = _build_model(config, original, run.dataset, run.bank)
+        unpruned = _build_model(config, original, run.dataset, run.bank, structure_rows(run.model))
         timing["unpruned_s_per_query"] = time_per_query(run, queries, unpruned)
         timing["pruned_again_s_per_query"] = time_per_query(run, queries)  # drift check
         timing["speedup"] = timing["unpruned_s_per_query"] / pruned
     return timing
+
+
+def reused_kge_seconds(run: ElmmRun) -> float:
+    """Seconds the KGE stage took when it ran, if this process reused its saved rows (0 otherwise):
+    a resumed run's budget still pays for it."""
+    info = run.structure_pretraining or {}
+    return float(info.get("train_seconds") or 0.0) if "reused_from" in info else 0.0
 
 
 def training_budget(train_config: Any, spent_minutes: float) -> Any:
@@ -352,7 +395,7 @@ def run_elmm(
         queries,
         make_batch,
         evaluate_valid,
-        training_budget(config.train, (train_started - started) / 60),
+        training_budget(config.train, (train_started - started + reused_kge_seconds(run)) / 60),
         out / STATE_DIR,
         show_progress=show_progress,
         stop_after_steps=stop_after_steps,
@@ -374,7 +417,8 @@ def run_elmm(
         command=command,
         config=config.to_dict(),
         training={
-            "seconds": train_s,
+            "seconds": outcome.progress.elapsed_s,  # over every process of a resumed run
+            "seconds_this_process": train_s,
             "build_seconds": build_s,
             "budget_minutes": config.train.budget_minutes,
             "stopped_by": outcome.stopped_by,
