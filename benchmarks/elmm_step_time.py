@@ -2,8 +2,8 @@
 pass, the loss, backward and AdamW, timed per step (queries per second), and torch.profiler's
 top operators; one entry per configuration variant, all in one process on the same queries.
 
-    python benchmarks/elmm_step_time.py [--variants base span16 ...] [--steps 10]
-    → benchmarks/results/elmm_step_time.json
+    python benchmarks/elmm_step_time.py [--variants base span16 ...] [--steps 10] [--out FILE]
+    → benchmarks/results/elmm_step_time.json (or FILE)
 
 The config is ``elmm_minilm_fb15k237`` (real MiniLM, K = 3, batch 64) with ``prune.calibration_samples``
 lowered to 200: the fit's quality does not change what a step costs, only which 3 layers go.
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "elmm_step_time.json", help="result file")
     args = parser.parse_args()
     entries = {name: time_variant(VARIANTS[name], args.steps, args.warmup) for name in args.variants}
     doc = {
@@ -122,8 +123,8 @@ def main() -> None:
         "steps": args.steps,
         "variants": entries,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "elmm_step_time.json").write_text(json.dumps(doc, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
     table = Table(title="ELMM training step, FB15k-237, MiniLM (batch 64)")
     for column in ("variant", "inputs s", "forward s", "backward+AdamW s", "queries/s", "h/epoch", "top op"):
         table.add_column(column, justify="left" if column in ("variant", "top op") else "right")
