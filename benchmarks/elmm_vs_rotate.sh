@@ -14,11 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds="${1:-0 1}"; ds="${2:-FB15k-237}"; minutes="${3:-30}"; kge="${4:-15}"; tag="${5:-prior}"
 shift $(( $# < 5 ? $# : 5 ))  # what is left: ELMM config overrides of this variant
-ELMM=(prompt.structure_tokens=true prompt.structure_from=rotate "prompt.structure_minutes=$kge"
-      prompt.structure_score=true prompt.head_from_structure=true train.loss=softmax
-      train.mixed_precision=bf16 train.validate_at_start=true
-      train.eval_every=200 train.valid_triples=1000 train.patience=100 train.max_minutes=0
-      "train.budget_minutes=$minutes" eval.test_triples=0 eval.timing_queries=64)
+source benchmarks/elmm_prior_config.sh
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p runs/elmm_vs_rotate
 for seed in $seeds; do
