@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from ..mkgc.kge import kge_scores
+
 
 class _ViewAttention(nn.Module):
     """One view of MVTC (eqs. 2–5): a 1×D query attends over the N·M image tokens with H heads;
@@ -207,13 +209,7 @@ class KgeScore(nn.Module):
 
     def raw(self, entities: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
         """``entities``, ``relations`` ``(B,)`` → the KGE's scores ``(B, |E|)`` (float32)."""
-        anchor, relation = self.entity_rows[entities], self.relation_rows[relations]  # (B, k)
-        if self.kind == "transe":
-            return -torch.cdist(anchor + relation, self.entity_rows, p=1.0)
-        half = anchor.shape[1] // 2
-        ar, ai, rr, ri = anchor[:, :half], anchor[:, half:], relation[:, :half], relation[:, half:]
-        rotated = torch.cat([ar * rr - ai * ri, ar * ri + ai * rr], dim=1)
-        return -torch.cdist(rotated, self.entity_rows, compute_mode="donot_use_mm_for_euclid_dist")
+        return kge_scores(self.entity_rows[entities], self.relation_rows[relations], self.entity_rows, self.kind)
 
     def forward(self, entities: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
         with torch.autocast(entities.device.type, enabled=False):  # distances need float32

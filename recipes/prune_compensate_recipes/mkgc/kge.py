@@ -126,3 +126,20 @@ def kge_features(model: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tenso
         return torch.cat([x.real, x.imag], -1).float() if x.is_complex() else x.float()
 
     return real(entities), real(torch.cat([relations, inverse]))
+
+
+def kge_scores(anchors: torch.Tensor, relations: torch.Tensor, entity_rows: torch.Tensor, name: str) -> torch.Tensor:
+    """A KGE's score of every entity as the answer of (anchor, relation), from ``kge_features`` rows:
+    ``anchors``, ``relations`` ``(B, k)``, ``entity_rows`` ``(|E|, k)`` → ``(B, |E|)`` float32.
+
+    −‖a + r − t‖₁ for TransE, −‖a∘r − t‖₂ for RotatE (``[Re; Im]`` rows), as one distance matrix:
+    PyKEEN's ``score_t`` broadcasts a ``(B, |E|, dim)`` tensor, minutes on a large graph's split.
+    A head query is the same call with the inverse relation's row (``kge_features``' second half)."""
+    if name == "transe":
+        return -torch.cdist(anchors + relations, entity_rows, p=1.0)
+    if name != "rotate":
+        raise ValueError(f"no distance score for {name}")
+    half = anchors.shape[1] // 2
+    ar, ai, rr, ri = anchors[:, :half], anchors[:, half:], relations[:, :half], relations[:, half:]
+    rotated = torch.cat([ar * rr - ai * ri, ar * ri + ai * rr], dim=1)
+    return -torch.cdist(rotated, entity_rows, compute_mode="donot_use_mm_for_euclid_dist")
