@@ -63,7 +63,7 @@ def test_grouped_loss_equals_the_per_triple_loss() -> None:
     """One forward per (h, r) with all its tails, averaged per triple, is eq. 15 per triple with
     the other known tails left out of the negatives — including a self-loop answer (t = h)."""
     torch.manual_seed(0)
-    logits = torch.randn(3, 7)
+    logits = torch.randn(3, 7, requires_grad=True)
     answers = [[2, 5], [1], [0, 3, 4]]  # query 2's entity (0) is one of its own answers
     heads = torch.tensor([1, 4, 0])
     positives = torch.zeros(3, 7, dtype=torch.bool)
@@ -79,7 +79,7 @@ def test_grouped_softmax_loss_is_per_triple_cross_entropy_over_the_filtered_nega
     """Each triple's term is torch's cross-entropy over {its target} ∪ N_q, N_q = all entities but
     the query's answers plus the query's own entity (not when the triple's target is that entity)."""
     torch.manual_seed(0)
-    logits = torch.randn(3, 7)
+    logits = torch.randn(3, 7, requires_grad=True)
     answers = [[2, 5], [1], [0, 3, 4]]  # query 2's entity (0) is one of its own answers
     heads = [1, 4, 0]
     positives = torch.zeros(3, 7, dtype=torch.bool)
@@ -92,7 +92,10 @@ def test_grouped_softmax_loss_is_per_triple_cross_entropy_over_the_filtered_nega
             candidates = logits[row, keep]
             losses.append(torch.nn.functional.cross_entropy(candidates[None], torch.tensor([keep.index(t)])))
     expected = torch.stack(losses).mean()
-    torch.testing.assert_close(grouped_softmax_loss(logits, positives, torch.tensor(heads)), expected)
+    mine = grouped_softmax_loss(logits, positives, torch.tensor(heads))
+    torch.testing.assert_close(mine, expected)
+    # and the gradient the step takes, which only the selected entries may carry
+    torch.testing.assert_close(torch.autograd.grad(mine, logits)[0], torch.autograd.grad(expected, logits)[0])
 
 
 def test_train_queries_group_answers() -> None:

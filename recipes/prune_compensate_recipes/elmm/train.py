@@ -91,16 +91,14 @@ def grouped_softmax_loss(logits: torch.Tensor, positives: torch.Tensor, heads: t
     the gradient lands on the negatives ranked near the target: those that decide the MRR.
     ``logits`` and ``positives`` ``(B, |E|)``, ``heads`` ``(B,)``."""
     rows = torch.arange(logits.shape[0], device=logits.device)
-    outside = logits.masked_fill(positives, float("-inf"))
-    with_head = outside.clone()
-    with_head[rows, heads] = logits[rows, heads]
-    lse_with_head = torch.logsumexp(with_head, dim=1, keepdim=True)  # (B, 1)
-    lse_outside = torch.logsumexp(outside, dim=1, keepdim=True)  # the self-loop triple's negatives
-    is_head = torch.zeros_like(positives)
-    is_head[rows, heads] = True
-    lse = torch.where(is_head, lse_outside, lse_with_head)  # (B, |E|)
-    per_triple = torch.logaddexp(logits, lse) - logits
-    return (per_triple * positives).sum() / positives.sum()
+    lse_outside = torch.logsumexp(logits.masked_fill(positives, float("-inf")), dim=1)  # (B,)
+    # the head joins the negatives of its query's other answers; it is in the sum already unless known
+    head_logit = logits[rows, heads]
+    lse_with_head = torch.where(positives[rows, heads], torch.logaddexp(lse_outside, head_logit), lse_outside)
+    query, target = positives.nonzero(as_tuple=True)  # one entry per (q, t) triple: no more (B, |E|) tensors
+    lse = torch.where(target == heads[query], lse_outside[query], lse_with_head[query])
+    score = logits[query, target]
+    return (torch.logaddexp(score, lse) - score).mean()
 
 
 LOSSES = {"bce": grouped_bce_loss, "softmax": grouped_softmax_loss}
