@@ -57,6 +57,12 @@ def test_overrides_and_bad_keys() -> None:
         load_config(None, ["train.lr=fast"])
     with pytest.raises(PCError, match="0..10"):
         load_config(None, ["images.per_entity=11"])
+    with pytest.raises(PCError, match="train.budget_minutes must be 0"):
+        load_config(None, ["train.budget_minutes=-5"])
+    kge = ["prompt.structure_tokens=true", "prompt.structure_from=rotate", "prompt.structure_minutes=10"]
+    with pytest.raises(PCError, match="leaves nothing of train.budget_minutes"):
+        load_config(None, [*kge, "train.budget_minutes=10"])
+    assert load_config(None, [*kge, "train.budget_minutes=20"]).train.budget_minutes == 20
 
 
 def test_grouped_loss_equals_the_per_triple_loss() -> None:

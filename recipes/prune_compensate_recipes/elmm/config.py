@@ -206,6 +206,17 @@ class ElmmConfig:
                 "prompt.structure_score and prompt.head_from_structure need a KGE to score with",
                 "set prompt.structure_from=rotate (or transe) and prompt.structure_minutes > 0",
             )
+        for key in ("train.max_minutes", "train.budget_minutes", "prompt.structure_minutes"):
+            section, name = key.split(".")
+            if getattr(getattr(self, section), name) < 0:
+                raise PCError(f"{key} must be 0 (no limit) or a positive number of minutes", "fix the config")
+        budget = self.train.budget_minutes
+        if budget and self.prompt.structure_from != "learned" and self.prompt.structure_minutes >= budget:
+            raise PCError(
+                f"prompt.structure_minutes ({self.prompt.structure_minutes:g}) leaves nothing of "
+                f"train.budget_minutes ({budget:g}) for pruning and training",
+                "give the KGE stage a share of the budget",
+            )
         if not set(self.lora.targets) <= {"q", "k", "v", "o"}:
             raise PCError(f"lora.targets must be a subset of q, k, v, o, got {self.lora.targets}", "fix the config")
         return self
