@@ -73,3 +73,23 @@ def test_shrink_config_keeps_the_relations_models_check() -> None:
     ]:
         row = survey_family(model_type, model_class, [])
         assert row.status == "supported", (model_type, row.reason)
+
+
+def test_survey_fills_what_published_checkpoints_carry() -> None:
+    """Qwen's Omni thinkers read ``vision_start_token_id``, which their published configs set and
+    transformers' default thinker config lacks (when this assertion fails, transformers has added
+    it and ``CHECKPOINT_FIELDS`` can go); Qwen3-Omni's default thinker vocabulary (3,584) is smaller
+    than the survey tokenizer's, which the builder grows to fit. Both then prune and generate."""
+    from transformers import AutoConfig
+
+    from prune_compensate.testing.survey import CHECKPOINT_FIELDS
+
+    for model_type in CHECKPOINT_FIELDS:
+        assert not hasattr(AutoConfig.for_model(model_type), "vision_start_token_id"), model_type
+    assert AutoConfig.for_model("qwen3_omni_moe_thinker").text_config.vocab_size < 30522
+    for model_type, model_class in [
+        ("qwen2_5_omni_thinker", "Qwen2_5OmniThinkerForConditionalGeneration"),
+        ("qwen3_omni_moe_thinker", "Qwen3OmniMoeThinkerForConditionalGeneration"),
+    ]:
+        row = survey_family(model_type, model_class, [])
+        assert row.status == "supported", (model_type, row.reason)

@@ -3,6 +3,7 @@ reload → forward → generate (``prune_compensate.testing.survey``) and write 
 
     python tools/family_table.py            # all families: benchmarks/results/families.json + docs/families.md
     python tools/family_table.py --markdown # only re-render docs/families.md from the JSON
+    python tools/family_table.py --only qwen2_5_omni_thinker ...  # rerun these rows, keep the others
 
 ``tests/test_family_table.py`` fails when the installed transformers registers a family the JSON
 does not list, and when ``docs/families.md`` is not what this tool renders from the JSON.
@@ -60,6 +61,7 @@ def render(data: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
+    only = argv[argv.index("--only") + 1 :] if "--only" in argv else None
     if "--markdown" not in argv:
         import transformers
         from PIL import Image
@@ -69,14 +71,22 @@ def main(argv: list[str]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             image = Path(tmp) / "probe.png"
             Image.new("RGB", (40, 40), (120, 60, 200)).save(image)
-            rows = survey([str(image)])
-        data = {
-            "schema": 1,
-            "command": "python tools/family_table.py",
-            "seeds": {"tiny_model_weights": 0},
-            "transformers": transformers.__version__,
-            "rows": rows_to_json(rows),
-        }
+            rows = rows_to_json(survey([str(image)], only=only))
+        if only:  # the other rows stay as the last full run left them; the rerun is recorded
+            data = json.loads(RESULTS.read_text())
+            if data["transformers"] != transformers.__version__:
+                raise SystemExit(f"the table is of transformers {data['transformers']}: rerun it whole")
+            fresh = {row["model_type"]: row for row in rows}
+            data["rows"] = [fresh.pop(row["model_type"], row) for row in data["rows"]] + list(fresh.values())
+            data.setdefault("reruns", []).append(f"python tools/family_table.py --only {' '.join(only)}")
+        else:
+            data = {
+                "schema": 1,
+                "command": "python tools/family_table.py",
+                "seeds": {"tiny_model_weights": 0},
+                "transformers": transformers.__version__,
+                "rows": rows,
+            }
         RESULTS.write_text(json.dumps(data, indent=1) + "\n")
     data = json.loads(RESULTS.read_text())
     MARKDOWN.parent.mkdir(exist_ok=True)

@@ -44,6 +44,15 @@ TINY_SIZES: dict[str, int] = {
     "v_head_dim": 16,
 }
 
+# Fields that every published checkpoint of the family carries but transformers' default config
+# lacks, although the model's forward reads them: Qwen's Omni thinkers compute their multimodal
+# rotary positions from ``vision_start_token_id`` (set in the thinker_config of Qwen2.5-Omni and
+# Qwen3-Omni checkpoints), absent from ``Qwen*OmniThinkerConfig()``.
+CHECKPOINT_FIELDS: dict[str, dict[str, Any]] = {
+    "qwen2_5_omni_thinker": {"vision_start_token_id": 151652},
+    "qwen3_omni_moe_thinker": {"vision_start_token_id": 151652},
+}
+
 # Model types whose hand-built tiny model (in FAMILIES) takes the image path.
 HAND_BUILT: dict[str, str] = {
     "blip-2": "blip2",
@@ -176,16 +185,37 @@ def _time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _fit_vocabulary(config: Any, size: int, seen: set[int] | None = None) -> None:
+    """Grow every ``vocab_size`` below ``size`` (the survey tokenizer's) to it, in ``config`` and its
+    sub-configs: a default config with a small vocabulary (Qwen3-Omni's thinker: 3,584) would
+    otherwise index past its embedding on the tokenizer's ids."""
+    from transformers import PretrainedConfig
+
+    seen = seen if seen is not None else set()
+    if id(config) in seen:
+        return
+    seen.add(id(config))
+    for key, value in list(vars(config).items()):
+        if isinstance(value, PretrainedConfig):
+            _fit_vocabulary(value, size, seen)
+        elif key == "vocab_size" and isinstance(value, int) and 0 < value < size:
+            setattr(config, key, size)
+
+
 def build_from_config(model_type: str, class_name: str, out: Path) -> Path:
     """A tiny random model of ``model_type`` from its default config, saved with a WordPiece tokenizer."""
     import transformers
     from transformers import AutoConfig
 
     config = shrink_config(AutoConfig.for_model(model_type))
+    for key, value in CHECKPOINT_FIELDS.get(model_type, {}).items():
+        setattr(config, key, value)
+    tokenizer = wordpiece()
+    _fit_vocabulary(config, len(tokenizer))
     torch.manual_seed(0)
     model = getattr(transformers, class_name)(config).eval()
     model.save_pretrained(out)
-    wordpiece().save_pretrained(out)
+    tokenizer.save_pretrained(out)
     # A tiny config that does not survive its own save and reload (a validator refuses it, or a size
     # derived at init comes out different) is a failure to build, not a failure of loading.
     again = getattr(transformers, class_name)(AutoConfig.from_pretrained(out))
