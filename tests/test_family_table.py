@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import load_tool
 
 from prune_compensate.testing.survey import registered_families, shrink_config, survey_family
@@ -93,3 +94,20 @@ def test_survey_fills_what_published_checkpoints_carry() -> None:
     ]:
         row = survey_family(model_type, model_class, [])
         assert row.status == "supported", (model_type, row.reason)
+
+
+def _rows(**match: str) -> list[dict]:
+    rows = json.loads((ROOT / "benchmarks" / "results" / "families.json").read_text())["rows"]
+    return [row for row in rows if all(row.get(k) == v for k, v in match.items())]
+
+
+@pytest.mark.parametrize(
+    "row", _rows(path="images", built="from config", status="supported"), ids=lambda row: row["model_type"]
+)
+def test_family_built_from_config_runs_on_an_image(row: dict, image_paths: list[str]) -> None:
+    """Every family the table lists as supported on images without a hand-written builder: built
+    from its default config with its real processor class, it is profiled, pruned with an image in
+    every calibration sample, saved, reloaded, run forward on an image prompt and generates."""
+    result = survey_family(row["model_type"], row["model_class"], image_paths[:1])
+    assert (result.status, result.path, result.built) == ("supported", "images", "from config"), result.reason
+    assert result.decoder == row["decoder"]

@@ -40,23 +40,33 @@ def render(data: dict) -> str:
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: STATUS_ORDER[x[0]]))
         + ".",
         "",
-        f"*Path* `images`: a hand-built tiny model with the family's real processor and image inputs "
-        f"({images} families, also run by the test suite). `text`: built tiny from the family's default "
-        "config with a WordPiece tokenizer, text prompts only — the decoder is found, pruned, saved, "
-        "reloaded and generates, but image inputs were not exercised. *refused*: the one-line error "
-        "`pc` gives. *not built*: the default config does not build tiny offline. *error*: a traceback "
-        "at that stage, raised inside the named package.",
+        f"*Path* `images`: the family's real processor class and an image ({images} families, all run by "
+        "the test suite); *built* `by hand` (sizes and processor settings chosen per family) or `from "
+        "config` (its default config shrunk, its processor given its own default image processor aligned "
+        "to the vision tower). `text`: no image path worked offline (the reason is in the row); built "
+        "from the default config with a WordPiece tokenizer, text prompts only — the decoder is found, "
+        "pruned, saved, reloaded and generates, but image inputs were not exercised. *refused*: the "
+        "one-line error `pc` gives. *not built*: the default config does not build tiny offline. "
+        "*error*: a traceback at that stage, raised inside the named package.",
         "",
-        "| family | class | status | path | decoder blocks / reason |",
-        "|---|---|---|---|---|",
+        "| family | class | status | path | built | decoder blocks / reason |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         if row["status"] == "supported":
             detail = f"`{row['decoder']}`"
+            if row.get("images_reason"):
+                detail += f"; images: {row['images_reason']}"
         else:
             where = f" ({row['raised_in']})" if row.get("raised_in") else ""
-            detail = f"at {row['stage']}{where}: {row['reason']}".replace("|", "\\|")
-        lines.append(f"| {row['model_type']} | {row['model_class']} | {row['status']} | {row['path']} | {detail} |")
+            detail = f"at {row['stage']}{where}: {row['reason']}"
+            if row.get("images_reason"):
+                detail += f"; images: {row['images_reason']}"
+        detail = detail.replace("|", "\\|")
+        lines.append(
+            f"| {row['model_type']} | {row['model_class']} | {row['status']} | {row['path']} "
+            f"| {row.get('built', '')} | {detail} |"
+        )
     return "\n".join(lines) + "\n"
 
 

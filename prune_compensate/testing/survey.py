@@ -1,11 +1,13 @@
 """Run every image-text-to-text family transformers registers through profile → prune → reload →
 forward → generate, and say for each what happened (the family table of the docs).
 
-Families with a hand-built tiny model in ``FAMILIES`` (real processor, real image inputs) take the
-image path. Every other registered family is built tiny from its own config class (sizes shrunk
-by ``shrink_config``) and takes the text path with MiniLM's WordPiece tokenizer: that proves the
-decoder is found, pruned, saved, reloaded and generates, but not that its processor's image inputs
-work. Each row records which path it took, so the table never claims more than was run.
+Families with a hand-built tiny model in ``FAMILIES`` take the image path with their hand-set
+processor. Every other registered family is built tiny from its own default config (sizes shrunk
+by ``shrink_config``), first with its real processor class on an image
+(``processor_build.build_with_processor``) and, where that fails, on text alone with MiniLM's
+WordPiece tokenizer: that proves the decoder is found, pruned, saved, reloaded and generates, but
+not that its processor's image inputs work. Each row records which path it took and why the image
+path was not, so the table never claims more than was run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .processor_build import build_with_processor, has_processor
 from .tiny_models import FAMILIES, Family, wordpiece
 
 # Config fields set to tiny values wherever they occur (top level and every sub-config).
@@ -153,8 +156,10 @@ class SurveyRow:
     """One family's outcome. ``status``: ``supported``; ``refused`` (our one-line error, the reason);
     ``not built`` (its default config does not build tiny offline); ``error`` (a traceback at
     ``stage``, raised in ``raised_in``: ``transformers`` — often a forward that needs image inputs
-    the text path has not — or ``prune_compensate``, a bug of ours). ``path``: ``images``
-    (hand-built, real processor) or ``text`` (tiny from config, WordPiece tokenizer)."""
+    the text path has not — or ``prune_compensate``, a bug of ours). ``path``: ``images`` (the
+    family's real processor and an image) or ``text`` (WordPiece tokenizer, text prompts only);
+    ``built``: ``by hand`` (``FAMILIES``) or ``from config`` (its default config, shrunk);
+    ``images_reason``: why a family built from config took the text path."""
 
     model_type: str
     model_class: str
@@ -165,6 +170,8 @@ class SurveyRow:
     raised_in: str = ""
     decoder: str = ""
     seconds: float = 0.0
+    built: str = ""
+    images_reason: str = ""
 
 
 class _Timeout(Exception):
@@ -185,7 +192,7 @@ def _time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _fit_vocabulary(config: Any, size: int, seen: set[int] | None = None) -> None:
+def fit_vocabulary(config: Any, size: int, seen: set[int] | None = None) -> None:
     """Grow every ``vocab_size`` below ``size`` (the survey tokenizer's) to it, in ``config`` and its
     sub-configs: a default config with a small vocabulary (Qwen3-Omni's thinker: 3,584) would
     otherwise index past its embedding on the tokenizer's ids."""
@@ -197,7 +204,7 @@ def _fit_vocabulary(config: Any, size: int, seen: set[int] | None = None) -> Non
     seen.add(id(config))
     for key, value in list(vars(config).items()):
         if isinstance(value, PretrainedConfig):
-            _fit_vocabulary(value, size, seen)
+            fit_vocabulary(value, size, seen)
         elif key == "vocab_size" and isinstance(value, int) and 0 < value < size:
             setattr(config, key, size)
 
@@ -211,7 +218,7 @@ def build_from_config(model_type: str, class_name: str, out: Path) -> Path:
     for key, value in CHECKPOINT_FIELDS.get(model_type, {}).items():
         setattr(config, key, value)
     tokenizer = wordpiece()
-    _fit_vocabulary(config, len(tokenizer))
+    fit_vocabulary(config, len(tokenizer))
     torch.manual_seed(0)
     model = getattr(transformers, class_name)(config).eval()
     model.save_pretrained(out)
@@ -262,24 +269,64 @@ def _flow(model_dir: Path, images: list[str], work: Path, step: Callable[[str], 
 
 
 def survey_family(model_type: str, class_name: str, images: list[str], time_limit: int = 120) -> SurveyRow:
-    """Run one family through the flow and say what happened."""
+    """Run one family through the flow and say what happened: a hand-built family on its images; any
+    other first with its real processor class on an image (``build_with_processor``) and, where
+    that fails, on text alone, the image path's failure kept in ``images_reason``."""
+    hand: Family | None = next((f for f in FAMILIES if f.name == HAND_BUILT.get(model_type)), None)
+    start = time.perf_counter()
+    if hand is not None:
+        hand_images = images if hand.vision else []
+        row = _attempt(model_type, class_name, "images", "by hand", hand.build, hand_images, time_limit)
+    else:
+        row = None
+        reason = f"no processor class is registered for {model_type}"
+        if has_processor(model_type):
+            row = _attempt(
+                model_type,
+                class_name,
+                "images",
+                "from config",
+                _generic(model_type, class_name, True),
+                images[:1],
+                time_limit,
+            )
+            reason = f"at {row.stage}: {row.reason}"
+        if row is None or row.status != "supported":
+            row = _attempt(
+                model_type, class_name, "text", "from config", _generic(model_type, class_name, False), [], time_limit
+            )
+            row.images_reason = reason
+    row.seconds = round(time.perf_counter() - start, 1)
+    return row
+
+
+def _generic(model_type: str, class_name: str, with_processor: bool) -> Callable[[Path], Path]:
+    if with_processor:
+        return lambda out: build_with_processor(model_type, class_name, out)
+    return lambda out: build_from_config(model_type, class_name, out)
+
+
+def _attempt(
+    model_type: str,
+    class_name: str,
+    path: str,
+    built: str,
+    build: Callable[[Path], Path],
+    images: list[str],
+    time_limit: int,
+) -> SurveyRow:
+    """One try of the flow on a freshly built model; every outcome is a row."""
     from ..errors import PCError
 
-    hand: Family | None = next((f for f in FAMILIES if f.name == HAND_BUILT.get(model_type)), None)
-    row = SurveyRow(model_type, class_name, "supported", "images" if hand else "text")
-    start = time.perf_counter()
+    row = SurveyRow(model_type, class_name, "supported", path, built=built)
     stage = {"now": "build"}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         work = Path(tmp)
         try:
             with _time_limit(time_limit):
-                model_dir = (
-                    hand.build(work / "model") if hand else build_from_config(model_type, class_name, work / "model")
-                )
-                row.decoder = _flow(
-                    model_dir, images if hand and hand.vision else [], work, lambda s: stage.update(now=s)
-                )
+                model_dir = build(work / "model")
+                row.decoder = _flow(model_dir, images, work, lambda s: stage.update(now=s))
         except PCError as err:
             row.status, row.reason = "refused", str(err).splitlines()[0]
         except Exception as err:  # noqa: BLE001 — every outcome is a row of the table
@@ -291,7 +338,6 @@ def survey_family(model_type: str, class_name: str, images: list[str], time_limi
                 row.raised_in = _where(err)
         row.stage = "" if row.status == "supported" else stage["now"]
         row.reason = row.reason.replace(str(work / "model"), "MODEL").replace(str(work), "WORK")
-    row.seconds = round(time.perf_counter() - start, 1)
     return row
 
 

@@ -1,0 +1,212 @@
+"""A tiny random model of a registered family *with its real processor class*, built offline, so the
+family survey can run a family on image inputs without a hand-written builder.
+
+The processor is the family's own class (``PROCESSOR_MAPPING_NAMES``), given its own image (and
+video) processor class with default settings and MiniLM's WordPiece tokenizer carrying every
+special token the processor asks for. What a published checkpoint would keep consistent by its
+files is made consistent here from the shrunk model config:
+
+* the image processor's ``patch_size`` / ``temporal_patch_size`` / ``merge_size`` and its image
+  size come from the vision tower's config (a default image processor is often another release's);
+* every ``*_token_id`` / ``*_token_index`` of the model config is the tokenizer's id of the
+  processor's token of that name;
+* a processor argument the processor cannot default (``patch_size``,
+  ``vision_feature_select_strategy``) comes from the config.
+
+Families where that is not enough (their processor and model disagree in a way only a real
+checkpoint's files settle) fail in the survey's image path and are run on text instead, with the
+reason kept in their row.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .tiny_models import wordpiece
+
+# Special tokens a processor may read from its tokenizer, by attribute name; a processor that asks
+# for another ``*_token`` attribute gets ``<name>`` added (see ``_processor``).
+SPECIAL_TOKENS: dict[str, str] = {
+    "image_token": "<image>",
+    "video_token": "<video>",
+    "boi_token": "<start_of_image>",
+    "eoi_token": "<end_of_image>",
+    "image_boundary_token": "<image_boundary>",
+    "start_image_token": "<img>",
+    "end_image_token": "</img>",
+    "image_start_token": "<img_start>",
+    "image_end_token": "<img_end>",
+    "vision_start_token": "<|vision_start|>",
+    "vision_end_token": "<|vision_end|>",
+    "image_break_token": "[IMG_BREAK]",
+    "fake_image_token": "<fake_token_around_image>",
+    "global_image_token": "<global-img>",
+    "image_pad_token": "<|image_pad|>",
+    "video_pad_token": "<|video_pad|>",
+}
+
+
+def has_processor(model_type: str) -> bool:
+    from transformers.models.auto import processing_auto
+
+    return model_type in processing_auto.PROCESSOR_MAPPING_NAMES
+
+
+def _component_class(mapping: dict[str, Any], model_type: str, processor_name: str) -> Any:
+    """The family's image (or video) processor class; where the family has none registered, the
+    one of another family that shares its processor class (GLM-4V-MoE uses GLM-4V's)."""
+    import transformers
+    from transformers.models.auto import processing_auto
+
+    names = mapping.get(model_type)
+    if names is None:
+        names = next(
+            (
+                mapping[other]
+                for other, p in processing_auto.PROCESSOR_MAPPING_NAMES.items()
+                if p == processor_name and mapping.get(other)
+            ),
+            None,
+        )
+    if names is None:
+        return None
+    if isinstance(names, dict):  # {backend: class name}
+        names = names.get("torchvision") or names.get("pil")
+    elif isinstance(names, (tuple, list)):
+        names = next(n for n in names if n)
+    return getattr(transformers, names)
+
+
+def _configs(config: Any, seen: set[int] | None = None) -> Iterator[Any]:
+    """``config`` and every sub-config, once each."""
+    from transformers import PretrainedConfig
+
+    seen = seen if seen is not None else set()
+    if id(config) in seen:
+        return
+    seen.add(id(config))
+    yield config
+    for value in list(vars(config).values()):
+        if isinstance(value, PretrainedConfig):
+            yield from _configs(value, seen)
+
+
+def _vision_config(config: Any) -> Any:
+    return next(
+        (c for c in _configs(config) if "vision" in type(c).__name__.lower() and getattr(c, "patch_size", None)),
+        None,
+    )
+
+
+def _align_image_processor(processor: Any, vision: Any) -> None:
+    """Patch, merge and image size of ``processor`` (image or video) from the vision tower."""
+    if vision is None or processor is None:
+        return
+    for mine, theirs in (
+        ("patch_size", "patch_size"),
+        ("temporal_patch_size", "temporal_patch_size"),
+        ("merge_size", "spatial_merge_size"),
+    ):
+        if hasattr(processor, mine) and getattr(vision, theirs, None):
+            setattr(processor, mine, getattr(vision, theirs))
+    side = getattr(vision, "image_size", None)
+    side = side[0] if isinstance(side, (list, tuple)) else side
+    if not isinstance(side, int):
+        return
+    size = getattr(processor, "size", None)
+    keys = {k for k in ("height", "width", "shortest_edge", "longest_edge") if _get(size, k)}
+    if "longest_edge" in keys:  # a pixel budget or a resize range: the processor's own choice
+        return
+    if {"height", "width"} <= keys:
+        processor.size = {"height": side, "width": side}
+    elif "shortest_edge" in keys:
+        processor.size = {"shortest_edge": side}
+    if getattr(processor, "crop_size", None) is not None:
+        processor.crop_size = {"height": side, "width": side}
+
+
+def _get(size: Any, key: str) -> Any:
+    if size is None:
+        return None
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def _processor(processor_class: Any, image: Any, video: Any, config: Any) -> tuple[Any, Any]:
+    """The processor and its tokenizer, every ``*_token`` it names present in the tokenizer."""
+    params = inspect.signature(processor_class.__init__).parameters
+    vision = _vision_config(config)
+    kwargs: dict[str, Any] = {"image_processor": image}
+    if "video_processor" in params:
+        kwargs["video_processor"] = video
+    if "patch_size" in params and getattr(vision, "patch_size", None):
+        kwargs["patch_size"] = vision.patch_size
+    if "vision_feature_select_strategy" in params and getattr(config, "vision_feature_select_strategy", None):
+        kwargs["vision_feature_select_strategy"] = config.vision_feature_select_strategy
+    if "num_additional_image_tokens" in params and "clip" in type(vision).__name__.lower():
+        kwargs["num_additional_image_tokens"] = 1  # CLIP's class token
+    special = dict(SPECIAL_TOKENS)
+    for _ in range(16):
+        tokenizer = wordpiece(special)
+        try:
+            processor = processor_class(tokenizer=tokenizer, **kwargs)
+        except AttributeError as err:  # "... has no attribute slice_start_token"
+            missing = str(err).rsplit(" ", 1)[-1]
+            if not missing.endswith("_token") or missing in special:
+                raise
+            special[missing] = f"<{missing}>"
+            continue
+        vocab = tokenizer.get_vocab()
+        absent = {
+            name: value
+            for name, value in vars(processor).items()
+            if name.endswith("_token") and isinstance(value, str) and value not in vocab
+        }
+        if not absent:
+            return processor, tokenizer
+        special.update(absent)
+    raise ValueError(f"{processor_class.__name__} keeps asking for special tokens")
+
+
+def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
+    """A tiny random ``class_name`` and its real processor saved to ``out`` (see the module doc)."""
+    import transformers
+    from transformers import AutoConfig
+    from transformers.models.auto import image_processing_auto, processing_auto, video_processing_auto
+
+    from .survey import CHECKPOINT_FIELDS, fit_vocabulary, shrink_config
+
+    processor_name = processing_auto.PROCESSOR_MAPPING_NAMES[model_type]
+    image_class = _component_class(image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES, model_type, processor_name)
+    if image_class is None:
+        raise ValueError(f"no image processor class is registered for {processor_name}")
+    video_class = _component_class(
+        getattr(video_processing_auto, "VIDEO_PROCESSOR_MAPPING_NAMES", {}), model_type, processor_name
+    )
+    config = shrink_config(AutoConfig.for_model(model_type))
+    for key, value in CHECKPOINT_FIELDS.get(model_type, {}).items():
+        setattr(config, key, value)
+    vision = _vision_config(config)
+    image = image_class()
+    _align_image_processor(image, vision)
+    video = video_class() if video_class is not None else None
+    _align_image_processor(video, vision)
+    processor, tokenizer = _processor(getattr(transformers, processor_name), image, video, config)
+    fit_vocabulary(config, len(tokenizer))
+    for sub in _configs(config):
+        for name in [n for n in vars(sub) if n.endswith(("_token_id", "_token_index"))]:
+            value = getattr(processor, name, None)
+            if not isinstance(value, int):
+                token = getattr(processor, name.rsplit("_", 1)[0], None)
+                value = tokenizer.convert_tokens_to_ids(token) if isinstance(token, str) else None
+            if isinstance(value, int):
+                setattr(sub, name, value)
+    torch.manual_seed(0)
+    model = getattr(transformers, class_name)(config).eval()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
