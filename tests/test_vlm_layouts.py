@@ -312,3 +312,17 @@ def test_mla_kv_bytes_match_the_real_cache(tmp_path: Path) -> None:
     result = prune_(loaded, PruneConfig(layers=[0], held_out=0, compare=(), show_progress=False), samples)
     assert result.kv_cache_bytes_per_token == {"before": 96, "after": 48}
     assert cached_bytes_per_token() == 48
+
+
+def test_forward_parameters_read_once_match_the_live_signature() -> None:
+    """The cached parameters of ``model.forward`` are its live signature's, self excluded, and a
+    forward set on the instance (a wrapper) is read from the instance, not the class cache."""
+    import inspect
+
+    from prune_compensate.calibration.forward import forward_kwargs, forward_parameters
+
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=100))
+    assert list(forward_parameters(model)) == list(inspect.signature(model.forward).parameters)
+    assert forward_kwargs(model) == {"use_cache": False, "logits_to_keep": 1}
+    model.forward = lambda input_ids=None: None
+    assert list(forward_parameters(model)) == ["input_ids"] and forward_kwargs(model) == {}

@@ -10,9 +10,10 @@ masked to real tokens, as ``(N, D)`` rows; nothing is kept past the callback.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,9 +249,26 @@ def move_inputs(inputs: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     return moved
 
 
+@functools.lru_cache(maxsize=64)
+def _signature_of(function: Any) -> inspect.Signature:
+    return inspect.signature(function)
+
+
+def forward_parameters(model: nn.Module) -> Mapping[str, inspect.Parameter]:
+    """The parameters of ``model.forward``, read once per forward function (the calibration and
+    heal loops ask on every batch)."""
+    forward = model.forward
+    function = getattr(forward, "__func__", None)
+    if function is None:  # a plain function set on the instance (a hook wrapper): no caching
+        return inspect.signature(forward).parameters
+    parameters = dict(_signature_of(function).parameters)
+    parameters.pop(next(iter(parameters)), None)  # self
+    return parameters
+
+
 def forward_kwargs(model: nn.Module) -> dict[str, Any]:
     """Extra forward arguments that make calibration forwards cheaper without changing hidden states."""
-    params = inspect.signature(model.forward).parameters
+    params = forward_parameters(model)
     extra: dict[str, Any] = {}
     if "use_cache" in params:
         extra["use_cache"] = False
@@ -280,7 +298,7 @@ def required_non_text_inputs(model: nn.Module) -> list[str]:
     """The forward arguments of ``model`` without a default that are not text inputs."""
     return [
         name
-        for name, p in inspect.signature(model.forward).parameters.items()
+        for name, p in forward_parameters(model).items()
         if p.default is inspect.Parameter.empty
         and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         and name not in TEXT_INPUTS
@@ -322,7 +340,7 @@ def text_only_failure(model: nn.Module, encoder: BatchEncoder) -> str | None:
     required = required_non_text_inputs(model)
     if required:
         return f"its forward requires {', '.join(required)}"
-    if not any(name in inspect.signature(model.forward).parameters for name in NON_TEXT_INPUTS):
+    if not any(name in forward_parameters(model) for name in NON_TEXT_INPUTS):
         return None
     err = text_only_probe_error(model, encoder, (ValueError, TypeError))
     message = str(err).strip().splitlines()[0] if err is not None and str(err).strip() else ""

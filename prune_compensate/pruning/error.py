@@ -16,7 +16,6 @@ outputs here; only sums are kept. Definitions (real tokens only, padding masked)
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calibration.forward import encoded_batches, move_inputs
+from ..calibration.forward import encoded_batches, forward_parameters, move_inputs
 from ..calibration.samples import BatchEncoder, CalibrationSample, real_tokens
 from ..errors import PCError
 from ..model.locate import DecoderLayout
@@ -72,7 +71,7 @@ def capture_final_hidden(layout: DecoderLayout) -> Iterator[dict[str, Any]]:
 
 def forward_final(model: nn.Module, layout: DecoderLayout, inputs: dict[str, torch.Tensor]) -> FinalOutputs:
     """One full forward (gradients as the caller's mode allows) returning ``FinalOutputs``."""
-    extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+    extra = {"use_cache": False} if "use_cache" in forward_parameters(model) else {}
     with capture_final_hidden(layout) as store:
         outputs = model(**move_inputs(inputs, model), **extra)
     if "hidden" not in store:
