@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Leave-one-out ablations of the same-budget ELMM configuration (elmm_prior_config.sh): each variant
 # switches one part off and runs at a shorter fixed budget (its RotatE stage, pruning and training
-# all inside it), seeds 0 and 1 side by side on one CPU thread each. Ranked on a fixed sample of the
-# test split (eval.test_triples draws it with its own seed 0: the same triples for every run), so a
-# variant costs a minute of evaluation instead of ten; weights selected on 1,000 valid triples.
+# all inside it), seeds 0 and 1 side by side on one CPU thread each. Every variant of a seed starts
+# from the RotatE stage the "full" run of that seed trained (its <out>/structure_kge, reused as a
+# resumed run reuses it, its recorded minutes still charged to the budget), so the variants differ
+# only in what they switch, not in how many RotatE epochs the machine's load allowed; "full" runs
+# first. Ranked on a fixed sample of the test split (eval.test_triples draws it with its own seed 0:
+# the same triples for every run), so a variant costs a minute of evaluation instead of ten; weights
+# selected on 1,000 valid triples.
 #   bash benchmarks/elmm_budget_ablation.sh ["variants"] [DATASET] [MINUTES] [KGE_MINUTES] [TEST_TRIPLES]
 #   default: every variant below in order, FB15k-237, 10, 5, 2000
 # → benchmarks/results/elmm_<DATASET>_ablation_<variant>_<MINUTES>min_seed<S>.json; a result that
@@ -34,6 +38,11 @@ for variant in $variants; do
     if [[ -f $result && -z ${FORCE:-} ]]; then echo "kept $result"; continue; fi
     out="runs/elmm_budget_ablation/${ds}_${variant}_${minutes}min_seed$seed"
     rm -rf "$out"
+    shared="runs/elmm_budget_ablation/${ds}_full_${minutes}min_seed$seed/structure_kge"
+    if [[ $variant != full ]]; then
+      [[ -d $shared ]] || { echo "run the full variant first: $shared is missing" >&2; exit 2; }
+      mkdir -p "$out" && cp -r "$shared" "$out/"
+    fi
     # shellcheck disable=SC2086
     (pc run elmm --config elmm_minilm_fb15k237.yaml "data=$ds" "${ELMM[@]}" "eval.test_triples=$test_triples" \
       ${VARIANTS[$variant]} "train.seed=$seed" "out=$out" --quiet > "$out.log" 2>&1 \
