@@ -82,7 +82,7 @@ def _component_class(mapping: dict[str, Any], model_type: str, processor_name: s
     return getattr(transformers, names)
 
 
-def _configs(config: Any, seen: set[int] | None = None) -> Iterator[Any]:
+def sub_configs(config: Any, seen: set[int] | None = None) -> Iterator[Any]:
     """``config`` and every sub-config, once each."""
     from transformers import PretrainedConfig
 
@@ -93,12 +93,12 @@ def _configs(config: Any, seen: set[int] | None = None) -> Iterator[Any]:
     yield config
     for value in list(vars(config).values()):
         if isinstance(value, PretrainedConfig):
-            yield from _configs(value, seen)
+            yield from sub_configs(value, seen)
 
 
 def _vision_config(config: Any) -> Any:
     return next(
-        (c for c in _configs(config) if "vision" in type(c).__name__.lower() and getattr(c, "patch_size", None)),
+        (c for c in sub_configs(config) if "vision" in type(c).__name__.lower() and getattr(c, "patch_size", None)),
         None,
     )
 
@@ -136,10 +136,10 @@ def _get(size: Any, key: str) -> Any:
     return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
 
 
-def _processor(processor_class: Any, image: Any, video: Any, config: Any) -> tuple[Any, Any]:
-    """The processor and its tokenizer, every ``*_token`` it names present in the tokenizer."""
+def _processor(processor_class: Any, image: Any, video: Any, config: Any, vision: Any) -> tuple[Any, Any]:
+    """The processor and its tokenizer, every ``*_token`` it names present in the tokenizer
+    (``vision``: the vision tower's config within ``config``, or None)."""
     params = inspect.signature(processor_class.__init__).parameters
-    vision = _vision_config(config)
     kwargs: dict[str, Any] = {"image_processor": image}
     if "video_processor" in params:
         kwargs["video_processor"] = video
@@ -175,10 +175,9 @@ def _processor(processor_class: Any, image: Any, video: Any, config: Any) -> tup
 def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
     """A tiny random ``class_name`` and its real processor saved to ``out`` (see the module doc)."""
     import transformers
-    from transformers import AutoConfig
     from transformers.models.auto import image_processing_auto, processing_auto, video_processing_auto
 
-    from .survey import CHECKPOINT_FIELDS, fit_vocabulary, shrink_config
+    from .survey import fit_vocabulary, tiny_config
 
     processor_name = processing_auto.PROCESSOR_MAPPING_NAMES[model_type]
     image_class = _component_class(image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES, model_type, processor_name)
@@ -187,17 +186,15 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
     video_class = _component_class(
         getattr(video_processing_auto, "VIDEO_PROCESSOR_MAPPING_NAMES", {}), model_type, processor_name
     )
-    config = shrink_config(AutoConfig.for_model(model_type))
-    for key, value in CHECKPOINT_FIELDS.get(model_type, {}).items():
-        setattr(config, key, value)
+    config = tiny_config(model_type)
     vision = _vision_config(config)
     image = image_class()
     _align_image_processor(image, vision)
     video = video_class() if video_class is not None else None
     _align_image_processor(video, vision)
-    processor, tokenizer = _processor(getattr(transformers, processor_name), image, video, config)
+    processor, tokenizer = _processor(getattr(transformers, processor_name), image, video, config, vision)
     fit_vocabulary(config, len(tokenizer))
-    for sub in _configs(config):
+    for sub in sub_configs(config):
         for name in [n for n in vars(sub) if n.endswith(("_token_id", "_token_index"))]:
             value = getattr(processor, name, None)
             if not isinstance(value, int):

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .processor_build import build_with_processor, has_processor
+from .processor_build import build_with_processor, has_processor, sub_configs
 from .tiny_models import FAMILIES, Family, wordpiece
 
 # Config fields set to tiny values wherever they occur (top level and every sub-config).
@@ -119,23 +119,22 @@ def _shrink_per_layer_lists(config: Any, layers: int | None) -> None:
         config.num_hidden_layers = length
 
 
-def shrink_config(config: Any, seen: set[int] | None = None) -> Any:
+def shrink_config(config: Any) -> Any:
     """Set every size field in ``config`` and its sub-configs to ``TINY_SIZES`` (in place; 0 means
     "none" and stays: GLM-5's sparse-attention layers have no rotary part), keeping
     the relations the model's code relies on: per-layer lists one entry per layer, key/value heads
     equal to query heads where they were (multi-head latent attention), an MLA head width equal to
     its rotary part where it was, rotary sections that fit the tiny head."""
-    from transformers import PretrainedConfig
+    for sub in sub_configs(config):
+        _shrink_one(sub)
+    return config
 
-    seen = seen if seen is not None else set()
-    if id(config) in seen:
-        return config
-    seen.add(id(config))
+
+def _shrink_one(config: Any) -> None:
+    """``shrink_config`` for the fields of one (sub-)config."""
     original = dict(vars(config))
     for key, value in list(vars(config).items()):
-        if isinstance(value, PretrainedConfig):
-            shrink_config(value, seen)
-        elif key in TINY_SIZES and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if key in TINY_SIZES and isinstance(value, int) and not isinstance(value, bool) and value > 0:
             setattr(config, key, TINY_SIZES[key])
         elif key == "rope_parameters" and isinstance(value, dict) and "vision" not in type(config).__name__.lower():
             setattr(config, key, {**value, "mrope_section": _mrope_section(config, value)})
@@ -148,7 +147,6 @@ def shrink_config(config: Any, seen: set[int] | None = None) -> Any:
         config.head_dim = config.qk_rope_head_dim
     if getattr(config, "sliding_window", 0) is None and "sliding_attention" in str(getattr(config, "layer_types", "")):
         config.sliding_window = 8
-    return config
 
 
 @dataclass
@@ -192,21 +190,25 @@ def _time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def fit_vocabulary(config: Any, size: int, seen: set[int] | None = None) -> None:
+def fit_vocabulary(config: Any, size: int) -> None:
     """Grow every ``vocab_size`` below ``size`` (the survey tokenizer's) to it, in ``config`` and its
     sub-configs: a default config with a small vocabulary (Qwen3-Omni's thinker: 3,584) would
     otherwise index past its embedding on the tokenizer's ids."""
-    from transformers import PretrainedConfig
+    for sub in sub_configs(config):
+        value = getattr(sub, "vocab_size", None)
+        if "vocab_size" in vars(sub) and isinstance(value, int) and 0 < value < size:
+            sub.vocab_size = size
 
-    seen = seen if seen is not None else set()
-    if id(config) in seen:
-        return
-    seen.add(id(config))
-    for key, value in list(vars(config).items()):
-        if isinstance(value, PretrainedConfig):
-            fit_vocabulary(value, size, seen)
-        elif key == "vocab_size" and isinstance(value, int) and 0 < value < size:
-            setattr(config, key, size)
+
+def tiny_config(model_type: str) -> Any:
+    """The default config of ``model_type``, shrunk (``shrink_config``), with the fields its
+    published checkpoints carry (``CHECKPOINT_FIELDS``): what both survey builders start from."""
+    from transformers import AutoConfig
+
+    config = shrink_config(AutoConfig.for_model(model_type))
+    for key, value in CHECKPOINT_FIELDS.get(model_type, {}).items():
+        setattr(config, key, value)
+    return config
 
 
 def build_from_config(model_type: str, class_name: str, out: Path) -> Path:
@@ -214,9 +216,7 @@ def build_from_config(model_type: str, class_name: str, out: Path) -> Path:
     import transformers
     from transformers import AutoConfig
 
-    config = shrink_config(AutoConfig.for_model(model_type))
-    for key, value in CHECKPOINT_FIELDS.get(model_type, {}).items():
-        setattr(config, key, value)
+    config = tiny_config(model_type)
     tokenizer = wordpiece()
     fit_vocabulary(config, len(tokenizer))
     torch.manual_seed(0)
