@@ -94,6 +94,11 @@ def _mean_spread(values: list[float]) -> str:
     return f"{mean:.3f} ± {(max(values) - min(values)) / 2:.3f}"
 
 
+def _test_metric(documents: list[dict], key: str) -> list[float]:
+    """One test metric (both directions) of each result document, in order (one per seed)."""
+    return [d["test"]["both"][key] for d in documents]
+
+
 def _versus(values: list[float], reference: list[float]) -> str:
     """The mean difference to ``reference`` over seeds, and whether every seed agrees on its sign."""
     delta = f"{sum(values) / len(values) - sum(reference) / len(reference):+.3f}"
@@ -124,9 +129,6 @@ def tofu_block() -> list[str]:
         tofu = max(variants.values(), key=lambda docs: sum(d["training"]["best_valid_mrr"] for d in docs) / len(docs))
         rotate = [json.loads((RESULTS / f"rotate_{dataset}_seed{s}.json").read_text()) for s in (0, 1)]
 
-        def metric(documents: list[dict], key: str) -> list[float]:
-            return [d["test"]["both"][key] for d in documents]
-
         minutes = rotate[0]["budget"]["minutes_per_model"]
         model = tofu[0]["config"]["model"]
         depth = f"GP {model['gp_layers']}" + (
@@ -134,10 +136,10 @@ def tofu_block() -> list[str]:
         )
         epochs = ", ".join(f"{d['training']['epochs_done']:.2f}" for d in tofu)
         rows.append(
-            f"| {dataset} ({minutes:g} min, {depth}) | {_mean_spread(metric(tofu, 'mrr'))} "
-            f"| {_mean_spread(metric(rotate, 'mrr'))} "
-            f"| {_mean_spread(metric(tofu, 'hits@10'))} | {_mean_spread(metric(rotate, 'hits@10'))} "
-            f"| {sum(metric(tofu, 'mr')) / 2:.0f} | {sum(metric(rotate, 'mr')) / 2:.0f} | {epochs} epochs |"
+            f"| {dataset} ({minutes:g} min, {depth}) | {_mean_spread(_test_metric(tofu, 'mrr'))} "
+            f"| {_mean_spread(_test_metric(rotate, 'mrr'))} "
+            f"| {_mean_spread(_test_metric(tofu, 'hits@10'))} | {_mean_spread(_test_metric(rotate, 'hits@10'))} "
+            f"| {sum(_test_metric(tofu, 'mr')) / 2:.0f} | {sum(_test_metric(rotate, 'mr')) / 2:.0f} | {epochs} epochs |"
         )
     return rows
 
@@ -214,17 +216,14 @@ def ablation_block() -> list[str]:
         for name in ABLATION_ROWS
     }
 
-    def test(name: str, key: str) -> list[float]:
-        return [d["test"]["both"][key] for d in docs[name]]
-
-    full = test("full", "mrr")
+    full = _test_metric(docs["full"], "mrr")
     for name, label in ABLATION_ROWS.items():
-        mrr = test(name, "mrr")
+        mrr = _test_metric(docs[name], "mrr")
         verdict = "" if name == "full" else _versus(mrr, full)
         valid = sum(d["training"]["best_valid_mrr"] for d in docs[name]) / 2
         rows.append(
-            f"| {label} | {_mean_spread(mrr)} | {_mean_spread(test(name, 'hits@10'))} "
-            f"| {sum(test(name, 'mr')) / 2:.0f} | {valid:.3f} | {verdict} |"
+            f"| {label} | {_mean_spread(mrr)} | {_mean_spread(_test_metric(docs[name], 'hits@10'))} "
+            f"| {sum(_test_metric(docs[name], 'mr')) / 2:.0f} | {valid:.3f} | {verdict} |"
         )
     return rows
 
@@ -252,9 +251,6 @@ def elmm_budget_block() -> list[str]:
         if not elmm:
             continue
 
-        def metric(documents: list[dict], key: str) -> list[float]:
-            return [d["test"]["both"][key] for d in documents]
-
         start = [d["training"]["history"][0]["valid_mrr"] for d in elmm]
         best = [d["training"]["best_valid_mrr"] for d in elmm]
         kge = elmm[0]["config"]["prompt"]["structure_minutes"]
@@ -262,9 +258,9 @@ def elmm_budget_block() -> list[str]:
         steps = ", ".join(str(d["training"]["optimizer_steps"]) for d in elmm)
         rows.append(
             f"| {dataset} ({minutes.removesuffix('min')} min, {len(elmm)} seed{'s' if len(elmm) > 1 else ''}) "
-            f"| {_mean_spread(metric(elmm, 'mrr'))} | {_mean_spread(metric(rotate, 'mrr'))} "
-            f"| {_mean_spread(metric(elmm, 'hits@10'))} | {_mean_spread(metric(rotate, 'hits@10'))} "
-            f"| {sum(metric(elmm, 'mr')) / len(elmm):.0f} | {sum(metric(rotate, 'mr')) / len(rotate):.0f} "
+            f"| {_mean_spread(_test_metric(elmm, 'mrr'))} | {_mean_spread(_test_metric(rotate, 'mrr'))} "
+            f"| {_mean_spread(_test_metric(elmm, 'hits@10'))} | {_mean_spread(_test_metric(rotate, 'hits@10'))} "
+            f"| {sum(_test_metric(elmm, 'mr')) / len(elmm):.0f} | {sum(_test_metric(rotate, 'mr')) / len(rotate):.0f} "
             f"| {_mean_spread(start)} → {_mean_spread(best)} "
             f"| {kge:g} min; {train:.1f} min, {steps} steps |"
         )
@@ -302,17 +298,17 @@ def elmm_ablation_block() -> list[str]:
                 docs[name] = [json.loads(p.read_text()) for p in pair]
         if "full" not in docs:
             continue
-        full = [d["test"]["both"]["mrr"] for d in docs["full"]]
+        full = _test_metric(docs["full"], "mrr")
         for name, documents in docs.items():
-            mrr = [d["test"]["both"]["mrr"] for d in documents]
+            mrr = _test_metric(documents, "mrr")
             start = [d["training"]["history"][0]["valid_mrr"] for d in documents]
             best = [d["training"]["best_valid_mrr"] for d in documents]
             triples = documents[0]["evaluated"]["test_triples"]
             steps = ", ".join(str(d["training"]["optimizer_steps"]) for d in documents)
             rows.append(
                 f"| {ELMM_ABLATION_ROWS[name]} ({dataset}, {minutes.removesuffix('min')} min, {triples} test triples) "
-                f"| {_mean_spread(mrr)} | {_mean_spread([d['test']['both']['hits@10'] for d in documents])} "
-                f"| {sum(d['test']['both']['mr'] for d in documents) / 2:.0f} "
+                f"| {_mean_spread(mrr)} | {_mean_spread(_test_metric(documents, 'hits@10'))} "
+                f"| {sum(_test_metric(documents, 'mr')) / 2:.0f} "
                 f"| {_mean_spread(start)} → {_mean_spread(best)} | {steps} "
                 f"| {'' if name == 'full' else _versus(mrr, full)} |"
             )
