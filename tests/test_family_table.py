@@ -111,3 +111,11 @@ def test_family_built_from_config_runs_on_an_image(row: dict, image_paths: list[
     result = survey_family(row["model_type"], row["model_class"], image_paths[:1])
     assert (result.status, result.path, result.built) == ("supported", "images", "from config"), result.reason
     assert result.decoder == row["decoder"]
+
+
+def test_rerun_of_an_unknown_family_is_refused_before_running() -> None:
+    tool = _tool()
+    before = tool.RESULTS.read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(["--only", "no_such_family"])
+    assert exit_info.value.code == 2 and tool.RESULTS.read_text() == before

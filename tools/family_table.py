@@ -76,7 +76,12 @@ def main(argv: list[str]) -> None:
         import transformers
         from PIL import Image
 
-        from prune_compensate.testing.survey import rows_to_json, survey
+        from prune_compensate.testing.survey import registered_families, rows_to_json, survey
+
+        unknown = sorted(set(only or []) - set(registered_families()))
+        if unknown or only == []:
+            print(f"error: --only needs registered family names, got {unknown or 'none'}", file=sys.stderr)
+            raise SystemExit(2)
 
         with tempfile.TemporaryDirectory() as tmp:
             image = Path(tmp) / "probe.png"
