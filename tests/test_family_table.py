@@ -119,3 +119,64 @@ def test_rerun_of_an_unknown_family_is_refused_before_running() -> None:
     with pytest.raises(SystemExit) as exit_info:
         tool.main(["--only", "no_such_family"])
     assert exit_info.value.code == 2 and tool.RESULTS.read_text() == before
+
+
+def _built(model_type: str, tmp_path: Path):
+    from prune_compensate import load_model
+    from prune_compensate.testing.processor_build import build_with_processor
+
+    return load_model(build_with_processor(model_type, registered_families()[model_type], tmp_path / model_type))
+
+
+def test_git_image_prefix_is_profiled_one_sample_per_batch(image_paths: list[str], tmp_path: Path) -> None:
+    """GIT prepends its image features to the text inside its forward, so its stack runs on more
+    positions than the batch has, and padded rows could not be lined up with them. It is calibrated
+    one sample per batch (with a warning), every position a real token: the profile's cosine across
+    each block equals the one recomputed from transformers' own ``hidden_states``, image prefix
+    included. On text alone nothing is inserted."""
+    import torch
+
+    from prune_compensate.calibration.forward import inserts_positions
+    from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample, CalibrationWarning
+    from prune_compensate.model.locate import find_decoder
+    from prune_compensate.pruning.profile import ProfileConfig, profile_samples
+
+    loaded = _built("git", tmp_path)
+    layout = find_decoder(loaded.model)
+    encoder = BatchEncoder(loaded.processor, 64)
+    texts = ["a red square", "two birds on a long wire above the road", "a cat", "the sea at night, calm"]
+    samples = [CalibrationSample(text, image_paths[:1], f"s{i}") for i, text in enumerate(texts)]
+    assert inserts_positions(loaded.model, layout, encoder, samples, 4)
+    assert not inserts_positions(loaded.model, layout, encoder, [CalibrationSample("a cat", [], "t")], 4)
+    with pytest.warns(CalibrationWarning, match="one sample per batch"):
+        profile = profile_samples(loaded.model, encoder, samples, ProfileConfig(k=1, show_progress=False), layout)
+
+    sums, tokens = torch.zeros(layout.num_layers, dtype=torch.float64), 0
+    for sample in samples:
+        with torch.no_grad():
+            states = loaded.model(**encoder([sample]), output_hidden_states=True).hidden_states
+        assert states[0].shape[1] > encoder([sample])["input_ids"].shape[1]  # the image prefix
+        tokens += states[0].shape[1]
+        for i in range(layout.num_layers):
+            cos = torch.nn.functional.cosine_similarity(states[i][0].double(), states[i + 1][0].double(), dim=-1)
+            sums[i] += cos.sum()
+    assert profile.n_tokens == tokens
+    for layer in profile.layers:
+        assert layer.block_cosine_mean == pytest.approx(float(sums[layer.index]) / tokens, abs=1e-5)
+
+
+def test_blip_text_decoder_reads_input_ids_not_decoder_inputs(image_paths: list[str], tmp_path: Path) -> None:
+    """BLIP's text decoder cross-attends to the image, as an encoder–decoder's decoder does, but its
+    model reads the text as ``input_ids``: sending the text again as decoder inputs would make their
+    (one token shorter) mask stand for the stack's tokens. Florence-2's model takes decoder inputs."""
+    from prune_compensate.calibration.forward import feeds_decoder_text, inserts_positions
+    from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample
+    from prune_compensate.model.locate import find_decoder
+
+    loaded = _built("blip", tmp_path)
+    layout = find_decoder(loaded.model)
+    assert layout.cross_attends and not feeds_decoder_text(loaded.model, layout)
+    samples = [CalibrationSample("a red square", image_paths[:1], "s0")]
+    assert not inserts_positions(loaded.model, layout, BatchEncoder(loaded.processor, 64), samples, 1)
+    florence = _built("florence2", tmp_path)
+    assert feeds_decoder_text(florence.model, find_decoder(florence.model))

@@ -119,3 +119,24 @@ def test_statistics_size_does_not_grow_with_samples(family_dirs) -> None:
     assert sizes[0] == sizes[1]
     # and the O(D²) moments for the next step have a fixed size too
     assert CrossMoments(64, 64).nbytes == (64 * 64 * 2 + 64 * 2) * 8
+
+
+def test_token_mask_stretches_to_inserted_positions_only_without_padding() -> None:
+    """A stack that runs on more positions than the batch has (a model inserting an image prefix
+    inside its forward): with no padding every position is a real token; with padding nothing says
+    which inserted position lines up with which mask column, so it is a one-line error."""
+    import pytest
+
+    from prune_compensate.errors import PCError
+
+    hidden = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3)
+    token_mask = TokenMask()
+    token_mask.set(torch.ones(2, 3, dtype=torch.long))
+    assert torch.equal(token_mask.rows(hidden), hidden.reshape(10, 3))
+    assert token_mask.row_positions().tolist() == [0, 1, 2, 3, 4] * 2
+    token_mask.set(torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    with pytest.raises(PCError, match="one sample per batch"):
+        token_mask.rows(hidden)
+    token_mask.set(torch.ones(2, 6, dtype=torch.long))
+    with pytest.raises(PCError, match="runs its stack on 5 positions"):
+        token_mask.rows(hidden)

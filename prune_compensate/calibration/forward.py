@@ -13,9 +13,10 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -39,9 +40,12 @@ from .samples import (
     BatchEncoder,
     CalibrationConfig,
     CalibrationSample,
+    CalibrationWarning,
     batches,
     check_images,
     for_model,
+    positions_mask,
+    probe_batch,
     read_samples,
     real_tokens,
 )
@@ -67,16 +71,14 @@ class TokenMask:
         self.positions = (self.mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
     def rows(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``(B, T, D)`` → ``(N, D)`` rows of real tokens."""
+        """``(B, T, D)`` → ``(N, D)`` rows of real tokens. A stack that runs on more positions than
+        the batch has (a model that inserts some inside its forward) has the mask stretched once
+        per batch by ``positions_mask``."""
         assert self.mask is not None
         if hidden.dim() == 2:  # some cores flatten (B*T, D)
-            hidden = hidden.view(*self.mask.shape, -1)
-        if tuple(hidden.shape[:2]) != tuple(self.mask.shape):
-            raise PCError(
-                f"hidden states of shape {tuple(hidden.shape)} do not line up with the attention mask "
-                f"{tuple(self.mask.shape)}",
-                "the model changes sequence length inside; please report this model class",
-            )
+            hidden = hidden.view(self.mask.shape[0], -1, hidden.shape[-1])
+        if hidden.shape[1] != self.mask.shape[1]:
+            self.set(positions_mask(self.mask, hidden.shape[1]))
         return hidden[self.mask.to(hidden.device)]
 
     def row_positions(self) -> torch.Tensor:
@@ -394,6 +396,62 @@ def encoded_batches(
         for batch in batches(samples, batch_size):
             yield encoder(batch)
             progress.advance(task, len(batch))
+
+
+def feeds_decoder_text(model: nn.Module, layout: DecoderLayout) -> bool:
+    """Whether the calibration text also goes to the located stack as decoder inputs: the stack
+    cross-attends (the decoder of an encoder–decoder, Florence-2) and ``model.forward`` takes
+    ``decoder_input_ids``. BLIP's text decoder cross-attends to the image yet reads ``input_ids``:
+    decoder inputs would be ignored, and their mask taken for the stack's tokens."""
+    return layout.cross_attends and "decoder_input_ids" in forward_parameters(model)
+
+
+def inserts_positions(
+    model: nn.Module,
+    layout: DecoderLayout,
+    encoder: BatchEncoder,
+    samples: list[CalibrationSample],
+    batch_size: int,
+) -> bool:
+    """Whether ``model`` runs its stack on more positions than its input has (GIT prepends its image
+    features inside its forward). Such a model is calibrated one sample per batch: rows of a padded
+    batch could not be lined up with the inserted positions (``positions_mask``). One probe forward
+    of the calibration's probe batch, stopped at the first block."""
+    inputs = encoder(probe_batch(samples, batch_size))
+    seen: list[int] = []
+
+    def first_block(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = block_input(args, kwargs)
+        if hidden.dim() == 3:
+            seen.append(hidden.shape[1])
+        raise StopForward
+
+    handle = layout.blocks[0].register_forward_pre_hook(first_block, with_kwargs=True)
+    try:
+        run_forward(model, inputs, TokenMask())
+    finally:
+        handle.remove()
+    return bool(seen) and seen[0] > real_tokens(inputs).shape[1]
+
+
+def one_sample_batches(
+    model: nn.Module,
+    layout: DecoderLayout,
+    encoder: BatchEncoder,
+    samples: list[CalibrationSample],
+    calibration: CalibrationConfig,
+) -> CalibrationConfig:
+    """``calibration`` with batch size 1, and a warning, when ``model`` inserts positions inside its
+    forward (``inserts_positions``); else ``calibration`` itself."""
+    if calibration.batch_size == 1 or not inserts_positions(model, layout, encoder, samples, calibration.batch_size):
+        return calibration
+    warnings.warn(
+        f"{type(model).__name__} inserts positions inside its forward (an image prefix), so it is "
+        "calibrated one sample per batch",
+        CalibrationWarning,
+        stacklevel=2,
+    )
+    return replace(calibration, batch_size=1)
 
 
 def find_residual_sites(

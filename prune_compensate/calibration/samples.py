@@ -358,6 +358,23 @@ def real_tokens(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.ones_like(inputs["input_ids"])
 
 
+def positions_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
+    """The real-token mask ``(B, T)`` of a batch stretched to the ``length`` positions the stack
+    really runs on. Why: some models insert positions inside their forward (GIT prepends its image
+    features to the text), so the stack sees ``(B, length, D)`` with ``length > T``. Without padding
+    every position is real, whatever was inserted where; with padding nothing says which inserted
+    positions line up with which mask column, so that is refused (calibrate one sample per batch)."""
+    if length == mask.shape[1]:
+        return mask
+    if length > mask.shape[1] and bool(mask.bool().all()):
+        return torch.ones(mask.shape[0], length, dtype=mask.dtype, device=mask.device)
+    raise PCError(
+        f"the model runs its stack on {length} positions but the batch has {mask.shape[1]}, with padding "
+        "— it changes the sequence length inside its forward",
+        "calibrate one sample per batch (--batch-size 1, and --heal-batch-size 1 when healing)",
+    )
+
+
 def probe_batch(samples: list[CalibrationSample], batch_size: int) -> list[CalibrationSample]:
     """The samples of one probe forward: the first image batch when there are images (so probes
     see image tokens too), else the first text batch; never a mix (see ``batches``)."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..calibration.forward import encoded_batches, forward_parameters, move_inputs
-from ..calibration.samples import BatchEncoder, CalibrationSample, real_tokens
+from ..calibration.samples import BatchEncoder, CalibrationSample, positions_mask, real_tokens
 from ..errors import PCError
 from ..model.locate import DecoderLayout
 from ..progress import WorkProgress
@@ -102,13 +102,7 @@ class OutputError:
 
     def update(self, reference: FinalOutputs, pruned: FinalOutputs, mask: torch.Tensor) -> None:
         ref_h, new_h = reference.hidden, pruned.hidden
-        mask = mask.bool().to(ref_h.device)
-        if tuple(ref_h.shape[:2]) != tuple(mask.shape):
-            raise PCError(
-                f"the final hidden states {tuple(ref_h.shape)} do not line up with the attention mask "
-                f"{tuple(mask.shape)}",
-                "the model changes the sequence length inside; pass --held-out 0 to skip the error report",
-            )
+        mask = positions_mask(mask, ref_h.shape[1]).bool().to(ref_h.device)
         a, b = ref_h[mask].double(), new_h[mask].double()
         self.sum_sq_diff += float(((b - a) ** 2).sum())
         self.sum_sq_ref += float((a**2).sum())

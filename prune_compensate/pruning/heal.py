@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calibration.samples import BatchEncoder, CalibrationSample, batches, real_tokens
+from ..calibration.samples import BatchEncoder, CalibrationSample, batches, positions_mask, real_tokens
 from ..errors import PCError
 from ..model.locate import DecoderLayout, has_lm_head, is_norm
 from ..progress import WorkProgress, progress_bar
@@ -89,7 +89,7 @@ def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def objective_loss(objective: str, teacher: FinalOutputs, student: FinalOutputs, mask: torch.Tensor) -> torch.Tensor:
     """The heal loss of one batch (mean over sequences or real tokens)."""
-    mask = mask.to(student.hidden.device).bool()
+    mask = positions_mask(mask, student.hidden.shape[1]).to(student.hidden.device).bool()
     if objective == "embedding":
         a, b = _pooled(teacher.hidden, mask), _pooled(student.hidden, mask)
         return (1 - (a * b).sum(-1)).mean()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from ..calibration.forward import (
     TokenMask,
     calibration_for,
     encoded_batches,
+    feeds_decoder_text,
     find_residual_sites,
+    one_sample_batches,
     run_forward,
 )
 from ..calibration.samples import (
@@ -171,10 +173,11 @@ def profile_samples(
     layout = layout or find_decoder(model, config.decoder, config.stack)
     if config.unit == "block" and layout.unit != "block":
         layout = block_units(layout)
-    encoder.decoder_text = layout.cross_attends
+    encoder.decoder_text = feeds_decoder_text(model, layout)
     replaced = replaced_layers(layout)
     attention = layout.attention_layers
     k = resolve_k(config.k, len(attention) - len(replaced), type(model).__name__)  # before any forward
+    config = replace(config, calibration=one_sample_batches(model, layout, encoder, samples, config.calibration))
     token_mask = TokenMask()
     probe = encoder(probe_batch(samples, config.calibration.batch_size))
     sites = find_residual_sites(model, layout, probe, token_mask)

@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from ..calibration.forward import CoreSignature, calibration_for, probe_cores
+from ..calibration.forward import CoreSignature, calibration_for, feeds_decoder_text, one_sample_batches, probe_cores
 from ..calibration.samples import (
     BatchEncoder,
     CalibrationSample,
@@ -263,7 +263,10 @@ def prune_samples(
     attention_layout = find_decoder(model, config.decoder, config.stack)
     layout = block_units(attention_layout) if config.unit == "block" else attention_layout
     k = check_choice(layout, model, config)  # before any forward pass
-    encoder.decoder_text = layout.cross_attends
+    encoder.decoder_text = feeds_decoder_text(model, layout)
+    calibration = one_sample_batches(model, layout, encoder, samples, config.calibration)
+    if calibration is not config.calibration:
+        config = replace(config, calibration=calibration, heal=replace(config.heal, batch_size=1))
     replaced = replaced_layers(layout)
     fit, held = split_samples(samples, config.held_out)
     if not fit:

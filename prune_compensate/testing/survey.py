@@ -253,11 +253,11 @@ def _flow(model_dir: Path, images: list[str], work: Path, step: Callable[[str], 
     out = save_pruned(loaded.model, loaded.processor, work / "pruned", result.to_manifest())
     step("reload")
     reloaded = load_pruned(out)
-    from ..calibration.forward import move_inputs
+    from ..calibration.forward import feeds_decoder_text, move_inputs
     from ..calibration.samples import BatchEncoder
 
     encoder = BatchEncoder(reloaded.processor, 32)
-    encoder.decoder_text = find_decoder(reloaded.model).cross_attends
+    encoder.decoder_text = feeds_decoder_text(reloaded.model, find_decoder(reloaded.model))
     inputs = move_inputs(encoder(samples[:2]), reloaded.model)
     step("forward")
     with torch.no_grad():
