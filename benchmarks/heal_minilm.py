@@ -36,6 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--k", type=int, default=3, help="attention layers dropped")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--variants", default="lstsq:hidden,lstsq:embedding,none:embedding", help="start:objective,...")
@@ -76,7 +77,7 @@ def main() -> None:
             train_norms=args.train_norms,
         )
         config = PruneConfig(
-            k=3,
+            k=args.k,
             init=init,
             held_out=300 / 1300,
             compare=("none", "lstsq"),
@@ -113,8 +114,9 @@ def main() -> None:
                 "calibration": args.calib,
                 "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
                 "seeds": {"calibration_draw": calibration.seed, "heal_batch_order": HealConfig().seed},
-                "protocol": "K=3, embedded calibration, 1,000 fitting / 300 held-out samples; heal early-stops on "
-                "the last tenth of the fitting samples; retrieval as benchmarks/minilm_retrieval_sweep.py",
+                "protocol": f"K={args.k}, embedded calibration, 1,000 fitting / 300 held-out samples; heal "
+                "early-stops on the last tenth of the fitting samples; retrieval as "
+                "benchmarks/minilm_retrieval_sweep.py",
                 "pairs": counts,
                 "dense": dense,
                 "rows": rows,

@@ -210,7 +210,7 @@ def prune_command(
     ] = 0,
     heal_lr: Annotated[float, typer.Option(help="Heal learning rate (Adam).")] = 3e-4,
     heal_objective: Annotated[
-        str, typer.Option(help="auto (kl for LMs, hidden for encoders), kl, embedding or hidden.")
+        str, typer.Option(help="auto (kl for LMs, hidden for encoders), kl, embedding, similarity or hidden.")
     ] = "auto",
     heal_norms: Annotated[bool, typer.Option(help="Heal also the norms of the blocks holding a map.")] = False,
     allow_base_change: AllowBaseOpt = False,

@@ -33,6 +33,9 @@ def test_objectives_match_hand_formulas() -> None:
     pooled = [np.stack([h[i][real[i]].mean(0) for i in range(2)]) for h in (hidden_a.numpy(), hidden_b.numpy())]
     cosine = (pooled[0] * pooled[1]).sum(1) / np.linalg.norm(pooled[0], axis=1) / np.linalg.norm(pooled[1], axis=1)
     assert float(objective_loss("embedding", a, b, mask)) == pytest.approx(float(np.mean(1 - cosine)), rel=1e-5)
+    unit = [e / np.linalg.norm(e, axis=1, keepdims=True) for e in pooled]
+    gram_gap = unit[1] @ unit[1].T - unit[0] @ unit[0].T
+    assert float(objective_loss("similarity", a, b, mask)) == pytest.approx(float(np.mean(gram_gap**2)), rel=1e-5)
     p = scipy.special.softmax(logits_a.numpy()[real], axis=-1)
     q = scipy.special.softmax(logits_b.numpy()[real], axis=-1)
     kl = scipy.special.rel_entr(p, q).sum(-1).mean()
