@@ -147,6 +147,9 @@ def _processor(processor_class: Any, image: Any, video: Any, config: Any, vision
         kwargs["patch_size"] = vision.patch_size
     if "vision_feature_select_strategy" in params and getattr(config, "vision_feature_select_strategy", None):
         kwargs["vision_feature_select_strategy"] = config.vision_feature_select_strategy
+    side, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
+    if "num_image_tokens" in params and isinstance(side, int) and isinstance(patch, int):
+        kwargs["num_image_tokens"] = (side // patch) ** 2  # LLaVA-OneVision: the tower's patches per image
     if "num_additional_image_tokens" in params and "clip" in type(vision).__name__.lower():
         kwargs["num_additional_image_tokens"] = 1  # CLIP's class token
     special = dict(SPECIAL_TOKENS)
