@@ -9,7 +9,10 @@
 #   bash benchmarks/elmm_vs_rotate.sh ["seeds"] [DATASET] [MINUTES] [KGE_MINUTES] [tag overrides...]
 #   default: "0 1" FB15k-237 30 15
 # → benchmarks/results/elmm_<DATASET>_<tag>_<MINUTES>min_seed<S>.json (tag default: prior) and
-#   rotate_<DATASET>_<MINUTES>min_1thread_seed<S>.json; a result that exists is kept (FORCE=1 reruns).
+#   <baseline>_<DATASET>_<MINUTES>min_1thread_seed<S>.json; a result that exists is kept (FORCE=1 reruns).
+# BASELINES="rotate transe" (default: rotate) names the PyKEEN baselines, each a one-thread run of the
+# same minutes; run two seeds' scripts at once (one seed each) when only baselines are left to run, so
+# each baseline shares the machine with one other run, as ELMM and RotatE did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds="${1:-0 1}"; ds="${2:-FB15k-237}"; minutes="${3:-30}"; kge="${4:-15}"; tag="${5:-prior}"
@@ -19,7 +22,6 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p runs/elmm_vs_rotate
 for seed in $seeds; do
   elmm="benchmarks/results/elmm_${ds}_${tag}_${minutes}min_seed$seed.json"
-  rotate="benchmarks/results/rotate_${ds}_${minutes}min_1thread_seed$seed.json"
   pids=()
   if [[ -f $elmm && -z ${FORCE:-} ]]; then echo "kept $elmm"; else
     out="runs/elmm_vs_rotate/${ds}_${tag}_${minutes}min_seed$seed"
@@ -29,12 +31,14 @@ for seed in $seeds; do
       --quiet > "$out.log" 2>&1 && cp "$out/metrics.json" "$elmm") &
     pids+=($!)
   fi
-  if [[ -f $rotate && -z ${FORCE:-} ]]; then echo "kept $rotate"; else
-    base="runs/elmm_vs_rotate/rotate_${ds}_${minutes}min_seed$seed"
+  for model in ${BASELINES:-rotate}; do
+    result="benchmarks/results/${model}_${ds}_${minutes}min_1thread_seed$seed.json"
+    if [[ -f $result && -z ${FORCE:-} ]]; then echo "kept $result"; continue; fi
+    base="runs/elmm_vs_rotate/${model}_${ds}_${minutes}min_seed$seed"
     mkdir -p "$base"
-    (python benchmarks/mkgc_baselines.py --dataset "$ds" --models rotate --minutes "$minutes" --seed "$seed" \
-      --threads 1 --out "$base" > "$base.log" 2>&1 && cp "$base/rotate_$ds.json" "$rotate") &
+    (python benchmarks/mkgc_baselines.py --dataset "$ds" --models "$model" --minutes "$minutes" --seed "$seed" \
+      --threads 1 --out "$base" > "$base.log" 2>&1 && cp "$base/${model}_$ds.json" "$result") &
     pids+=($!)
-  fi
+  done
   for pid in "${pids[@]}"; do wait "$pid"; done
 done

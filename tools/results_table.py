@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -97,6 +98,16 @@ def _mean_spread(values: list[float]) -> str:
 def _test_metric(documents: list[dict], key: str) -> list[float]:
     """One test metric (both directions) of each result document, in order (one per seed)."""
     return [d["test"]["both"][key] for d in documents]
+
+
+def _mean(values: list[float]) -> str:
+    """The mean over seeds with no decimals (for MR, whose seed spread is not reported)."""
+    return f"{sum(values) / len(values):.0f}"
+
+
+def _cells(runs: tuple[list[dict], ...], key: str, summary: Callable[[list[float]], str]) -> str:
+    """One table cell per method: ``summary`` of its test ``key`` over seeds, "—" where it did not run."""
+    return " | ".join(summary(_test_metric(docs, key)) if docs else "—" for docs in runs)
 
 
 def _versus(values: list[float], reference: list[float]) -> str:
@@ -229,28 +240,34 @@ def ablation_block() -> list[str]:
 
 
 def elmm_budget_block() -> list[str]:
-    """ELMM beside PyKEEN RotatE at one wall-clock budget, side by side on one thread each
-    (``benchmarks/elmm_vs_rotate.sh``): per dataset and budget, every seed present as mean ±
-    half-range, MR as the mean. "RotatE part" is the valid MRR of ELMM's own RotatE stage alone
-    (its step-0 validation on the same 1,000 valid triples), what the text was added to."""
+    """ELMM beside the PyKEEN baselines at one wall-clock budget, each on one thread
+    (``benchmarks/elmm_vs_rotate.sh``; TransE where ``BASELINES`` named it): per dataset and budget,
+    every seed present as mean ± half-range, MR as the mean, "—" for a baseline not run at that budget.
+    "RotatE part" is the valid MRR of ELMM's own RotatE stage alone (its step-0 validation on the same
+    1,000 valid triples), what the text was added to."""
     rows = [
-        "| dataset (budget, seeds) | ELMM MRR | RotatE MRR | ELMM Hits@10 | RotatE Hits@10 | ELMM MR | RotatE MR "
-        "| ELMM valid: RotatE part → selected | ELMM's RotatE stage; its training |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset (budget, seeds) | ELMM MRR | RotatE MRR | TransE MRR | ELMM Hits@10 | RotatE Hits@10 "
+        "| TransE Hits@10 | ELMM MR | RotatE MR | TransE MR | ELMM valid: RotatE part → selected "
+        "| ELMM's RotatE stage; its training |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(RESULTS.glob("elmm_*_prior_*min_seed0.json")):
         stem = path.name.removesuffix("_seed0.json")  # elmm_<DS>_prior_<M>min
         dataset, minutes = stem.removeprefix("elmm_").rsplit("_prior_", 1)
-        elmm, rotate = [], []
+        elmm, rotate, transe = [], [], []
         for seed in range(10):
             mine = RESULTS / f"{stem}_seed{seed}.json"
             theirs = RESULTS / f"rotate_{dataset}_{minutes}_1thread_seed{seed}.json"
             if mine.is_file() and theirs.is_file():
                 elmm.append(json.loads(mine.read_text()))
                 rotate.append(json.loads(theirs.read_text()))
+                other = RESULTS / f"transe_{dataset}_{minutes}_1thread_seed{seed}.json"
+                if other.is_file():
+                    transe.append(json.loads(other.read_text()))
         if not elmm:
             continue
 
+        runs = (elmm, rotate, transe)
         start = [d["training"]["history"][0]["valid_mrr"] for d in elmm]
         best = [d["training"]["best_valid_mrr"] for d in elmm]
         kge = elmm[0]["config"]["prompt"]["structure_minutes"]
@@ -258,9 +275,8 @@ def elmm_budget_block() -> list[str]:
         steps = ", ".join(str(d["training"]["optimizer_steps"]) for d in elmm)
         rows.append(
             f"| {dataset} ({minutes.removesuffix('min')} min, {len(elmm)} seed{'s' if len(elmm) > 1 else ''}) "
-            f"| {_mean_spread(_test_metric(elmm, 'mrr'))} | {_mean_spread(_test_metric(rotate, 'mrr'))} "
-            f"| {_mean_spread(_test_metric(elmm, 'hits@10'))} | {_mean_spread(_test_metric(rotate, 'hits@10'))} "
-            f"| {sum(_test_metric(elmm, 'mr')) / len(elmm):.0f} | {sum(_test_metric(rotate, 'mr')) / len(rotate):.0f} "
+            f"| {_cells(runs, 'mrr', _mean_spread)} | {_cells(runs, 'hits@10', _mean_spread)} "
+            f"| {_cells(runs, 'mr', _mean)} "
             f"| {_mean_spread(start)} → {_mean_spread(best)} "
             f"| {kge:g} min; {train:.1f} min, {steps} steps |"
         )
