@@ -152,7 +152,7 @@ def tofu_block() -> list[str]:
             f"| {dataset} ({minutes:g} min, {depth}) | {_mean_spread(_test_metric(tofu, 'mrr'))} "
             f"| {_mean_spread(_test_metric(rotate, 'mrr'))} "
             f"| {_mean_spread(_test_metric(tofu, 'hits@10'))} | {_mean_spread(_test_metric(rotate, 'hits@10'))} "
-            f"| {sum(_test_metric(tofu, 'mr')) / 2:.0f} | {sum(_test_metric(rotate, 'mr')) / 2:.0f} | {epochs} epochs |"
+            f"| {_mean(_test_metric(tofu, 'mr'))} | {_mean(_test_metric(rotate, 'mr'))} | {epochs} epochs |"
         )
     return rows
 
@@ -236,7 +236,7 @@ def ablation_block() -> list[str]:
         valid = sum(d["training"]["best_valid_mrr"] for d in docs[name]) / 2
         rows.append(
             f"| {label} | {_mean_spread(mrr)} | {_mean_spread(_test_metric(docs[name], 'hits@10'))} "
-            f"| {sum(_test_metric(docs[name], 'mr')) / 2:.0f} | {valid:.3f} | {verdict} |"
+            f"| {_mean(_test_metric(docs[name], 'mr'))} | {valid:.3f} | {verdict} |"
         )
     return rows
 
@@ -326,7 +326,7 @@ def elmm_ablation_block() -> list[str]:
             rows.append(
                 f"| {ELMM_ABLATION_ROWS[name]} ({dataset}, {minutes.removesuffix('min')} min, {triples} test triples) "
                 f"| {_mean_spread(mrr)} | {_mean_spread(_test_metric(documents, 'hits@10'))} "
-                f"| {sum(_test_metric(documents, 'mr')) / 2:.0f} "
+                f"| {_mean(_test_metric(documents, 'mr'))} "
                 f"| {_mean_spread(start)} → {_mean_spread(best)} | {steps} "
                 f"| {'' if name == 'full' else _versus(mrr, full)} |"
             )

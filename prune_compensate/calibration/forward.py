@@ -442,8 +442,12 @@ def one_sample_batches(
     calibration: CalibrationConfig,
 ) -> CalibrationConfig:
     """``calibration`` with batch size 1, and a warning, when ``model`` inserts positions inside its
-    forward (``inserts_positions``); else ``calibration`` itself."""
-    if calibration.batch_size == 1 or not inserts_positions(model, layout, encoder, samples, calibration.batch_size):
+    forward (``inserts_positions``, probed once per encoder); else ``calibration`` itself."""
+    if calibration.batch_size == 1:
+        return calibration
+    if encoder.stack_inserts_positions is None:
+        encoder.stack_inserts_positions = inserts_positions(model, layout, encoder, samples, calibration.batch_size)
+    if not encoder.stack_inserts_positions:
         return calibration
     warnings.warn(
         f"{type(model).__name__} inserts positions inside its forward (an image prefix), so it is "

@@ -256,6 +256,9 @@ class BatchEncoder:
         self.max_length = max_length
         self.has_images = hasattr(processor, "image_processor")
         self._inserts_own: bool | None = None
+        # Set by ``forward.one_sample_batches`` once it has probed the model this encoder feeds, so
+        # the prune and the profile it runs share one probe.
+        self.stack_inserts_positions: bool | None = None
         # Set for the decoder of an encoder–decoder (Florence-2): the text also goes to the decoder,
         # teacher-forced, so its blocks see real tokens (without it they see one start token).
         self.decoder_text = False
@@ -371,7 +374,7 @@ def positions_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
     raise PCError(
         f"the model runs its stack on {length} positions but the batch has {mask.shape[1]}, with padding "
         "— it changes the sequence length inside its forward",
-        "calibrate one sample per batch (--batch-size 1, and --heal-batch-size 1 when healing)",
+        "calibrate one sample per batch (--batch-size 1)",
     )
 
 
