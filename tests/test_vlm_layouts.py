@@ -326,3 +326,63 @@ def test_forward_parameters_read_once_match_the_live_signature() -> None:
     assert forward_kwargs(model) == {"use_cache": False, "logits_to_keep": 1}
     model.forward = lambda input_ids=None: None
     assert list(forward_parameters(model)) == ["input_ids"] and forward_kwargs(model) == {}
+
+
+class _OnePerSampleProcessor:
+    """A processor that takes images only as a flat list (GOT-OCR 2 reads a nested list as the pages
+    of one document) and names a text placeholder apart from its image token (Qianfan-OCR)."""
+
+    image_processor = object()
+    image_token = "<ctx>"
+    image_placeholder_token = "<image>"
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer = tokenizer
+        self.calls: list[str] = []
+
+    def __call__(self, text: list[str], images: list | None = None, **kwargs: object) -> dict:
+        nested = images is not None and any(isinstance(group, list) for group in images)
+        self.calls.append("nested" if nested else "flat")
+        if nested:
+            raise ValueError("Nested images are only supported with `multi_page` set to `True`")
+        assert all(prompt.count("<image>") == 1 for prompt in text)
+        return dict(self.tokenizer(text, padding=True, return_tensors="pt"))
+
+
+def test_encoder_sends_flat_images_to_a_processor_that_refuses_nested_lists(
+    family_dirs: dict, image_paths: list[str]
+) -> None:
+    processor = _OnePerSampleProcessor(load_model(family_dirs["llama"]).processor)
+    encoder = BatchEncoder(processor, 32)
+    samples = [CalibrationSample(t, image_paths[:1], f"s{i}") for i, t in enumerate(TEXTS[:2])]
+    encoder._inserts_own = False  # the probe itself is tested above; here only the batch call counts
+    assert encoder.image_placeholder() == "<image>" and encoder.image_token() == "<ctx>"
+    first = encoder(samples)
+    second = encoder(samples)
+    assert processor.calls == ["nested", "flat", "flat"]  # refused once, then flat from the start
+    assert first["input_ids"].shape == second["input_ids"].shape
+    two_images = [CalibrationSample(TEXTS[0], image_paths[:2], "two")]
+    with pytest.raises(PCError, match="Nested images"):  # flat would lose which image is whose
+        encoder(two_images)
+
+
+def test_mm_token_type_ids_are_asked_of_the_processor_when_the_model_takes_them(
+    family_dirs: dict, image_paths: list[str]
+) -> None:
+    """Models with multimodal rotary positions (Cosmos 3 Edge) refuse image inputs without
+    ``mm_token_type_ids``, which a processor returns only when asked unless its defaults say so."""
+    import torch
+
+    from prune_compensate.calibration.forward import takes_mm_token_types
+
+    loaded = load_model(family_dirs["qwen2_vl"])
+    assert takes_mm_token_types(loaded.model) and not takes_mm_token_types(load_model(family_dirs["llama"]).model)
+    processor = loaded.processor
+    processor.return_mm_token_type_ids = False  # as a processor whose defaults do not return them
+    encoder = BatchEncoder(processor, 64)
+    samples = [CalibrationSample(t, image_paths[:1], f"s{i}") for i, t in enumerate(TEXTS[:2])]
+    assert "mm_token_type_ids" not in encoder(samples)
+    encoder.mm_token_types = True
+    inputs = encoder(samples)
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    assert torch.equal(inputs["mm_token_type_ids"].bool(), inputs["input_ids"] == image_id)

@@ -406,6 +406,13 @@ def feeds_decoder_text(model: nn.Module, layout: DecoderLayout) -> bool:
     return layout.cross_attends and "decoder_input_ids" in forward_parameters(model)
 
 
+def takes_mm_token_types(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``mm_token_type_ids`` (which tokens are image, video or
+    audio): models with multimodal rotary positions refuse image inputs without them, and a
+    processor returns them only when asked unless its defaults say otherwise."""
+    return "mm_token_type_ids" in forward_parameters(model)
+
+
 def inserts_positions(
     model: nn.Module,
     layout: DecoderLayout,

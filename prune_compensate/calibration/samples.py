@@ -256,12 +256,16 @@ class BatchEncoder:
         self.max_length = max_length
         self.has_images = hasattr(processor, "image_processor")
         self._inserts_own: bool | None = None
+        self._flat_images: bool | None = None  # see _call_processor
         # Set by ``forward.one_sample_batches`` once it has probed the model this encoder feeds, so
         # the prune and the profile it runs share one probe.
         self.stack_inserts_positions: bool | None = None
         # Set for the decoder of an encoder–decoder (Florence-2): the text also goes to the decoder,
         # teacher-forced, so its blocks see real tokens (without it they see one start token).
         self.decoder_text = False
+        # Set for a model whose forward takes ``mm_token_type_ids`` (multimodal rotary positions:
+        # Cosmos 3 Edge, GLM-4V, Qwen-VL): asked of the processor, whose default may be not to return them.
+        self.mm_token_types = False
         if getattr(self.tokenizer, "pad_token", None) is None:
             eos = getattr(self.tokenizer, "eos_token", None)
             if eos is None:
@@ -269,9 +273,16 @@ class BatchEncoder:
             self.tokenizer.pad_token = eos
 
     def image_token(self) -> str | None:
-        """The placeholder a prompt carries per image, as text (some processors keep an ``AddedToken``)."""
+        """The image token of the processed ids, as text (some processors keep an ``AddedToken``)."""
         token = getattr(self.processor, "image_token", None) or getattr(self.tokenizer, "image_token", None)
         return None if token is None else str(token)
+
+    def image_placeholder(self) -> str | None:
+        """The placeholder a prompt carries per image: the image token, unless the processor names
+        a text placeholder apart from the token it expands it into (Qianfan-OCR: ``<image>`` →
+        ``<img><context_image_token>…</img>``)."""
+        placeholder = getattr(self.processor, "image_placeholder_token", None)
+        return str(placeholder) if placeholder is not None else self.image_token()
 
     def inserts_own_placeholders(self, sample: CalibrationSample) -> bool:
         """Whether the processor puts the image tokens in itself (BLIP-2, Kosmos-2, Florence-2, Fuyu):
@@ -310,7 +321,7 @@ class BatchEncoder:
         if template:
             content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]
             return self.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False)
-        return (self.image_token() or "<image>") * n_images + text
+        return (self.image_placeholder() or "<image>") * n_images + text
 
     def _text(self, samples: list[CalibrationSample]) -> dict[str, torch.Tensor]:
         texts = [s.text for s in samples]
@@ -341,14 +352,36 @@ class BatchEncoder:
         kwargs: dict[str, Any] = {"text": prompts, "padding": True, "return_tensors": "pt"}
         if any(images):
             kwargs["images"] = images
+        if self.mm_token_types:
+            kwargs["return_mm_token_type_ids"] = True
         try:
-            encoded = dict(self.processor(**kwargs))
+            encoded = self._call_processor(kwargs)
         except (ValueError, TypeError) as err:
             first = ", ".join(s.origin for s in samples[:3])
             raise PCError(
                 f"the processor rejected samples {first}: {str(err).splitlines()[0]}", "check the images and text"
             ) from err
         encoded.pop("labels", None)  # some processors (PaliGemma) add LM labels; calibration wants no loss
+        return encoded
+
+    def _call_processor(self, kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The processor's output; images go as one list per sample, or flat when the processor
+        refuses nested lists and every sample has one image (GOT-OCR 2 reads a nested list as the
+        pages of one document). The form that worked is kept for later batches."""
+        images = kwargs.get("images")
+        one_each = images is not None and all(len(group) == 1 for group in images)
+        if self._flat_images and one_each:
+            return dict(self.processor(**{**kwargs, "images": [group[0] for group in images]}))
+        try:
+            encoded = dict(self.processor(**kwargs))
+        except (ValueError, TypeError):
+            if not one_each or self._flat_images is not None:
+                raise
+            encoded = dict(self.processor(**{**kwargs, "images": [group[0] for group in images]}))
+            self._flat_images = True
+            return encoded
+        if images is not None:
+            self._flat_images = False
         return encoded
 
 

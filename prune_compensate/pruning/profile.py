@@ -27,6 +27,7 @@ from ..calibration.forward import (
     find_residual_sites,
     one_sample_batches,
     run_forward,
+    takes_mm_token_types,
 )
 from ..calibration.samples import (
     BatchEncoder,
@@ -174,6 +175,7 @@ def profile_samples(
     if config.unit == "block" and layout.unit != "block":
         layout = block_units(layout)
     encoder.decoder_text = feeds_decoder_text(model, layout)
+    encoder.mm_token_types = takes_mm_token_types(model)
     replaced = replaced_layers(layout)
     attention = layout.attention_layers
     k = resolve_k(config.k, len(attention) - len(replaced), type(model).__name__)  # before any forward
