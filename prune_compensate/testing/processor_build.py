@@ -51,10 +51,35 @@ SPECIAL_TOKENS: dict[str, str] = {
 }
 
 
-def has_processor(model_type: str) -> bool:
-    from transformers.models.auto import processing_auto
+# Processor arguments that the family's published processor files carry and its model config does
+# not: ViP-LLaVA always drops the vision tower's class token (``[:, 1:]`` in its forward), which its
+# checkpoints' ``LlavaProcessor`` counts by ``vision_feature_select_strategy="default"``.
+PROCESSOR_FIELDS: dict[str, dict[str, Any]] = {
+    "vipllava": {"vision_feature_select_strategy": "default"},
+}
 
-    return model_type in processing_auto.PROCESSOR_MAPPING_NAMES
+
+def family_processor(model_type: str, class_name: str) -> str | None:
+    """The family's processor class name: the one registered for ``model_type``, else the one
+    processor class the model's own package exports (a Qwen Omni *thinker* is registered without
+    one, yet its package's ``Qwen2_5OmniProcessor`` is what its checkpoints ship), else None."""
+    import importlib
+
+    import transformers
+    from transformers.models.auto import processing_auto
+    from transformers.processing_utils import ProcessorMixin
+
+    if model_type in processing_auto.PROCESSOR_MAPPING_NAMES:
+        return processing_auto.PROCESSOR_MAPPING_NAMES[model_type]
+    package = importlib.import_module(getattr(transformers, class_name).__module__.rsplit(".", 1)[0])
+    found = [
+        name
+        for name in dir(package)
+        if isinstance(getattr(package, name), type)
+        and issubclass(getattr(package, name), ProcessorMixin)
+        and hasattr(transformers, name)
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def _component_class(mapping: dict[str, Any], model_type: str, processor_name: str) -> Any:
@@ -136,13 +161,18 @@ def _get(size: Any, key: str) -> Any:
     return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
 
 
-def _processor(processor_class: Any, image: Any, video: Any, config: Any, vision: Any) -> tuple[Any, Any]:
+def _processor(
+    processor_class: Any, image: Any, video: Any, audio: Any, config: Any, vision: Any, fields: dict[str, Any]
+) -> tuple[Any, Any]:
     """The processor and its tokenizer, every ``*_token`` it names present in the tokenizer
-    (``vision``: the vision tower's config within ``config``, or None)."""
+    (``vision``: the vision tower's config within ``config``, or None; ``fields``: the family's
+    ``PROCESSOR_FIELDS``)."""
     params = inspect.signature(processor_class.__init__).parameters
     kwargs: dict[str, Any] = {"image_processor": image}
     if "video_processor" in params:
         kwargs["video_processor"] = video
+    if "feature_extractor" in params:  # an audio front end (Qwen Omni): its defaults, never fed here
+        kwargs["feature_extractor"] = audio
     if "patch_size" in params and getattr(vision, "patch_size", None):
         kwargs["patch_size"] = vision.patch_size
     if "vision_feature_select_strategy" in params and getattr(config, "vision_feature_select_strategy", None):
@@ -152,9 +182,10 @@ def _processor(processor_class: Any, image: Any, video: Any, config: Any, vision
         kwargs["num_image_tokens"] = (side // patch) ** 2  # LLaVA-OneVision: the tower's patches per image
     if "num_additional_image_tokens" in params and "clip" in type(vision).__name__.lower():
         kwargs["num_additional_image_tokens"] = 1  # CLIP's class token
-    special = dict(SPECIAL_TOKENS)
+    kwargs.update(fields)
+    special, plain = dict(SPECIAL_TOKENS), []
     for _ in range(16):
-        tokenizer = wordpiece(special)
+        tokenizer = wordpiece(special, plain)
         try:
             processor = processor_class(tokenizer=tokenizer, **kwargs)
         except AttributeError as err:  # "... has no attribute slice_start_token"
@@ -162,6 +193,12 @@ def _processor(processor_class: Any, image: Any, video: Any, config: Any, vision
             if not missing.endswith("_token") or missing in special:
                 raise
             special[missing] = f"<{missing}>"
+            continue
+        except KeyError as err:  # Fuyu looks its tokens up in the vocabulary: vocab["|SPEAKER|"]
+            missing = str(err.args[0]) if err.args else ""
+            if not missing or missing in plain:
+                raise
+            plain.append(missing)
             continue
         vocab = tokenizer.get_vocab()
         absent = {
@@ -178,11 +215,17 @@ def _processor(processor_class: Any, image: Any, video: Any, config: Any, vision
 def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
     """A tiny random ``class_name`` and its real processor saved to ``out`` (see the module doc)."""
     import transformers
-    from transformers.models.auto import image_processing_auto, processing_auto, video_processing_auto
+    from transformers.models.auto import (
+        feature_extraction_auto,
+        image_processing_auto,
+        video_processing_auto,
+    )
 
     from .survey import fit_vocabulary, tiny_config
 
-    processor_name = processing_auto.PROCESSOR_MAPPING_NAMES[model_type]
+    processor_name = family_processor(model_type, class_name)
+    if processor_name is None:
+        raise ValueError(f"no processor class is registered for {model_type}")
     image_class = _component_class(image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES, model_type, processor_name)
     if image_class is None:
         raise ValueError(f"no image processor class is registered for {processor_name}")
@@ -194,8 +237,19 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
     image = image_class()
     _align_image_processor(image, vision)
     video = video_class() if video_class is not None else None
+    if getattr(video, "draw_on_frames", False):  # ERNIE 4.5-VL stamps timestamps with a font file; no video here
+        video.draw_on_frames = False
     _align_image_processor(video, vision)
-    processor, tokenizer = _processor(getattr(transformers, processor_name), image, video, config, vision)
+    audio_class = _component_class(feature_extraction_auto.FEATURE_EXTRACTOR_MAPPING_NAMES, model_type, processor_name)
+    processor, tokenizer = _processor(
+        getattr(transformers, processor_name),
+        image,
+        video,
+        audio_class() if audio_class is not None else None,
+        config,
+        vision,
+        PROCESSOR_FIELDS.get(model_type, {}),
+    )
     fit_vocabulary(config, len(tokenizer))
     for sub in sub_configs(config):
         for name in [n for n in vars(sub) if n.endswith(("_token_id", "_token_index"))]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .processor_build import build_with_processor, has_processor, sub_configs
+from .processor_build import build_with_processor, family_processor, sub_configs
 from .tiny_models import FAMILIES, Family, wordpiece
 
 # Config fields set to tiny values wherever they occur (top level and every sub-config).
@@ -119,6 +119,30 @@ def _shrink_per_layer_lists(config: Any, layers: int | None) -> None:
         config.num_hidden_layers = length
 
 
+def _clamp_layer_indices(config: Any) -> None:
+    """Layer indices into a stack of the full depth (ViP-LLaVA's ``vision_feature_layer`` (-2, -5,
+    -8, -11, 6), Mllama's ``intermediate_layers_indices`` [3, 7, 15, 23, 30], the SAM tower's
+    ``global_attn_indexes`` (2, 5, 8, 11)) clamped into the tiny stack (``-layers … layers - 1``,
+    valid whether or not the embeddings count as hidden state 0), keeping their number: the
+    projector's input width counts them."""
+    layers = TINY_SIZES["num_hidden_layers"]
+
+    def clamp(index: int) -> int:
+        return max(-layers, min(index, layers - 1))
+
+    for key in (
+        "vision_feature_layer",
+        "vision_feature_layers",
+        "intermediate_layers_indices",
+        "global_attn_indexes",
+    ):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            setattr(config, key, clamp(value))
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
+            setattr(config, key, type(value)(clamp(v) for v in value))
+
+
 def shrink_config(config: Any) -> Any:
     """Set every size field in ``config`` and its sub-configs to ``TINY_SIZES`` (in place; 0 means
     "none" and stays: GLM-5's sparse-attention layers have no rotary part), keeping
@@ -139,12 +163,21 @@ def _shrink_one(config: Any) -> None:
         elif key == "rope_parameters" and isinstance(value, dict) and "vision" not in type(config).__name__.lower():
             setattr(config, key, {**value, "mrope_section": _mrope_section(config, value)})
     _shrink_per_layer_lists(config, original.get("num_hidden_layers"))
+    _clamp_layer_indices(config)
     if original.get("num_key_value_heads") is not None and original.get("num_key_value_heads") == original.get(
         "num_attention_heads"
     ):
         config.num_key_value_heads = config.num_attention_heads
     if original.get("qk_rope_head_dim") is not None and original.get("head_dim") == original["qk_rope_head_dim"]:
         config.head_dim = config.qk_rope_head_dim
+    if isinstance(original.get("cross_attention_layers"), list) and original["cross_attention_layers"]:
+        # Mllama's text stack interleaves cross-attention layers (the only way the image reaches the
+        # text): keep the tiny self-attention layers and add one cross-attention layer after them.
+        config.num_hidden_layers = TINY_SIZES["num_hidden_layers"] + 1
+        config.cross_attention_layers = [TINY_SIZES["num_hidden_layers"]]
+    indices = original.get("intermediate_layers_indices")
+    if indices and original.get("vision_output_dim") == original.get("hidden_size", 0) * (len(indices) + 1):
+        config.vision_output_dim = config.hidden_size * (len(indices) + 1)  # Mllama: last + intermediate states
     if getattr(config, "sliding_window", 0) is None and "sliding_attention" in str(getattr(config, "layer_types", "")):
         config.sliding_window = 8
 
@@ -253,11 +286,12 @@ def _flow(model_dir: Path, images: list[str], work: Path, step: Callable[[str], 
     out = save_pruned(loaded.model, loaded.processor, work / "pruned", result.to_manifest())
     step("reload")
     reloaded = load_pruned(out)
-    from ..calibration.forward import feeds_decoder_text, move_inputs
+    from ..calibration.forward import feeds_decoder_text, move_inputs, takes_mm_token_types
     from ..calibration.samples import BatchEncoder
 
     encoder = BatchEncoder(reloaded.processor, 32)
     encoder.decoder_text = feeds_decoder_text(reloaded.model, find_decoder(reloaded.model))
+    encoder.mm_token_types = takes_mm_token_types(reloaded.model)
     inputs = move_inputs(encoder(samples[:2]), reloaded.model)
     step("forward")
     with torch.no_grad():
@@ -280,7 +314,7 @@ def survey_family(model_type: str, class_name: str, images: list[str], time_limi
     else:
         row = None
         reason = f"no processor class is registered for {model_type}"
-        if has_processor(model_type):
+        if family_processor(model_type, class_name) is not None:
             row = _attempt(
                 model_type,
                 class_name,
