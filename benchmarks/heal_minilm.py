@@ -42,9 +42,19 @@ def main() -> None:
     parser.add_argument("--variants", default="lstsq:hidden,lstsq:embedding,none:embedding", help="start:objective,...")
     parser.add_argument(
         "--calib",
-        choices=("embedded", "task"),
+        choices=("embedded", "task", "mix"),
         default="embedded",
-        help="task: fit and heal on short texts (names and descriptions of the calibration's entities)",
+        help="task: fit and heal on short texts (names and descriptions of the calibration's entities); "
+        "mix: the 1,000 embedded fitting samples shuffled with --task-texts such texts, held-out still the "
+        "300 embedded samples",
+    )
+    parser.add_argument("--task-texts", type=int, default=1000, help="task-shaped texts added by --calib mix")
+    parser.add_argument(
+        "--held-out",
+        choices=("own", "embedded"),
+        default="own",
+        help="embedded: with --calib task, fit on 1,000 task texts and hold out the 300 embedded samples "
+        "(the error then compares with the embedded rows)",
     )
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     parser.add_argument("--eval-every", type=int, default=25, help="held-out evaluation interval (steps)")
@@ -61,16 +71,24 @@ def main() -> None:
     if args.calib == "task":  # same entities, task-shaped text; still disjoint from the scored queries
         texts = seen_entity_texts(args.data_dir, calibration_text)
         random.Random(0).shuffle(texts)
-        samples = [CalibrationSample(t, [], f"task:{i}") for i, t in enumerate(texts[:1300])]
+        task = [CalibrationSample(t, [], f"task:{i}") for i, t in enumerate(texts[:1300])]
+        samples = task[:1000] + samples[1000:] if args.held_out == "embedded" else task
+    elif args.calib == "mix":  # the same held-out samples as "embedded", so the error ratios compare
+        texts = seen_entity_texts(args.data_dir, calibration_text)
+        random.Random(0).shuffle(texts)
+        task = [CalibrationSample(t, [], f"task:{i}") for i, t in enumerate(texts[: args.task_texts])]
+        fitting = samples[:1000] + task
+        random.Random(1).shuffle(fitting)
+        samples = fitting + samples[1000:]
     eval_config = EvalConfig(text=None, pairs=str(pairs), batch_size=64, max_length=128, show_progress=False)
     dense = {m.metric: m.pruned for m in evaluate(load_model(device=args.device), None, eval_config).metrics}
     rows = []
     variants = [tuple(v.split(":")) for v in args.variants.split(",")]
     for init, objective in variants:
-        heal = HealConfig(
-            steps=args.steps,
+        heal = HealConfig(  # objective "-": no heal, the start itself is scored
+            steps=0 if objective == "-" else args.steps,
             lr=args.lr,
-            objective=objective,
+            objective="auto" if objective == "-" else objective,
             eval_every=args.eval_every,
             patience=args.patience,
             batch_size=args.batch_size,
@@ -79,7 +97,7 @@ def main() -> None:
         config = PruneConfig(
             k=args.k,
             init=init,
-            held_out=300 / 1300,
+            held_out=300 / len(samples),
             compare=("none", "lstsq"),
             calibration=calibration,
             heal=heal,
@@ -97,7 +115,7 @@ def main() -> None:
             "layers": result.pruned_layers,
             "relative": {name: err["relative"] for name, err in result.error.items()},
             "embedding_cosine": {name: err["embedding_cosine"] for name, err in result.error.items()},
-            "heal_over_none": result.error["heal"]["relative"] / none,
+            "heal_over_none": result.error["heal"]["relative"] / none if "heal" in result.error else None,
             "lstsq_over_none": result.error["lstsq"]["relative"] / none,
             "mrr_retention": found["mrr"] / dense["mrr"],
             "recall@1_retention": found["recall@1"] / dense["recall@1"],
@@ -114,7 +132,8 @@ def main() -> None:
                 "calibration": args.calib,
                 "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
                 "seeds": {"calibration_draw": calibration.seed, "heal_batch_order": HealConfig().seed},
-                "protocol": f"K={args.k}, embedded calibration, 1,000 fitting / 300 held-out samples; heal "
+                "protocol": f"K={args.k}, {args.calib} calibration, {len(samples) - 300:,} fitting / 300 held-out "
+                f"samples ({'embedded' if args.calib != 'task' or args.held_out == 'embedded' else 'task'}); heal "
                 "early-stops on the last tenth of the fitting samples; retrieval as "
                 "benchmarks/minilm_retrieval_sweep.py",
                 "pairs": counts,

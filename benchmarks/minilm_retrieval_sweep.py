@@ -93,7 +93,21 @@ def retrieval_task(
     return calibration, samples, counts, config
 
 
-def plot(results: dict, path: Path) -> None:
+def heal_series(files: list[Path]) -> dict[str, list[tuple[int, float]]]:
+    """``label → [(K, retention)]`` from ``heal_minilm.py`` result files (one K each): the heal
+    variants measured beside the sweep, on their own calibration draw (see benchmarks/README)."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for file in files:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        for row in data["rows"]:
+            if row["objective"] == "-":
+                continue
+            label = f"{row['start']} → heal ({row['objective']}, {data.get('calibration', 'embedded')} text)"
+            series.setdefault(label, []).append((len(row["layers"]), row["mrr_retention"]))
+    return {label: sorted(points) for label, points in series.items()}
+
+
+def plot(results: dict, path: Path, extra: dict[str, list[tuple[int, float]]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,6 +117,8 @@ def plot(results: dict, path: Path) -> None:
     for init in dict.fromkeys(r["init"] for r in results["runs"]):
         rows = [r for r in results["runs"] if r["init"] == init]
         ax.plot([r["k"] for r in rows], [r["mrr_retention"] for r in rows], "o-", label=init)
+    for label, points in (extra or {}).items():
+        ax.plot([k for k, _ in points], [r for _, r in points], "s--", label=label)
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
     ax.set_xlabel("attention layers dropped (K of 6)")
     ax.set_ylabel("retrieval MRR retention (pruned / dense)")
@@ -115,7 +131,7 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, help="holds FB15k-237/ (not needed with --replot)")
     parser.add_argument("--n-samples", type=int, default=1000)
     parser.add_argument("--max-k", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -126,7 +142,20 @@ def main() -> None:
     parser.add_argument("--heal-patience", type=int, default=6)
     parser.add_argument("--heal-train-norms", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
+    parser.add_argument(
+        "--replot",
+        nargs="*",
+        type=Path,
+        help="only redraw the plot from the saved results, adding these heal_minilm.py result files",
+    )
     args = parser.parse_args()
+    if args.replot is not None:
+        out = RESULTS / f"minilm_retrieval_sweep{args.tag}.json"
+        plot(json.loads(out.read_text(encoding="utf-8")), out.with_suffix(".png"), heal_series(args.replot))
+        print(f"drawn {out.with_suffix('.png')}")
+        return
+    if args.data_dir is None:
+        parser.error("--data-dir is required")
     torch.manual_seed(0)
     calibration, samples, counts, config = retrieval_task(args.data_dir, args.n_samples)
     dense = load_model(device=args.device)
