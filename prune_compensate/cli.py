@@ -246,6 +246,11 @@ def prune_command(
     try:
         if save not in ("full", "delta"):
             raise PCError(f"unknown --save {save!r}", "use full or delta")
+        if save == "delta" and heal_norms and heal_steps > 0:
+            raise PCError(
+                "--heal-norms trains norms that a delta checkpoint does not store",
+                "use --save full or drop --heal-norms",
+            )
         check_out_dir(out.resolve(), overwrite)  # fail before any work
         layer_list = None
         if layers is not None:

@@ -93,3 +93,30 @@ def test_auto_objective_is_kl_for_lms_and_hidden_for_encoders(family_dirs: dict)
     assert resolve_objective(load_model().model, "auto") == "hidden"  # the embedded MiniLM
     assert resolve_objective(load_model(family_dirs["llama"]).model, "auto") == "kl"
     assert resolve_objective(load_model().model, "embedding") == "embedding"
+
+
+def test_heal_with_norms_keeps_the_teacher_and_the_report_on_the_original_norms(family_dirs: dict) -> None:
+    """Trained in place, the norms are shared with the teacher (the same model with the original
+    cores swapped back in): the report's reference and its none/lstsq rows must still run with the
+    original norms, so they equal those of a heal that trains the maps only; the model keeps the healed
+    norms, and the CLI refuses a delta save that would drop them."""
+    samples = [CalibrationSample(f"{t} {i}") for i, t in enumerate(TEXTS * 10)]
+    results, models = [], []
+    for train_norms in (False, True):
+        loaded = load_model(family_dirs["llama"])
+        heal = HealConfig(steps=40, lr=3e-3, batch_size=4, eval_every=10, patience=10, train_norms=train_norms)
+        config = PruneConfig(layers=[1], init="none", held_out=0.25, heal=heal, show_progress=False)
+        results.append(prune_(loaded, config, samples))
+        models.append(loaded.model)
+    plain, with_norms = results
+    assert "none" in plain.error and set(plain.error) == set(with_norms.error)
+    for name in set(plain.error) - {"heal"}:
+        assert with_norms.error[name]["kl"] == pytest.approx(plain.error[name]["kl"], rel=1e-5, abs=1e-9)
+    assert with_norms.error["heal"]["kl"] < with_norms.error["none"]["kl"]
+    healed = dict(find_decoder(models[1]).blocks[1].named_parameters())
+    original = dict(find_decoder(load_model(family_dirs["llama"]).model).blocks[1].named_parameters())
+    norms = [name for name in healed if "norm" in name]
+    assert norms and any(not torch.equal(healed[n], original[n]) for n in norms)  # the healed norms stay
+    args = ["prune", str(family_dirs["llama"]), "--k", "1", "--heal-steps", "2", "--heal-norms", "--save", "delta"]
+    result = runner.invoke(app, [*args, "--out", str(Path(family_dirs["llama"]).parent / "never")])
+    assert result.exit_code != 0 and "--heal-norms" in result.output and "--save full" in result.output

@@ -17,8 +17,8 @@ outputs here; only sums are kept. Definitions (real tokens only, padding masked)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,16 +146,21 @@ def held_out_error(
     batch_size: int,
     show_progress: bool = True,
     work: WorkProgress | None = None,
+    original_norms: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> dict[str, dict[str, float]]:
-    """Error of each variant against the original model on ``samples`` (see ``evaluate``)."""
+    """Error of each variant against the original model on ``samples`` (see ``evaluate``).
+    ``original_norms``: a context with the norms a heal trained set back to their original values
+    (``heal.TrainedNorms.as_original``), for the reference and every variant but ``"heal"``."""
     errors = {name: OutputError() for name in variants}
     for inputs in encoded_batches(encoder, samples, batch_size, "held-out error", show_progress, work):
         mask = real_tokens(inputs)
         swap.restore()
         with torch.inference_mode():
-            reference = forward_final(model, layout, inputs)
+            with original_norms():
+                reference = forward_final(model, layout, inputs)
             for name, modules in variants.items():
                 swap.install(modules)
-                errors[name].update(reference, forward_final(model, layout, inputs), mask)
+                with nullcontext() if name == "heal" else original_norms():
+                    errors[name].update(reference, forward_final(model, layout, inputs), mask)
     swap.restore()
     return {name: err.summary() for name, err in errors.items()}

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import random
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -110,6 +111,43 @@ def objective_loss(objective: str, teacher: FinalOutputs, student: FinalOutputs,
     return ((b - a) ** 2).sum() / (a**2).sum().clamp(min=1e-12)
 
 
+class TrainedNorms:
+    """The norm parameters a heal trains (``train_norms``) and their values before it.
+
+    Why: the teacher is the same model with the original cores swapped back in, so it shares these
+    norms; trained in place, they would move the teacher with the student, and the error report's
+    reference and its other variants (none, lstsq) would run with healed norms. The teacher, the
+    reference and every variant but the heal run inside ``as_original()``."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self.params = params
+        self.original = [p.detach().clone() for p in params]
+
+    @contextmanager
+    def as_original(self) -> Iterator[None]:
+        """The original values in place for the block, the current (trained) ones back after it."""
+        if not self.params:
+            yield
+            return
+        current = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for param, value in zip(self.params, self.original, strict=True):
+                param.copy_(value)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, value in zip(self.params, current, strict=True):
+                    param.copy_(value)
+
+
+def norm_parameters(layout: DecoderLayout, layers: list[int], config: HealConfig) -> list[nn.Parameter]:
+    """The norms of the blocks holding a replacement, when ``config.train_norms`` (else none)."""
+    if not config.train_norms or layout.unit == "block":  # a replaced block keeps no norm of its own
+        return []
+    return [p for i in layers for m in layout.blocks[i].modules() if is_norm(m) for p in m.parameters(recurse=False)]
+
+
 def resolve_objective(model: nn.Module, objective: str) -> str:
     if objective != "auto":
         return objective
@@ -133,17 +171,19 @@ def heal_(
     config: HealConfig,
     show_progress: bool = True,
     work: WorkProgress | None = None,
+    norms: TrainedNorms | None = None,
 ) -> HealReport:
     """Train ``modules`` (installed in ``model`` on return) against the original; see module doc.
-    Progress: a stage of ``work`` when given (units: samples), else a bar of its own."""
+    Progress: a stage of ``work`` when given (units: samples), else a bar of its own. ``norms``: the
+    norms to train beside the maps (``train_norms``), made here when not given; the teacher runs
+    with their original values."""
 
     objective = resolve_objective(model, config.objective)
     if not held:
         raise PCError("healing needs held-out calibration samples for early stopping", "pass --held-out above 0")
-    params = [p for m in modules.values() for p in m.parameters()]
-    if config.train_norms and layout.unit != "block":  # a replaced block keeps no norm of its own
-        for index in modules:
-            params += [p for m in layout.blocks[index].modules() if is_norm(m) for p in m.parameters(recurse=False)]
+    if norms is None:
+        norms = TrainedNorms(norm_parameters(layout, sorted(modules), config))
+    params = [p for m in modules.values() for p in m.parameters()] + norms.params
     if not params:
         raise PCError("there is nothing to heal (init none has no maps)", "use --init zero, mean or lstsq with --heal")
     flags = {id(p): p.requires_grad for p in model.parameters()}
@@ -162,7 +202,8 @@ def heal_(
                 inputs = encoder(batch)
                 mask = real_tokens(inputs)
                 swap.restore()
-                teacher = forward_final(model, layout, inputs)
+                with norms.as_original():
+                    teacher = forward_final(model, layout, inputs)
                 swap.install(modules)
                 student = forward_final(model, layout, inputs)
                 total += float(objective_loss(objective, teacher, student, mask)) * len(batch)
@@ -192,7 +233,7 @@ def heal_(
                 for batch in batches(order, config.batch_size):
                     inputs = encoder(batch)
                     mask = real_tokens(inputs)
-                    with torch.no_grad():
+                    with torch.no_grad(), norms.as_original():
                         swap.restore()
                         teacher = forward_final(model, layout, inputs)
                     swap.install(modules)

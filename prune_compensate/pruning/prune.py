@@ -44,7 +44,7 @@ from .bottom_up import FITTED, fit_variant, make_compensation, residual_maps
 from .compensation import LinearCompensation
 from .config import PruneConfig
 from .error import held_out_error
-from .heal import HealReport, heal_
+from .heal import HealReport, TrainedNorms, heal_, norm_parameters
 from .profile import ProfileConfig, profile_samples, resolve_k
 from .swap import CoreSwap
 
@@ -146,6 +146,7 @@ def _healed(
     encoder: BatchEncoder,
     fit: list[CalibrationSample],
     config: PruneConfig,
+    norms: TrainedNorms,
     work: WorkProgress | None = None,
 ) -> tuple[dict[int, LinearCompensation], HealReport]:
     """Copies of the ``start`` maps, healed on the fitting samples; the last tenth of them (never
@@ -164,7 +165,9 @@ def _healed(
         raise PCError("healing needs at least two fitting samples", "pass more calibration samples")
     n_val = max(1, len(fit) // 10)
     heal_fit, heal_val = fit[:-n_val], fit[-n_val:]
-    report = heal_(model, layout, swap, modules, encoder, heal_fit, heal_val, config.heal, config.show_progress, work)
+    report = heal_(
+        model, layout, swap, modules, encoder, heal_fit, heal_val, config.heal, config.show_progress, work, norms
+    )
     return modules, report
 
 
@@ -334,14 +337,26 @@ def prune_samples(
             for name in names
         }
         heal_report = None
+        norms = TrainedNorms(norm_parameters(layout, layers, config.heal) if config.heal.steps > 0 else [])
         if config.heal.steps > 0:
             variants["heal"], heal_report = _healed(
-                model, layout, swap, variants[config.init], signatures, encoder, fit, config, work
+                model, layout, swap, variants[config.init], signatures, encoder, fit, config, norms, work
             )
         error: dict[str, dict[str, float]] = {}
         if held:
             batch_size = config.calibration.batch_size
-            error = held_out_error(model, layout, swap, variants, encoder, held, batch_size, config.show_progress, work)
+            error = held_out_error(
+                model,
+                layout,
+                swap,
+                variants,
+                encoder,
+                held,
+                batch_size,
+                config.show_progress,
+                work,
+                original_norms=norms.as_original,
+            )
     chosen = "heal" if heal_report is not None else config.init
     for layer, module in variants[chosen].items():
         module.dropped_params = [name for name, _ in swap.originals[layer].named_parameters()]
