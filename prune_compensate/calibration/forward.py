@@ -413,6 +413,13 @@ def takes_mm_token_types(model: nn.Module) -> bool:
     return "mm_token_type_ids" in forward_parameters(model)
 
 
+def fit_encoder_to(encoder: BatchEncoder, model: nn.Module, layout: DecoderLayout) -> None:
+    """Set what ``encoder`` sends beside the processor's usual output for ``model``: the text again
+    as decoder inputs (``feeds_decoder_text``) and ``mm_token_type_ids`` (``takes_mm_token_types``)."""
+    encoder.decoder_text = feeds_decoder_text(model, layout)
+    encoder.mm_token_types = takes_mm_token_types(model)
+
+
 def inserts_positions(
     model: nn.Module,
     layout: DecoderLayout,

@@ -370,14 +370,15 @@ class BatchEncoder:
         pages of one document). The form that worked is kept for later batches."""
         images = kwargs.get("images")
         one_each = images is not None and all(len(group) == 1 for group in images)
-        if self._flat_images and one_each:
-            return dict(self.processor(**{**kwargs, "images": [group[0] for group in images]}))
+        flat = {**kwargs, "images": [group[0] for group in images]} if one_each else None
+        if self._flat_images and flat is not None:
+            return dict(self.processor(**flat))
         try:
             encoded = dict(self.processor(**kwargs))
         except (ValueError, TypeError):
-            if not one_each or self._flat_images is not None:
+            if flat is None or self._flat_images is not None:
                 raise
-            encoded = dict(self.processor(**{**kwargs, "images": [group[0] for group in images]}))
+            encoded = dict(self.processor(**flat))
             self._flat_images = True
             return encoded
         if images is not None:

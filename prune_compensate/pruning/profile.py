@@ -23,11 +23,10 @@ from ..calibration.forward import (
     TokenMask,
     calibration_for,
     encoded_batches,
-    feeds_decoder_text,
     find_residual_sites,
+    fit_encoder_to,
     one_sample_batches,
     run_forward,
-    takes_mm_token_types,
 )
 from ..calibration.samples import (
     BatchEncoder,
@@ -174,8 +173,7 @@ def profile_samples(
     layout = layout or find_decoder(model, config.decoder, config.stack)
     if config.unit == "block" and layout.unit != "block":
         layout = block_units(layout)
-    encoder.decoder_text = feeds_decoder_text(model, layout)
-    encoder.mm_token_types = takes_mm_token_types(model)
+    fit_encoder_to(encoder, model, layout)
     replaced = replaced_layers(layout)
     attention = layout.attention_layers
     k = resolve_k(config.k, len(attention) - len(replaced), type(model).__name__)  # before any forward

@@ -25,10 +25,9 @@ from torch import nn
 from ..calibration.forward import (
     CoreSignature,
     calibration_for,
-    feeds_decoder_text,
+    fit_encoder_to,
     one_sample_batches,
     probe_cores,
-    takes_mm_token_types,
 )
 from ..calibration.samples import (
     BatchEncoder,
@@ -273,8 +272,7 @@ def prune_samples(
     attention_layout = find_decoder(model, config.decoder, config.stack)
     layout = block_units(attention_layout) if config.unit == "block" else attention_layout
     k = check_choice(layout, model, config)  # before any forward pass
-    encoder.decoder_text = feeds_decoder_text(model, layout)
-    encoder.mm_token_types = takes_mm_token_types(model)
+    fit_encoder_to(encoder, model, layout)
     calibration = one_sample_batches(model, layout, encoder, samples, config.calibration)
     if calibration is not config.calibration:
         config = replace(config, calibration=calibration, heal=replace(config.heal, batch_size=1))

@@ -286,12 +286,11 @@ def _flow(model_dir: Path, images: list[str], work: Path, step: Callable[[str], 
     out = save_pruned(loaded.model, loaded.processor, work / "pruned", result.to_manifest())
     step("reload")
     reloaded = load_pruned(out)
-    from ..calibration.forward import feeds_decoder_text, move_inputs, takes_mm_token_types
+    from ..calibration.forward import fit_encoder_to, move_inputs
     from ..calibration.samples import BatchEncoder
 
     encoder = BatchEncoder(reloaded.processor, 32)
-    encoder.decoder_text = feeds_decoder_text(reloaded.model, find_decoder(reloaded.model))
-    encoder.mm_token_types = takes_mm_token_types(reloaded.model)
+    fit_encoder_to(encoder, reloaded.model, find_decoder(reloaded.model))
     inputs = move_inputs(encoder(samples[:2]), reloaded.model)
     step("forward")
     with torch.no_grad():
