@@ -33,6 +33,20 @@ from minilm_retrieval_sweep import seen_entity_texts, write_pairs  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def write_select_pairs(data_dir: Path, calibration_text: str, n_task_texts: int, n: int, out: Path) -> int:
+    """Up to ``n`` (name, description) pairs of entities the calibration names, neither of whose texts
+    is among the first ``n_task_texts`` task texts of ``--calib mix`` (the same shuffle), as JSONL."""
+    texts = seen_entity_texts(data_dir, calibration_text)
+    pairs = list(zip(texts[::2], texts[1::2], strict=True))
+    random.Random(0).shuffle(texts)
+    used = set(texts[:n_task_texts])
+    free = [(q, d) for q, d in pairs if q not in used and d not in used]
+    random.Random(2).shuffle(free)
+    lines = [json.dumps({"query": q, "document": d}, ensure_ascii=False) for q, d in free[:n]]
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -61,6 +75,13 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=4, help="evaluations without a gain before stopping")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--train-norms", action="store_true", help="also train the norms of the healed blocks")
+    parser.add_argument(
+        "--select-pairs",
+        type=int,
+        default=0,
+        help="keep the heal step with the best MRR on this many name -> description pairs of entities the "
+        "calibration names (never scored queries; none of their texts among the --calib mix texts)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the model, fit, heal and retrieval)")
     args = parser.parse_args()
     calibration = CalibrationConfig(n_samples=1300)
@@ -80,6 +101,11 @@ def main() -> None:
         fitting = samples[:1000] + task
         random.Random(1).shuffle(fitting)
         samples = fitting + samples[1000:]
+    select_pairs = None
+    if args.select_pairs:
+        select_pairs = Path(tempfile.mkdtemp()) / "select_pairs.jsonl"
+        written = write_select_pairs(args.data_dir, calibration_text, args.task_texts, args.select_pairs, select_pairs)
+        counts["select_pairs"] = written
     eval_config = EvalConfig(text=None, pairs=str(pairs), batch_size=64, max_length=128, show_progress=False)
     dense = {m.metric: m.pruned for m in evaluate(load_model(device=args.device), None, eval_config).metrics}
     rows = []
@@ -93,6 +119,7 @@ def main() -> None:
             patience=args.patience,
             batch_size=args.batch_size,
             train_norms=args.train_norms,
+            select_pairs=str(select_pairs) if select_pairs else None,
         )
         config = PruneConfig(
             k=args.k,
@@ -131,7 +158,11 @@ def main() -> None:
                 "command": "python benchmarks/heal_minilm.py --data-dir DIR " + " ".join(sys.argv[3:]),
                 "calibration": args.calib,
                 "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
-                "seeds": {"calibration_draw": calibration.seed, "heal_batch_order": HealConfig().seed},
+                "seeds": {
+                    "calibration_draw": calibration.seed,
+                    "heal_batch_order": HealConfig().seed,
+                    "select_pairs_draw": 2,
+                },
                 "protocol": f"K={args.k}, {args.calib} calibration, {len(samples) - 300:,} fitting / 300 held-out "
                 f"samples ({'embedded' if args.calib != 'task' or args.held_out == 'embedded' else 'task'}); heal "
                 "early-stops on the last tenth of the fitting samples; retrieval as "

@@ -213,6 +213,13 @@ def prune_command(
         str, typer.Option(help="auto (kl for LMs, hidden for encoders), kl, embedding, similarity or hidden.")
     ] = "auto",
     heal_norms: Annotated[bool, typer.Option(help="Heal also the norms of the blocks holding a map.")] = False,
+    heal_select_pairs: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the heal step with the best retrieval MRR on these (query, document) pairs (JSONL, as "
+            "`pc eval --pairs`; keep them apart from the pairs you report on) instead of the lowest held-out loss."
+        ),
+    ] = None,
     allow_base_change: AllowBaseOpt = False,
     save: Annotated[
         str,
@@ -273,7 +280,13 @@ def prune_command(
             held_out=held_out,
             compare=tuple(name.strip() for name in compare.split(",") if name.strip()),
             calibration=calibration,
-            heal=HealConfig(steps=heal_steps, lr=heal_lr, objective=heal_objective, train_norms=heal_norms),
+            heal=HealConfig(
+                steps=heal_steps,
+                lr=heal_lr,
+                objective=heal_objective,
+                train_norms=heal_norms,
+                select_pairs=heal_select_pairs,
+            ),
             show_progress=not quiet,
             profile=ProfileResult.from_json(profile_json) if profile_json else None,
             decoder=decoder,

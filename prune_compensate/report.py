@@ -125,14 +125,16 @@ def prune_tables(result: PruneResult) -> list[Table]:
     if result.heal:
         heal = result.heal
         curve = heal["curve"]
+        task = dict(heal.get("task_curve") or [])  # (absent from manifests written before it existed)
         table = Table(title=f"Heal ({heal['objective']}): held-out loss by step")
-        for column in ("step", "held-out loss"):
+        for column in ("step", "held-out loss", *(["task MRR"] if task else [])):
             table.add_column(column, justify="right")
         for step, loss in curve:
-            table.add_row(f"{step}" + (" ◀" if step == heal["best_step"] else ""), f"{loss:.5g}")
+            cells = [f"{loss:.5g}", *([f"{task[step]:.4f}"] if task else [])]
+            table.add_row(f"{step}" + (" ◀" if step == heal["best_step"] else ""), *cells)
         table.caption = (
             f"{heal['steps_run']} steps, {heal['seconds']:.0f} s, peak RSS {heal['peak_rss_mb']:.0f} MB; "
-            f"kept step {heal['best_step']}"
+            f"kept step {heal['best_step']} (by {heal.get('selected_by', 'held-out loss')})"
         )
         tables.append(table)
     return tables

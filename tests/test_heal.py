@@ -120,3 +120,59 @@ def test_heal_with_norms_keeps_the_teacher_and_the_report_on_the_original_norms(
     args = ["prune", str(family_dirs["llama"]), "--k", "1", "--heal-steps", "2", "--heal-norms", "--save", "delta"]
     result = runner.invoke(app, [*args, "--out", str(Path(family_dirs["llama"]).parent / "never")])
     assert result.exit_code == 2 and "--heal-norms" in result.output and "--save full" in result.output
+
+
+PAIRS = [
+    ("Denton", "city in Texas, United States"),
+    ("The Rolling Stones", "English rock band"),
+    ("Jeremy Irons", "English actor"),
+    ("Missing", "1982 American drama film"),
+    ("PolyGram Filmed Entertainment", "film production company"),
+    ("University of North Texas", "public research university in Denton, Texas"),
+    ("rock and roll", "genre of popular music"),
+    ("Academy Award for Best Actor", "award presented annually by the Academy of Motion Picture Arts and Sciences"),
+]
+
+
+def test_heal_select_pairs_keeps_the_step_with_the_best_task_mrr(tmp_path: Path) -> None:
+    """With ``select_pairs`` the kept step is the argmax of the task curve (step 0, the start,
+    included), and the model left behind scores exactly that MRR when ``pc eval`` scores the same pairs."""
+    from prune_compensate.eval import EvalConfig, evaluate
+
+    pairs = tmp_path / "select.jsonl"
+    pairs.write_text("".join(json.dumps({"query": q, "document": d}) + "\n" for q, d in PAIRS), encoding="utf-8")
+    loaded = load_model()
+    samples = [CalibrationSample(f"{t} {i}") for i, t in enumerate(TEXTS * 10)]
+    heal = HealConfig(steps=30, lr=3e-3, batch_size=4, eval_every=5, patience=10, select_pairs=str(pairs))
+    result = prune_(
+        loaded, PruneConfig(layers=[1, 2, 3, 4, 5], init="none", held_out=0.25, heal=heal, show_progress=False), samples
+    )
+    report = result.heal
+    assert report["selected_by"] == "task score"
+    steps = [step for step, _ in report["task_curve"]]
+    assert steps == [step for step, _ in report["curve"]] and steps[0] == 0 and len(steps) >= 4
+    scores = [score for _, score in report["task_curve"]]
+    assert report["best_step"] == steps[scores.index(max(scores))]
+    losses = [loss for _, loss in report["curve"]]
+    assert report["best_step"] != steps[losses.index(min(losses))]  # here the task and the loss disagree
+    found = {m.metric: m.pruned for m in evaluate(loaded, None, EvalConfig(text=None, pairs=str(pairs))).metrics}
+    assert found["mrr"] == pytest.approx(max(scores), abs=1e-9)
+
+
+def test_heal_select_pairs_fails_before_any_fit_on_a_bad_file(tmp_path: Path) -> None:
+    heal = HealConfig(steps=5, select_pairs=str(tmp_path / "absent.jsonl"))
+    config = PruneConfig(layers=[1], init="none", heal=heal, show_progress=False)
+    with pytest.raises(PCError, match="absent.jsonl"):
+        prune_(load_model(), config, [CalibrationSample(t) for t in TEXTS * 3])
+
+
+def test_pc_prune_heal_select_pairs_shows_the_task_curve(minilm_dir: Path, tmp_path: Path) -> None:
+    pairs = tmp_path / "select.jsonl"
+    pairs.write_text("".join(json.dumps({"query": q, "document": d}) + "\n" for q, d in PAIRS), encoding="utf-8")
+    out = tmp_path / "healed"
+    args = ["prune", str(minilm_dir), "--layers", "1", "--n-samples", "24", "--heal-steps", "4", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--heal-select-pairs", str(pairs), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "task MRR" in result.output and "by task score" in result.output
+    manifest = json.loads((out / "prune_manifest.json").read_text())
+    assert len(manifest["heal"]["task_curve"]) == len(manifest["heal"]["curve"]) >= 2

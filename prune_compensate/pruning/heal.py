@@ -24,13 +24,20 @@ The teacher is the same model with the original cores swapped back in (``CoreSwa
 ``no_grad`` on each batch, so memory stays bounded by one batch. Every ``eval_every`` steps the
 objective is measured on held-out calibration samples (never trained on); the weights with the
 lowest held-out loss are kept, and training stops after ``patience`` evaluations without a gain.
+
+``select_pairs`` selects on the user's task instead: a (query, document) pairs file of theirs, kept
+apart from the pairs they report on, scored by retrieval MRR (``eval.retrieval``) at every
+evaluation; the step kept is the one with the highest MRR, the start itself (step 0) included, so a
+heal never keeps maps that rank that task worse than its start. Why: on MiniLM the held-out hidden-state
+error keeps falling long after retrieval has stopped gaining (``benchmarks/heal_minilm.py``), so the
+lowest-loss step is not the best one for the task users run.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -62,6 +69,8 @@ class HealConfig:
     objective: str = "auto"
     train_norms: bool = False
     seed: int = 0
+    select_pairs: str | None = None
+    pooling: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -70,14 +79,19 @@ class HealConfig:
             raise PCError(f"unknown heal objective {self.objective!r}", f"use one of {', '.join(OBJECTIVES)}")
         if self.lr <= 0 or self.batch_size < 1 or self.eval_every < 1:
             raise PCError("heal lr, batch size and eval interval must be positive", "fix the heal options")
+        if self.pooling not in (None, "mean", "cls"):
+            raise PCError(f"unknown heal pooling {self.pooling!r}", "use mean or cls")
 
 
 @dataclass
 class HealReport:
-    """The held-out curve ``[(step, loss)]`` (step 0 = before healing), the step kept, the cost."""
+    """The held-out curve ``[(step, loss)]`` (step 0 = before healing), the step kept, the cost;
+    with ``select_pairs``, also ``task_curve`` ``[(step, MRR)]``, which chose ``best_step``."""
 
     objective: str
     curve: list[tuple[int, float]] = field(default_factory=list)
+    task_curve: list[tuple[int, float]] = field(default_factory=list)
+    selected_by: str = "held-out loss"
     best_step: int = 0
     steps_run: int = 0
     seconds: float = 0.0
@@ -172,11 +186,13 @@ def heal_(
     show_progress: bool = True,
     work: WorkProgress | None = None,
     norms: TrainedNorms | None = None,
+    task_score: Callable[[nn.Module], float] | None = None,
 ) -> HealReport:
     """Train ``modules`` (installed in ``model`` on return) against the original; see module doc.
     Progress: a stage of ``work`` when given (units: samples), else a bar of its own. ``norms``: the
     norms to train beside the maps (``train_norms``), made here when not given; the teacher runs
-    with their original values."""
+    with their original values. ``task_score``: higher is better, called on ``model`` with the
+    maps installed at every evaluation; when given it, not the held-out loss, picks the step kept."""
 
     objective = resolve_objective(model, config.objective)
     if not held:
@@ -192,6 +208,8 @@ def heal_(
         p.requires_grad_(id(p) in trainable)
     optimiser = torch.optim.Adam(params, lr=config.lr)
     report = HealReport(objective, trained_parameters=sum(p.numel() for p in params))
+    if task_score is not None:
+        report.selected_by = "task score"
     rng = random.Random(config.seed)
     start = time.perf_counter()
 
@@ -210,13 +228,23 @@ def heal_(
                 count += len(batch)
         return total / count
 
-    best = held_out_loss()
-    report.curve.append((0, best))
-    best_state = {k: v.detach().clone() for k, v in _state(params).items()}
+    def evaluation(step: int) -> float:
+        """The selection criterion at ``step``, lower is better; both curves are recorded."""
+        loss = held_out_loss()
+        report.curve.append((step, loss))
+        if task_score is None:
+            return loss
+        with torch.no_grad():
+            score = float(task_score(model))
+        report.task_curve.append((step, score))
+        return -score
+
+    best_state = {k: v.detach().clone() for k, v in _state(params).items()}  # the start, kept on any failure
     stale, step = 0, 0
     was_training = model.training
     model.train(False)  # no dropout: the student must match the teacher's deterministic output
     try:
+        best = evaluation(0)
         with ExitStack() as stack:
             if work is not None:
                 advance = stack.enter_context(work.stage(f"heal ({objective})", config.steps * config.batch_size))
@@ -244,8 +272,7 @@ def heal_(
                     step += 1
                     advance(len(batch))
                     if step % config.eval_every == 0 or step == config.steps:
-                        current = held_out_loss()
-                        report.curve.append((step, current))
+                        current = evaluation(step)
                         if current < best:
                             best, stale, report.best_step = current, 0, step
                             best_state = {k: v.detach().clone() for k, v in _state(params).items()}

@@ -17,6 +17,7 @@ serialisable result (the manifest written beside a checkpoint). Steps:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -46,6 +47,7 @@ from .error import held_out_error
 from .heal import HealReport, TrainedNorms, heal_, norm_parameters
 from .profile import ProfileConfig, profile_samples, resolve_k
 from .swap import CoreSwap
+from .task_score import pairs_mrr
 
 
 @dataclass
@@ -147,6 +149,7 @@ def _healed(
     config: PruneConfig,
     norms: TrainedNorms,
     work: WorkProgress | None = None,
+    task_score: Callable[[nn.Module], float] | None = None,
 ) -> tuple[dict[int, LinearCompensation], HealReport]:
     """Copies of the ``start`` maps, healed on the fitting samples; the last tenth of them (never
     trained on by the heal) drives early stopping, so the held-out error report stays unseen.
@@ -165,7 +168,18 @@ def _healed(
     n_val = max(1, len(fit) // 10)
     heal_fit, heal_val = fit[:-n_val], fit[-n_val:]
     report = heal_(
-        model, layout, swap, modules, encoder, heal_fit, heal_val, config.heal, config.show_progress, work, norms
+        model,
+        layout,
+        swap,
+        modules,
+        encoder,
+        heal_fit,
+        heal_val,
+        config.heal,
+        config.show_progress,
+        work,
+        norms,
+        task_score,
     )
     return modules, report
 
@@ -272,6 +286,11 @@ def prune_samples(
     attention_layout = find_decoder(model, config.decoder, config.stack)
     layout = block_units(attention_layout) if config.unit == "block" else attention_layout
     k = check_choice(layout, model, config)  # before any forward pass
+    task_score = None
+    if config.heal.steps > 0 and config.heal.select_pairs is not None:  # a bad file fails before any forward
+        task_score = pairs_mrr(
+            encoder.tokenizer, config.heal.select_pairs, config.heal.pooling or "mean", max_length=encoder.max_length
+        )
     fit_encoder_to(encoder, model, layout)
     calibration = one_sample_batches(model, layout, encoder, samples, config.calibration)
     if calibration is not config.calibration:
@@ -338,7 +357,7 @@ def prune_samples(
         norms = TrainedNorms(norm_parameters(layout, layers, config.heal) if config.heal.steps > 0 else [])
         if config.heal.steps > 0:
             variants["heal"], heal_report = _healed(
-                model, layout, swap, variants[config.init], signatures, encoder, fit, config, norms, work
+                model, layout, swap, variants[config.init], signatures, encoder, fit, config, norms, work, task_score
             )
         error: dict[str, dict[str, float]] = {}
         if held:
@@ -403,6 +422,10 @@ def prune_(
     ``samples`` are used as given; without them, ``config.calibration`` is read and, for a model
     that takes images, the embedded default becomes image + text (``calibration.for_model``)."""
     config = config or PruneConfig()
+    if config.heal.select_pairs is not None and config.heal.pooling is None:  # embed as the model is used
+        from ..eval.retrieval import pooling_mode
+
+        config = replace(config, heal=replace(config.heal, pooling=pooling_mode(loaded.local_dir)))
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
     samples = calibration_for(loaded.model, encoder, config.calibration, samples)
     return prune_samples(loaded.model, encoder, samples, config)

@@ -1,0 +1,36 @@
+"""A task score for the heal's step selection: retrieval MRR on a user's (query, document) pairs.
+
+Why a module of its own: the heal (``heal.py``) only needs "higher is better, given the model";
+what the task is and how its texts are embedded is the evaluation's business (``eval.retrieval``),
+reused here so the MRR that selects a step is computed exactly as ``pc eval --pairs`` reports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..errors import PCError
+
+
+def pairs_mrr(
+    tokenizer: Any, source: str, pooling: str = "mean", batch_size: int = 64, max_length: int = 128
+) -> Callable[[nn.Module], float]:
+    """A scorer: the MRR of ``model`` on the pairs in ``source`` (every other document a negative,
+    realistic ranks for ties). The pairs are read once, here, so a bad file fails before any fit."""
+    from ..eval.data import read_pairs  # the evaluation package imports the pruning one: import on use
+    from ..eval.retrieval import embed, retrieval_metrics
+
+    pairs = read_pairs(source)
+    queries = [q for q, _ in pairs if q is not None]
+    documents = [d for q, d in pairs if q is not None] + [d for q, d in pairs if q is None]  # answers first
+    if len(documents) < 2:
+        raise PCError(f"{source} has fewer than two documents to rank", "add (query, document) pairs")
+
+    def score(model: nn.Module) -> float:
+        embedded = [embed(model, tokenizer, texts, batch_size, max_length, pooling) for texts in (queries, documents)]
+        return retrieval_metrics(*embedded)["mrr"]
+
+    return score
