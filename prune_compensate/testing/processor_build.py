@@ -59,6 +59,25 @@ PROCESSOR_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
+# Config fields whose ids are tokens that the processor writes into the prompt when it expands an
+# image, without naming them as ``*_token`` attributes (so ``_processor`` cannot find them): Ovis2
+# expands ``<image>`` into ``<IMG_START>``, ``<IMG_ATOM>`` × ``image_seq_length``, ``<IMG_GRID>``…
+# ``<IMG_END>`` (``Ovis2Processor.replace_image_token``); its model finds the image features by
+# ``image_token_id`` (the atom's id in its checkpoints: 151665) and the five indicators by
+# ``visual_indicator_token_ids`` (151666–151670, in the order the processor's names are listed here).
+EXPANSION_TOKENS: dict[str, dict[str, str | list[str]]] = {
+    "ovis2": {
+        "image_token_id": "<IMG_ATOM>",
+        "visual_indicator_token_ids": ["<IMG_START>", "<IMG_GRID>", "<IMG_COL>", "<IMG_ROW>", "<IMG_END>"],
+    },
+    # Gemma 3's processor (T5Gemma 2 uses it) names the begin-of-image token as its ``image_token``
+    # and writes the *tokenizer's* image token ``image_seq_length`` times between it and the
+    # end-of-image token; the model puts the image features on that soft token (its checkpoints:
+    # boi 255999, ``image_token_index`` 262144, ``eoi_token_index`` 256000).
+    "t5gemma2": {"image_token_index": "<image>", "eoi_token_index": "<end_of_image>"},
+}
+
+
 def family_processor(model_type: str, class_name: str) -> str | None:
     """The family's processor class name: the one registered for ``model_type``, else the one
     processor class the model's own package exports (a Qwen Omni *thinker* is registered without
@@ -128,6 +147,11 @@ def _vision_config(config: Any) -> Any:
     )
 
 
+# The longest image side fed to a dynamic-resolution processor (tokens grow with the image, not the
+# tower): Mistral Large 4's default 1,024 px made its tiny run take 264 s on CPU.
+SURVEY_LONGEST_EDGE = 224
+
+
 def _align_image_processor(processor: Any, vision: Any) -> None:
     """Patch, merge and image size of ``processor`` (image or video) from the vision tower."""
     if vision is None or processor is None:
@@ -145,6 +169,9 @@ def _align_image_processor(processor: Any, vision: Any) -> None:
         return
     size = getattr(processor, "size", None)
     keys = {k for k in ("height", "width", "shortest_edge", "longest_edge") if _get(size, k)}
+    if keys == {"longest_edge"}:  # Pixtral-style dynamic resolution: any size; small keeps a tiny run fast
+        processor.size = {"longest_edge": min(_get(size, "longest_edge"), SURVEY_LONGEST_EDGE)}
+        return
     if "longest_edge" in keys:  # a pixel budget or a resize range: the processor's own choice
         return
     if {"height", "width"} <= keys:
@@ -162,11 +189,18 @@ def _get(size: Any, key: str) -> Any:
 
 
 def _processor(
-    processor_class: Any, image: Any, video: Any, audio: Any, config: Any, vision: Any, fields: dict[str, Any]
+    processor_class: Any,
+    image: Any,
+    video: Any,
+    audio: Any,
+    config: Any,
+    vision: Any,
+    fields: dict[str, Any],
+    expansion: dict[str, str | list[str]],
 ) -> tuple[Any, Any]:
     """The processor and its tokenizer, every ``*_token`` it names present in the tokenizer
     (``vision``: the vision tower's config within ``config``, or None; ``fields``: the family's
-    ``PROCESSOR_FIELDS``)."""
+    ``PROCESSOR_FIELDS``; ``expansion``: its ``EXPANSION_TOKENS``, added to the tokenizer too)."""
     params = inspect.signature(processor_class.__init__).parameters
     kwargs: dict[str, Any] = {"image_processor": image}
     if "video_processor" in params:
@@ -175,15 +209,25 @@ def _processor(
         kwargs["feature_extractor"] = audio
     if "patch_size" in params and getattr(vision, "patch_size", None):
         kwargs["patch_size"] = vision.patch_size
+    if "spatial_merge_size" in params and isinstance(getattr(config, "spatial_merge_size", None), int):
+        kwargs["spatial_merge_size"] = config.spatial_merge_size  # Pixtral-style: merged patches per token
     if "vision_feature_select_strategy" in params and getattr(config, "vision_feature_select_strategy", None):
         kwargs["vision_feature_select_strategy"] = config.vision_feature_select_strategy
     side, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
     if "num_image_tokens" in params and isinstance(side, int) and isinstance(patch, int):
         kwargs["num_image_tokens"] = (side // patch) ** 2  # LLaVA-OneVision: the tower's patches per image
+    stride = getattr(vision, "hidden_stride", 1) or 1
+    per_image = [sub.mm_tokens_per_image for sub in sub_configs(config) if hasattr(sub, "mm_tokens_per_image")]
+    if "image_seq_length" in params and per_image:  # Gemma 3: as many as the model pools the tower to
+        kwargs["image_seq_length"] = per_image[0]
+    elif "image_seq_length" in params and isinstance(side, int) and isinstance(patch, int) and expansion:
+        kwargs["image_seq_length"] = (-(-(side // patch) // stride)) ** 2  # Ovis2: the tower's tokens per image
     if "num_additional_image_tokens" in params and "clip" in type(vision).__name__.lower():
         kwargs["num_additional_image_tokens"] = 1  # CLIP's class token
     kwargs.update(fields)
     special, plain = dict(SPECIAL_TOKENS), []
+    for tokens in expansion.values():
+        special.update({token: token for token in ([tokens] if isinstance(tokens, str) else tokens)})
     for _ in range(16):
         tokenizer = wordpiece(special, plain)
         try:
@@ -234,6 +278,10 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
     )
     config = tiny_config(model_type)
     vision = _vision_config(config)
+    side, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
+    for sub in sub_configs(config):  # Gemma 3 pools the tower's grid to √mm_tokens_per_image a side
+        if hasattr(sub, "mm_tokens_per_image") and isinstance(side, int) and isinstance(patch, int):
+            sub.mm_tokens_per_image = (side // patch) ** 2
     image = image_class()
     _align_image_processor(image, vision)
     video = video_class() if video_class is not None else None
@@ -249,8 +297,16 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
         config,
         vision,
         PROCESSOR_FIELDS.get(model_type, {}),
+        EXPANSION_TOKENS.get(model_type, {}),
     )
     fit_vocabulary(config, len(tokenizer))
+    conversion = getattr(processor, "size_conversion", None)  # Aria: image side → query tokens it writes
+    if isinstance(conversion, dict) and hasattr(config, "projector_patch_to_query_dict") and vision is not None:
+        # The projector looks the tower's patch count up in this dict; its checkpoints key it by the
+        # real 14-px patches of a 490 / 980 px image (1225, 4900): re-key it by the tiny tower's.
+        patches = {(int(side) // vision.patch_size) ** 2: int(n) for side, n in conversion.items()}
+        config.projector_patch_to_query_dict = patches
+        config.max_value_projector_patch_to_query_dict = max(patches.values())
     for sub in sub_configs(config):
         for name in [n for n in vars(sub) if n.endswith(("_token_id", "_token_index"))]:
             value = getattr(processor, name, None)
@@ -259,6 +315,10 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
                 value = tokenizer.convert_tokens_to_ids(token) if isinstance(token, str) else None
             if isinstance(value, int):
                 setattr(sub, name, value)
+    for sub in sub_configs(config):  # after the loop above: these name other tokens than the processor's
+        for name, tokens in EXPANSION_TOKENS.get(model_type, {}).items():
+            if hasattr(sub, name):
+                setattr(sub, name, tokenizer.convert_tokens_to_ids(tokens))
     torch.manual_seed(0)
     model = getattr(transformers, class_name)(config).eval()
     model.save_pretrained(out)
