@@ -53,13 +53,15 @@ def test_shrink_config_keeps_the_relations_models_check() -> None:
     (Step 3.7's ``mlp_layer_types``, Mistral Large 4's ``kv_source_layers``), key/value heads equal
     to query heads in multi-head latent attention (GLM-5), the MLA head width equal to its rotary
     part (Kimi K2.5, Mistral 4), rotary sections summing to half the rotated width (GLM-4V-MoE
-    rotates half the head; Ernie 4.5-VL stacks the first two sections), and 0 staying "none"."""
+    rotates half the head; Ernie 4.5-VL stacks the first two sections), 0 staying "none", and widths
+    that named another config's (Kimi K2.5's projector, Muse Glimmer's shuffled vision width)."""
     from transformers import AutoConfig
 
     large = shrink_config(AutoConfig.for_model("mistral_large4")).text_config
     n = large.num_hidden_layers
     assert len(large.mlp_layer_types) == len(large.layer_types) == len(large.no_rope_layers) == n
     assert large.kv_source_layers == list(range(n)) and set(large.mlp_layer_types) == {"dense", "sparse"}
+    assert n == 4  # two of each MLP kind; the layer-index list is not a kind (counted, it gave 144 layers)
     glm5 = shrink_config(AutoConfig.for_model("glm5_next")).text_config
     assert glm5.num_key_value_heads == glm5.num_attention_heads and glm5.qk_rope_head_dim == 0
     glm4v = shrink_config(AutoConfig.for_model("glm4v_moe")).text_config
@@ -67,6 +69,10 @@ def test_shrink_config_keeps_the_relations_models_check() -> None:
     ernie = shrink_config(AutoConfig.for_model("ernie4_5_vl_moe")).text_config
     first, second, _ = ernie.rope_parameters["mrope_section"]
     assert first == second and sum(ernie.rope_parameters["mrope_section"]) == 8
+    kimi = shrink_config(AutoConfig.for_model("kimi_k25"))  # the projector's width is the tower's (1152)
+    assert kimi.projection_hidden_size == kimi.vision_config.hidden_size != 1152
+    glimmer = shrink_config(AutoConfig.for_model("muse_glimmer"))  # the width after a 2 × 2 pixel shuffle
+    assert glimmer.out_hidden_size == glimmer.vision_config.hidden_size * glimmer.vision_config.merge_size**2
     for model_type, model_class in [
         ("kimi_k25", "Kimi_K25ForConditionalGeneration"),
         ("glm4v_moe", "Glm4vMoeForConditionalGeneration"),

@@ -108,7 +108,10 @@ def _shrink_per_layer_lists(config: Any, layers: int | None) -> None:
     }
     if not lists:
         return
-    length = TINY_SIZES["num_hidden_layers"] * max(len(dict.fromkeys(map(str, v))) for v in lists.values())
+    # Layer-index lists (``kv_source_layers`` [0, 1, …]) are not kinds: counted as such they kept
+    # Mistral Large 4 at 144 layers, and its tiny run at 4 minutes.
+    kinds = [len(dict.fromkeys(map(str, v))) for v in lists.values() if v != list(range(len(v)))]
+    length = TINY_SIZES["num_hidden_layers"] * max(kinds or [1])
     for key, value in lists.items():
         if value == list(range(len(value))):  # layer indices (a layer that reads its own KV)
             setattr(config, key, list(range(length)))
@@ -148,10 +151,36 @@ def shrink_config(config: Any) -> Any:
     "none" and stays: GLM-5's sparse-attention layers have no rotary part), keeping
     the relations the model's code relies on: per-layer lists one entry per layer, key/value heads
     equal to query heads where they were (multi-head latent attention), an MLA head width equal to
-    its rotary part where it was, rotary sections that fit the tiny head."""
+    its rotary part where it was, rotary sections that fit the tiny head, and a ``*_hidden_size``
+    field outside ``TINY_SIZES`` that equalled a sub-config's ``hidden_size`` still equal to it."""
+    widths = [(sub, getattr(sub, "hidden_size", None)) for sub in sub_configs(config)]
+    originals = {id(sub): dict(vars(sub)) for sub in sub_configs(config)}
     for sub in sub_configs(config):
         _shrink_one(sub)
+    for sub in sub_configs(config):
+        _follow_widths(sub, widths, originals[id(sub)])
     return config
+
+
+def _follow_widths(config: Any, widths: list[tuple[Any, Any]], original: dict[str, Any]) -> None:
+    """Widths that named another config's hidden size follow it when it shrinks: a projector width
+    outside ``TINY_SIZES`` equal to it (Kimi K2.5's ``projection_hidden_size`` 1152, its MoonViT
+    tower's width), and any ``*hidden_size`` equal to it times the tower's merged patches (Muse
+    Glimmer's ``out_hidden_size`` 6144 = 1536 × 2², the width after its pixel shuffle)."""
+    for key, value in list(vars(config).items()):
+        if not key.endswith("hidden_size") or not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            continue
+        before = original.get(key, value)
+        for sub, width in widths:
+            if sub is config or not isinstance(width, int):
+                continue
+            merge = getattr(sub, "merge_size", None) or getattr(sub, "spatial_merge_size", None) or 1
+            if key not in TINY_SIZES and before == width:
+                setattr(config, key, sub.hidden_size)
+                break
+            if isinstance(merge, int) and merge > 1 and before == width * merge**2:
+                setattr(config, key, sub.hidden_size * merge**2)
+                break
 
 
 def _shrink_one(config: Any) -> None:
