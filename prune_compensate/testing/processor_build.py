@@ -75,7 +75,20 @@ EXPANSION_TOKENS: dict[str, dict[str, str | list[str]]] = {
     # end-of-image token; the model puts the image features on that soft token (its checkpoints:
     # boi 255999, ``image_token_index`` 262144, ``eoi_token_index`` 256000).
     "t5gemma2": {"image_token_index": "<image>", "eoi_token_index": "<end_of_image>"},
+    # Molmo 2 writes ``<im_start>``, rows of ``<im_patch>`` (+ ``<im_col>``), ``<im_end>``, first for
+    # the low-resolution view (``<low_res_im_start>``), then the crops; features go on the patches.
+    "molmo2": {
+        "image_patch_id": "<im_patch>",
+        "image_start_token_id": "<im_start>",
+        "low_res_image_start_token_id": "<low_res_im_start>",
+        "image_end_token_id": "<im_end>",
+        "frame_start_token_id": "<frame_start>",
+        "frame_end_token_id": "<frame_end>",
+    },
 }
+
+# Tokens such a processor writes that no config field names (they still must be single tokens).
+WRITTEN_TOKENS: dict[str, list[str]] = {"molmo2": ["<im_col>", "<im_low>"]}
 
 
 def family_processor(model_type: str, class_name: str) -> str | None:
@@ -197,10 +210,12 @@ def _processor(
     vision: Any,
     fields: dict[str, Any],
     expansion: dict[str, str | list[str]],
+    written: list[str],
 ) -> tuple[Any, Any]:
     """The processor and its tokenizer, every ``*_token`` it names present in the tokenizer
     (``vision``: the vision tower's config within ``config``, or None; ``fields``: the family's
-    ``PROCESSOR_FIELDS``; ``expansion``: its ``EXPANSION_TOKENS``, added to the tokenizer too)."""
+    ``PROCESSOR_FIELDS``; ``expansion`` and ``written``: its ``EXPANSION_TOKENS`` and
+    ``WRITTEN_TOKENS``, added to the tokenizer too)."""
     params = inspect.signature(processor_class.__init__).parameters
     kwargs: dict[str, Any] = {"image_processor": image}
     if "video_processor" in params:
@@ -228,6 +243,7 @@ def _processor(
     special, plain = dict(SPECIAL_TOKENS), []
     for tokens in expansion.values():
         special.update({token: token for token in ([tokens] if isinstance(tokens, str) else tokens)})
+    special.update({token: token for token in written})
     for _ in range(16):
         tokenizer = wordpiece(special, plain)
         try:
@@ -298,6 +314,7 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
         vision,
         PROCESSOR_FIELDS.get(model_type, {}),
         EXPANSION_TOKENS.get(model_type, {}),
+        WRITTEN_TOKENS.get(model_type, []),
     )
     fit_vocabulary(config, len(tokenizer))
     conversion = getattr(processor, "size_conversion", None)  # Aria: image side → query tokens it writes
