@@ -32,7 +32,7 @@ TINY_SIZES: dict[str, int] = {
     **dict.fromkeys(["hidden_size", "d_model", "n_embd", "embed_dim", "dim", "width", "text_hidden_size"], 64),
     **dict.fromkeys(["out_hidden_size", "projection_dim", "vision_output_dim"], 64),
     **dict.fromkeys(["intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim"], 128),
-    **dict.fromkeys(["num_hidden_layers", "num_layers", "n_layer", "n_layers", "depth"], 2),
+    **dict.fromkeys(["num_hidden_layers", "num_layers", "n_layer", "n_layers", "depth", "num_global_layers"], 2),
     **dict.fromkeys(["decoder_layers", "encoder_layers"], 2),
     **dict.fromkeys(["num_attention_heads", "n_head", "n_heads", "num_heads"], 4),
     **dict.fromkeys(["encoder_attention_heads", "decoder_attention_heads"], 4),
@@ -55,6 +55,11 @@ CHECKPOINT_FIELDS: dict[str, dict[str, Any]] = {
     "qwen2_5_omni_thinker": {"vision_start_token_id": 151652},
     "qwen3_omni_moe_thinker": {"vision_start_token_id": 151652},
 }
+
+# Vision tower sizes a tiny run needs smaller than the default config's: image tokens grow with the
+# square of the tile side, and Mllama's 448 px tiles (1,024 patches each, read by every
+# cross-attention layer) kept its tiny run at over 4 minutes.
+VISION_SIZES: dict[str, dict[str, Any]] = {"mllama": {"image_size": 112}}
 
 # Model types whose hand-built tiny model (in FAMILIES) takes the image path.
 HAND_BUILT: dict[str, str] = {
@@ -270,6 +275,10 @@ def tiny_config(model_type: str) -> Any:
     config = shrink_config(AutoConfig.for_model(model_type))
     for key, value in CHECKPOINT_FIELDS.get(model_type, {}).items():
         setattr(config, key, value)
+    for sub in sub_configs(config):
+        if "vision" in type(sub).__name__.lower() and getattr(sub, "patch_size", None):
+            for key, value in VISION_SIZES.get(model_type, {}).items():
+                setattr(sub, key, value)
     return config
 
 
