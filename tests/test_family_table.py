@@ -42,7 +42,7 @@ def test_shrink_config_reaches_sub_configs() -> None:
 
 
 def test_survey_runs_a_generic_and_a_hand_built_family(image_paths: list[str]) -> None:
-    generic = survey_family("aria", "AriaForConditionalGeneration", image_paths[:1])  # image path fails: text
+    generic = survey_family("fuyu", "FuyuForCausalLM", image_paths[:1])  # image path fails: text
     assert (generic.status, generic.path, generic.decoder) == ("supported", "text", "model.language_model.layers")
     hand = survey_family("llava", "LlavaForConditionalGeneration", image_paths[:1])
     assert (hand.status, hand.path) == ("supported", "images")
