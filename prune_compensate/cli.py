@@ -213,6 +213,9 @@ def prune_command(
         str, typer.Option(help="auto (kl for LMs, hidden for encoders), kl, embedding, similarity or hidden.")
     ] = "auto",
     heal_norms: Annotated[bool, typer.Option(help="Heal also the norms of the blocks holding a map.")] = False,
+    heal_schedule: Annotated[
+        str, typer.Option(help="Heal learning rate: constant, or cosine (decayed to zero over --heal-steps).")
+    ] = "constant",
     heal_select_pairs: Annotated[
         str | None,
         typer.Option(
@@ -286,6 +289,7 @@ def prune_command(
                 objective=heal_objective,
                 train_norms=heal_norms,
                 select_pairs=heal_select_pairs,
+                schedule=heal_schedule,
             ),
             show_progress=not quiet,
             profile=ProfileResult.from_json(profile_json) if profile_json else None,

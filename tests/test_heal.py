@@ -55,6 +55,7 @@ def test_heal_from_zero_maps_learns_and_touches_nothing_else(family_dirs: dict) 
     # the held-out report (samples the heal never saw) against dropping the attention outright
     assert result.error["heal"]["kl"] < 0.9 * result.error["none"]["kl"]
     assert result.heal["objective"] == "kl" and result.heal["steps_run"] > 0
+    assert result.heal["last_lr"] == heal.lr  # constant schedule (the default)
     assert (
         result.heal["curve"][0][0] == 0 and min(loss for _, loss in result.heal["curve"]) < result.heal["curve"][0][1]
     )
@@ -72,17 +73,20 @@ def test_heal_needs_held_out_samples_and_valid_options(family_dirs: dict) -> Non
         HealConfig(steps=-1)
     with pytest.raises(PCError, match="unknown heal objective"):
         HealConfig(objective="mse")
+    with pytest.raises(PCError, match="unknown heal schedule"):
+        HealConfig(schedule="linear")
 
 
 def test_pc_prune_heal_writes_the_curve(family_dirs: dict, tmp_path: Path) -> None:
     out = tmp_path / "healed"
     args = ["prune", str(family_dirs["llama"]), "--k", "1", "--n-samples", "16", "--heal-steps", "4", "--out", str(out)]
-    result = runner.invoke(app, [*args, "--quiet"])
+    result = runner.invoke(app, [*args, "--heal-schedule", "cosine", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "Heal (kl)" in result.output
     manifest = json.loads((out / "prune_manifest.json").read_text())
     assert set(manifest["error"]) == {"none", "lstsq", "heal"}
     assert manifest["heal"]["steps_run"] == 4 and len(manifest["heal"]["curve"]) >= 2
+    assert manifest["heal"]["last_lr"] == pytest.approx(0.0, abs=1e-12)  # cosine: decayed to zero at the last step
 
 
 def test_auto_objective_is_kl_for_lms_and_hidden_for_encoders(family_dirs: dict) -> None:

@@ -54,6 +54,7 @@ from .error import FinalOutputs, forward_final, mean_pool
 from .swap import CoreSwap
 
 OBJECTIVES = ("auto", "embedding", "kl", "hidden", "similarity")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -71,6 +72,7 @@ class HealConfig:
     seed: int = 0
     select_pairs: str | None = None
     pooling: str | None = None
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -79,6 +81,8 @@ class HealConfig:
             raise PCError(f"unknown heal objective {self.objective!r}", f"use one of {', '.join(OBJECTIVES)}")
         if self.lr <= 0 or self.batch_size < 1 or self.eval_every < 1:
             raise PCError("heal lr, batch size and eval interval must be positive", "fix the heal options")
+        if self.schedule not in SCHEDULES:
+            raise PCError(f"unknown heal schedule {self.schedule!r}", f"use one of {', '.join(SCHEDULES)}")
         if self.pooling not in (None, "mean", "cls"):
             raise PCError(f"unknown heal pooling {self.pooling!r}", "use mean or cls")
 
@@ -92,6 +96,7 @@ class HealReport:
     curve: list[tuple[int, float]] = field(default_factory=list)
     task_curve: list[tuple[int, float]] = field(default_factory=list)
     selected_by: str = "held-out loss"
+    last_lr: float = 0.0
     best_step: int = 0
     steps_run: int = 0
     seconds: float = 0.0
@@ -207,6 +212,11 @@ def heal_(
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
     optimiser = torch.optim.Adam(params, lr=config.lr)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.steps, 1))
+        if config.schedule == "cosine"
+        else None
+    )
     report = HealReport(objective, trained_parameters=sum(p.numel() for p in params))
     if task_score is not None:
         report.selected_by = "task score"
@@ -269,6 +279,8 @@ def heal_(
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     optimiser.step()
+                    if scheduler is not None:
+                        scheduler.step()
                     step += 1
                     advance(len(batch))
                     if step % config.eval_every == 0 or step == config.steps:
@@ -289,6 +301,7 @@ def heal_(
         swap.install(modules)
         model.train(was_training)
     report.steps_run = step
+    report.last_lr = float(optimiser.param_groups[0]["lr"])
     report.seconds = round(time.perf_counter() - start, 2)
     report.peak_rss_mb = round(_peak_rss_mb(), 1)
     return report
