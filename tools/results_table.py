@@ -59,6 +59,7 @@ def core_block() -> list[str]:
     error = json.loads((RESULTS / "prune_error.json").read_text())["minilm"]["downstream"]
     sweep = json.loads((RESULTS / "minilm_retrieval_sweep.json").read_text())
     retention = {run["init"]: run["mrr_retention"] for run in sweep["runs"] if run["k"] == 3}
+
     def heal_rows(calibration: str) -> list[dict]:
         return [
             row
@@ -67,6 +68,7 @@ def core_block() -> list[str]:
             for row in json.loads(path.read_text())["rows"]
             if len(row["layers"]) == 3 and "heal" in row["relative"]
         ]
+
     rows = [
         "| MiniLM, K = 3 of 6 | held-out rel. error of the final states | × none | retrieval MRR retention |",
         "|---|---|---|---|",
