@@ -105,7 +105,8 @@ def test_shrink_config_keeps_layer_indices_inside_the_tiny_towers() -> None:
 
 def test_family_processor_falls_back_to_the_models_own_package() -> None:
     """Qwen's Omni thinkers and GLM-4.6V-based families are registered without a processor class,
-    yet their package exports the one their checkpoints ship; a package without one gives None.
+    yet their package exports the one their checkpoints ship; else the family a model's modular
+    source derives from names it; with neither, None.
     When the first assertion fails, transformers registers the thinker's processor itself."""
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
@@ -116,7 +117,11 @@ def test_family_processor_falls_back_to_the_models_own_package() -> None:
     assert family_processor("qwen2_5_omni_thinker", "Qwen2_5OmniThinkerForConditionalGeneration") == (
         "Qwen2_5OmniProcessor"
     )
-    assert family_processor("cosmos3_omni", "Cosmos3OmniForConditionalGeneration") is None
+    # the modular parent: this reads transformers' source layout (models/NAME/modular_NAME.py), and
+    # these two fail loudly when that layout changes
+    assert family_processor("cosmos3_omni", "Cosmos3OmniForConditionalGeneration") == "Qwen3VLProcessor"
+    assert family_processor("glm_ocr", "GlmOcrForConditionalGeneration") == "Glm4vProcessor"
+    assert family_processor("mistral4", "Mistral4ForCausalLM") is None  # a text LM: no parent has one
 
 
 def test_survey_fills_what_published_checkpoints_carry() -> None:

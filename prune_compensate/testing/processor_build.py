@@ -94,7 +94,10 @@ WRITTEN_TOKENS: dict[str, list[str]] = {"molmo2": ["<im_col>", "<im_low>"]}
 def family_processor(model_type: str, class_name: str) -> str | None:
     """The family's processor class name: the one registered for ``model_type``, else the one
     processor class the model's own package exports (a Qwen Omni *thinker* is registered without
-    one, yet its package's ``Qwen2_5OmniProcessor`` is what its checkpoints ship), else None."""
+    one, yet its package's ``Qwen2_5OmniProcessor`` is what its checkpoints ship), else the one
+    registered for the family its modular source derives from (GLM-OCR is written as a GLM-4V
+    variant and its docs load a GLM-4.1V processor; Cosmos 3 Omni derives from Qwen3-VL and its docs
+    load the Qwen3-VL processor), else None."""
     import importlib
 
     import transformers
@@ -111,7 +114,26 @@ def family_processor(model_type: str, class_name: str) -> str | None:
         and issubclass(getattr(package, name), ProcessorMixin)
         and hasattr(transformers, name)
     ]
-    return found[0] if len(found) == 1 else None
+    if len(found) == 1:
+        return found[0]
+    parents = _modular_parents(package)
+    named = {
+        processing_auto.PROCESSOR_MAPPING_NAMES[p] for p in parents if p in processing_auto.PROCESSOR_MAPPING_NAMES
+    }
+    return named.pop() if len(named) == 1 else None
+
+
+def _modular_parents(package: Any) -> list[str]:
+    """The model types a package's ``modular_*.py`` imports its modelling or configuration from
+    (``from ..glm4v.modeling_glm4v import ...``); none when the package ships no modular source."""
+    import re
+
+    folder = Path(package.__file__).parent
+    parents = []
+    for source in folder.glob("modular_*.py"):
+        text = source.read_text(encoding="utf-8")
+        parents += re.findall(r"^from \.\.(\w+)\.(?:modeling|configuration)_\w+ import", text, flags=re.M)
+    return list(dict.fromkeys(parents))
 
 
 def _component_class(mapping: dict[str, Any], model_type: str, processor_name: str) -> Any:
