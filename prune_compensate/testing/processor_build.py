@@ -182,8 +182,8 @@ def _vision_config(config: Any) -> Any:
     )
 
 
-# The longest image side fed to a dynamic-resolution processor (tokens grow with the image, not the
-# tower): Mistral Large 4's default 1,024 px made its tiny run take 264 s on CPU.
+# The longest image side fed to a dynamic-resolution processor (Pixtral's: its image tokens grow
+# with the image, not with the tower, and a tiny run needs few of them).
 SURVEY_LONGEST_EDGE = 224
 
 
