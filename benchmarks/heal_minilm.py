@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=25, help="held-out evaluation interval (steps)")
     parser.add_argument("--patience", type=int, default=4, help="evaluations without a gain before stopping")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant", help="heal learning rate")
     parser.add_argument("--train-norms", action="store_true", help="also train the norms of the healed blocks")
     parser.add_argument(
         "--select-pairs",
@@ -81,6 +82,12 @@ def main() -> None:
         default=0,
         help="keep the heal step with the best MRR on this many name -> description pairs of entities the "
         "calibration names (never scored queries; none of their texts among the --calib mix texts)",
+    )
+    parser.add_argument(
+        "--select-distractors",
+        action="store_true",
+        help="rank the --select-pairs queries against the whole retrieval corpus (every scored pair's document "
+        "as a distractor, never its query), as the scored queries are ranked",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the model, fit, heal and retrieval)")
     args = parser.parse_args()
@@ -106,6 +113,13 @@ def main() -> None:
         select_pairs = Path(tempfile.mkdtemp()) / "select_pairs.jsonl"
         written = write_select_pairs(args.data_dir, calibration_text, args.task_texts, args.select_pairs, select_pairs)
         counts["select_pairs"] = written
+        if args.select_distractors:  # the scored corpus's documents, so both rankings run against the same corpus
+            chosen = {json.loads(line)["document"] for line in select_pairs.read_text("utf-8").splitlines()}
+            documents = [json.loads(line)["document"] for line in pairs.read_text("utf-8").splitlines()]
+            extra = [d for d in dict.fromkeys(documents) if d not in chosen]
+            with select_pairs.open("a", encoding="utf-8") as handle:
+                handle.writelines(json.dumps({"document": d}, ensure_ascii=False) + "\n" for d in extra)
+            counts["select_distractors"] = len(extra)
     eval_config = EvalConfig(text=None, pairs=str(pairs), batch_size=64, max_length=128, show_progress=False)
     dense = {m.metric: m.pruned for m in evaluate(load_model(device=args.device), None, eval_config).metrics}
     rows = []
@@ -120,6 +134,7 @@ def main() -> None:
             batch_size=args.batch_size,
             train_norms=args.train_norms,
             select_pairs=str(select_pairs) if select_pairs else None,
+            schedule=args.schedule,
         )
         config = PruneConfig(
             k=args.k,
