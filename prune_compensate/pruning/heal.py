@@ -30,7 +30,9 @@ apart from the pairs they report on, scored by retrieval MRR (``eval.retrieval``
 evaluation; the step kept is the one with the highest MRR, the start itself (step 0) included, so a
 heal never keeps maps that rank that task worse than its start. Why: on MiniLM the held-out hidden-state
 error keeps falling long after retrieval has stopped gaining (``benchmarks/heal_minilm.py``), so the
-lowest-loss step is not the best one for the task users run.
+lowest-loss step is not the best one for the task users run. The pairs must be drawn like the ones
+reported on: on MiniLM, pairs of entities that the calibration text names kept steps that did not
+help entities it never names.
 """
 
 from __future__ import annotations
