@@ -61,13 +61,19 @@ def core_block() -> list[str]:
     retention = {run["init"]: run["mrr_retention"] for run in sweep["runs"] if run["k"] == 3}
 
     def heal_rows(calibration: str) -> list[dict]:
-        return [
-            row
-            for path in sorted(RESULTS.glob("heal_minilm*.json"))
-            if json.loads(path.read_text()).get("calibration", "embedded") == calibration
-            for row in json.loads(path.read_text())["rows"]
-            if len(row["layers"]) == 3 and "heal" in row["relative"]
-        ]
+        """K = 3 heal rows of one calibration, each with its run's learning-rate schedule."""
+        found = []
+        for path in sorted(RESULTS.glob("heal_minilm*.json")):
+            data = json.loads(path.read_text())
+            if data.get("calibration", "embedded") != calibration:
+                continue
+            schedule = ", cosine" if "--schedule cosine" in data["command"] else ""
+            found += [
+                {**row, "schedule": schedule}
+                for row in data["rows"]
+                if len(row["layers"]) == 3 and "heal" in row["relative"]
+            ]
+        return found
 
     rows = [
         "| MiniLM, K = 3 of 6 | held-out rel. error of the final states | × none | retrieval MRR retention |",
@@ -83,7 +89,7 @@ def core_block() -> list[str]:
         candidates = [row for row in heal_rows(calibration) if row["start"] == start]
         best = min(candidates, key=lambda row: row["relative"]["heal"])
         rows.append(
-            f"| {start} → heal ({best['objective']}{label}, {best['heal']['steps_run']} steps, "
+            f"| {start} → heal ({best['objective']}{label}{best['schedule']}, {best['heal']['steps_run']} steps, "
             f"kept {best['heal']['best_step']}) | {best['relative']['heal']:.3f} | {best['heal_over_none']:.3f} "
             f"| {best['mrr_retention']:.3f} |"
         )
