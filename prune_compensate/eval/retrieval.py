@@ -59,6 +59,13 @@ def embed(
     return torch.cat(chunks)
 
 
+def queries_and_documents(pairs: list[tuple[str | None, str]]) -> tuple[list[str], list[str]]:
+    """The queries, and the corpus with query i's answer at position i (distractors after them)."""
+    queries = [q for q, _ in pairs if q is not None]
+    documents = [d for q, d in pairs if q is not None] + [d for q, d in pairs if q is None]
+    return queries, documents
+
+
 def realistic_ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Rank of each row's target among its row (1 = best); ties share the mean of their
     optimistic and pessimistic ranks. ``scores``: ``(queries, documents)``; ``target``: ``(queries,)``."""

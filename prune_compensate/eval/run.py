@@ -29,7 +29,7 @@ from ..progress import progress_bar
 from . import data as eval_data
 from .harness import HIGHER_IS_BETTER, check_tasks, run_tasks
 from .lm import TokenScores, score_captions, score_corpus
-from .retrieval import embed, pooling_mode, retrieval_metrics
+from .retrieval import embed, pooling_mode, queries_and_documents, retrieval_metrics
 
 SCHEMA = 1
 
@@ -164,8 +164,7 @@ def _retrieval_rows(
     progress: Any,
 ) -> list[EvalMetric]:
     mode = pooling_mode(pruned.local_dir)
-    queries = [q for q, _ in pairs if q is not None]
-    documents = [d for q, d in pairs if q is not None] + [d for q, d in pairs if q is None]  # answers first
+    queries, documents = queries_and_documents(pairs)
     task = progress.add_task("embedding queries and documents", total=2 * len(models))
     embedded = {}
     for name, model in models.items():

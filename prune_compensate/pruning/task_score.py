@@ -21,11 +21,10 @@ def pairs_mrr(
     """A scorer: the MRR of ``model`` on the pairs in ``source`` (every other document a negative,
     realistic ranks for ties). The pairs are read once, here, so a bad file fails before any fit."""
     from ..eval.data import read_pairs  # the evaluation package imports the pruning one: import on use
-    from ..eval.retrieval import embed, retrieval_metrics
+    from ..eval.retrieval import embed, queries_and_documents, retrieval_metrics
 
     pairs = read_pairs(source)
-    queries = [q for q, _ in pairs if q is not None]
-    documents = [d for q, d in pairs if q is not None] + [d for q, d in pairs if q is None]  # answers first
+    queries, documents = queries_and_documents(pairs)
     if len(documents) < 2:
         raise PCError(f"{source} has fewer than two documents to rank", "add (query, document) pairs")
 
