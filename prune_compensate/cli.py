@@ -239,6 +239,14 @@ def prune_command(
             "and write the result into the manifest (loads a second copy of the model).",
         ),
     ] = False,
+    eval_max_examples: Annotated[
+        int | None,
+        typer.Option(
+            "--eval-max-examples",
+            help="With --eval: use at most this many held-out texts and pairs "
+            "(a quick look; `pc eval` takes every option).",
+        ),
+    ] = None,
     decoder: DecoderOpt = None,
     stack: StackOpt = "decoder",
     unit: UnitOpt = "attention",
@@ -256,6 +264,10 @@ def prune_command(
     try:
         if save not in ("full", "delta"):
             raise PCError(f"unknown --save {save!r}", "use full or delta")
+        if eval_max_examples is not None and not eval_after:
+            raise PCError("--eval-max-examples is set but --eval is not", "add --eval, or drop --eval-max-examples")
+        if eval_max_examples is not None and eval_max_examples < 1:
+            raise PCError(f"--eval-max-examples must be at least 1, got {eval_max_examples}", "pass a positive count")
         if save == "delta" and heal_norms and heal_steps > 0:
             raise PCError(
                 "--heal-norms trains norms that a delta checkpoint does not store",
@@ -308,7 +320,7 @@ def prune_command(
             from .eval.report import print_eval
 
             original = _load(model, allow_base_change, offline=True, **options)  # the first load fetched it
-            quality = evaluate(loaded, original, EvalConfig(show_progress=not quiet))
+            quality = evaluate(loaded, original, EvalConfig(max_examples=eval_max_examples, show_progress=not quiet))
             print_eval(quality, console)
             manifest["eval"] = quality.to_dict()
             del original

@@ -14,7 +14,7 @@ import torch
 from conftest import TEXTS, cli_error, write_jsonl
 from typer.testing import CliRunner
 
-from prune_compensate import CalibrationSample, PCError, PruneConfig, load_model, prune_, save_pruned
+from prune_compensate import CalibrationSample, PCError, PruneConfig, load_model, load_pruned, prune_, save_pruned
 from prune_compensate.cli import app
 from prune_compensate.eval import EvalConfig, evaluate
 from prune_compensate.eval.data import Caption, read_pairs
@@ -234,13 +234,24 @@ def test_missing_lm_eval_names_the_extra(monkeypatch: pytest.MonkeyPatch, family
 def test_prune_eval_writes_quality_into_the_manifest(family_dirs: dict, tmp_path: Path) -> None:
     out = tmp_path / "p"
     args = ["prune", str(family_dirs["llama"]), "--k", "1", "--n-samples", "6", "--out", str(out), "--eval", "--quiet"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--eval-max-examples", "8"])
     assert result.exit_code == 0, result.output
     assert "What pruning cost" in result.output
     quality = json.loads((out / "prune_manifest.json").read_text())["eval"]
     rows = {m["metric"]: m for m in quality["metrics"]}
     assert rows["perplexity"]["original"] > 0 and rows["perplexity"]["retention"] > 0
     assert quality["data"]["text"]["source"] == "embedded"
+    # the quick look: exactly the first 8 held-out texts, scored as `pc eval --max-examples 8` scores them
+    alone = evaluate(
+        load_pruned(out), load_model(family_dirs["llama"]), EvalConfig(max_examples=8, show_progress=False)
+    )
+    perplexity = next(m for m in alone.metrics if m.metric == "perplexity")
+    assert (perplexity.pruned, perplexity.n) == (
+        pytest.approx(rows["perplexity"]["pruned"], rel=1e-5),
+        rows["perplexity"]["n"],
+    )
+    assert "--eval is not" in cli_error([*args[:-2], "--eval-max-examples", "8"])
+    assert "at least 1" in cli_error([*args[:-2], "--eval", "--eval-max-examples", "0"])
 
 
 def test_stride_defaults_to_half_the_window() -> None:

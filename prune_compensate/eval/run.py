@@ -59,6 +59,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.stride is None:
             self.stride = max(1, self.max_length // 2)
+        if self.max_examples is not None and self.max_examples < 1:
+            raise PCError(
+                f"--max-examples must be at least 1, got {self.max_examples}", "pass a positive count, or leave it out"
+            )
         for name in ("max_length", "stride", "batch_size"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
