@@ -82,6 +82,37 @@ def test_shrink_config_keeps_the_relations_models_check() -> None:
         assert row.status == "supported", (model_type, row.reason)
 
 
+def test_fit_vocabulary_sizes_the_vocabulary_to_the_tokenizer_and_keeps_ids_inside() -> None:
+    """A published vocabulary (LLaVA-OneVision's Qwen2: 151,936) is cut to the survey tokenizer's,
+    and the ids the config names past it (image 151,646, video 151,647) move to distinct fresh ids
+    inside it; a small one (Qwen3-Omni's thinker) grows; Gemma 3n, whose per-layer input
+    vocabulary follows the main one, keeps its published size."""
+    from transformers import AutoConfig
+
+    from prune_compensate.testing.processor_build import sub_configs
+    from prune_compensate.testing.survey import fit_vocabulary
+
+    size = 30522
+    onevision = shrink_config(AutoConfig.for_model("llava_onevision"))
+    assert onevision.text_config.vocab_size > 100_000
+    fit_vocabulary(onevision, size)
+    ids = (onevision.image_token_index, onevision.video_token_index)
+    assert sorted(ids) == [size, size + 1] and onevision.text_config.vocab_size == size + 2
+    thinker = shrink_config(AutoConfig.for_model("qwen3_omni_moe_thinker"))
+    fit_vocabulary(thinker, size)
+    named = [
+        value
+        for sub in sub_configs(thinker)
+        for field, value in vars(sub).items()
+        if field.endswith(("_token_id", "_token_index")) and isinstance(value, int)
+    ]
+    assert thinker.text_config.vocab_size >= size and max(named) < thinker.text_config.vocab_size
+    gemma3n = shrink_config(AutoConfig.for_model("gemma3n"))
+    published = gemma3n.text_config.vocab_size
+    fit_vocabulary(gemma3n, size)
+    assert gemma3n.text_config.vocab_size == published
+
+
 def test_shrink_config_keeps_layer_indices_inside_the_tiny_towers() -> None:
     """ViP-LLaVA reads vision hidden states (-2, -5, -8, -11, 6), Mllama (3, 7, 15, 23, 30), the SAM
     tower of DeepSeek-VL-Hybrid marks its global-attention layers (2, 5, 8, 11): each indexed past a

@@ -338,7 +338,6 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
         EXPANSION_TOKENS.get(model_type, {}),
         WRITTEN_TOKENS.get(model_type, []),
     )
-    fit_vocabulary(config, len(tokenizer))
     conversion = getattr(processor, "size_conversion", None)  # Aria: image side → query tokens it writes
     if isinstance(conversion, dict) and hasattr(config, "projector_patch_to_query_dict") and vision is not None:
         # The projector looks the tower's patch count up in this dict; its checkpoints key it by the
@@ -358,6 +357,7 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
         for name, tokens in EXPANSION_TOKENS.get(model_type, {}).items():
             if hasattr(sub, name):
                 setattr(sub, name, tokenizer.convert_tokens_to_ids(tokens))
+    fit_vocabulary(config, len(tokenizer))  # after the ids the processor writes are in place
     torch.manual_seed(0)
     model = getattr(transformers, class_name)(config).eval()
     model.save_pretrained(out)

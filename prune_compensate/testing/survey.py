@@ -257,14 +257,53 @@ def _time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+# Config fields tied to the size of the vocabulary in ways ``fit_vocabulary`` does not follow (Gemma
+# 3n's per-layer input vocabulary, offsets into a shared one): a config with any of them keeps its
+# published vocabulary, only grown to the tokenizer's.
+VOCABULARY_COUPLED = ("vocab_size_per_layer_input", "vocab_offset", "unpadded_vocab_size", "ngram_vocab_size_base")
+
+
+def _names_token(field: str) -> bool:
+    return field.endswith(("_token_id", "_token_ids", "_token_index", "_id"))
+
+
 def fit_vocabulary(config: Any, size: int) -> None:
-    """Grow every ``vocab_size`` below ``size`` (the survey tokenizer's) to it, in ``config`` and its
-    sub-configs: a default config with a small vocabulary (Qwen3-Omni's thinker: 3,584) would
-    otherwise index past its embedding on the tokenizer's ids."""
-    for sub in sub_configs(config):
+    """Size every ``vocab_size`` in ``config`` and its sub-configs to the survey tokenizer's ``size``
+    (in place). A default config with a small vocabulary (Qwen3-Omni's thinker: 3,584) would index
+    past its embedding on the tokenizer's ids; a published one (Qwen's 151,936, Gemma's 262,208)
+    made a tiny model's logits, ``(tokens, vocab)``, the bulk of its run: LLaVA-OneVision spent
+    110 of its 120 s of pruning in the held-out error's softmaxes over 151,936 entries.
+
+    Token ids the config names past ``size`` (a Qwen ``eos_token_id`` of 151,645) move to fresh
+    ids right after the tokenizer's, one per distinct id: inside the embedding, and still never
+    written by the tokenizer, as before (``build_with_processor`` calls this after it has set the ids
+    its processor writes, all inside ``size``). A config with a ``VOCABULARY_COUPLED`` field is only
+    grown."""
+    subs = list(sub_configs(config))
+    shrink = not any(field in vars(sub) for sub in subs for field in VOCABULARY_COUPLED)
+    named = sorted(
+        {
+            value
+            for sub in subs
+            for field, values in vars(sub).items()
+            if _names_token(field)
+            for value in (values if isinstance(values, (list, tuple)) else [values])
+            if isinstance(value, int) and not isinstance(value, bool) and value >= size
+        }
+    )
+    fresh = {old: size + i for i, old in enumerate(named)} if shrink else {}
+    target = size + len(fresh)
+    for sub in subs:
         value = getattr(sub, "vocab_size", None)
-        if "vocab_size" in vars(sub) and isinstance(value, int) and 0 < value < size:
-            sub.vocab_size = size
+        if "vocab_size" in vars(sub) and isinstance(value, int) and 0 < value and (value < target or shrink):
+            sub.vocab_size = target
+        for field, values in list(vars(sub).items()):
+            if not _names_token(field) or not fresh:
+                continue
+            if isinstance(values, int) and not isinstance(values, bool):
+                setattr(sub, field, fresh.get(values, values))
+            elif isinstance(values, (list, tuple)) and all(isinstance(v, int) for v in values):
+                setattr(sub, field, type(values)(fresh.get(v, v) for v in values))
 
 
 def tiny_config(model_type: str) -> Any:
