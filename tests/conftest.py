@@ -11,6 +11,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: share the cores between the workers, not N × all
+    import torch
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
 from prune_compensate.testing import FAMILIES  # noqa: E402
 
 TEXTS = [
