@@ -11,6 +11,7 @@ A generated block sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAM
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,8 @@ def core_block() -> list[str]:
             if data.get("calibration", "embedded") != calibration:
                 continue
             schedule = ", cosine" if "--schedule cosine" in data["command"] else ""
+            lr = re.search(r"--lr (\S+)", data["command"])
+            schedule += f", lr {lr.group(1) if lr else '1e-3'}"  # heal_minilm.py's default
             found += [
                 {**row, "schedule": schedule}
                 for row in data["rows"]
