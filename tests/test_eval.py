@@ -174,6 +174,10 @@ def test_lm_eval_on_a_local_task(family_dirs: dict, tmp_path: Path) -> None:
     assert acc.original == pytest.approx(_by_hand_accuracy(original, task_dir))
     assert acc.pruned == pytest.approx(_by_hand_accuracy(pruned, task_dir))
     assert acc.retention == pytest.approx(acc.pruned / acc.original)
+    # lm-eval's task index (every task YAML it ships) is built once per include path, not per model
+    from prune_compensate.eval.harness import check_tasks
+
+    assert check_tasks(["pc_tiny_mc"], str(task_dir)) is check_tasks(["pc_tiny_mc"], str(task_dir))
 
 
 def test_pc_eval_cli_uses_the_recorded_base(family_dirs: dict, tmp_path: Path) -> None:
