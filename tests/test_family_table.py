@@ -155,6 +155,49 @@ def test_family_processor_falls_back_to_the_models_own_package() -> None:
     assert family_processor("mistral4", "Mistral4ForCausalLM") is None  # a text LM: no parent has one
 
 
+def test_processors_that_need_their_checkpoints_chat_template() -> None:
+    """Why ShieldGemma 2 and PP-Chart2Table get a chat template in the survey: built from classes,
+    ShieldGemma 2's processor refuses every input (it writes its policy prompts through the
+    template), and PP-Chart2Table's writes no image token at all, so its model finds no place for
+    the image features (its checkpoints' template writes them). When an assertion here fails,
+    transformers has changed these processors and the special case may go. Mistral 4's class takes
+    no image, so the survey does not try one."""
+    from PIL import Image
+    from transformers import PPChart2TableProcessor, ShieldGemma2Processor
+
+    from prune_compensate.testing.processor_build import (
+        _processor,
+        image_entry_template,
+    )
+    from prune_compensate.testing.survey import takes_images
+
+    image = Image.new("RGB", (32, 32))
+    assert not takes_images("Mistral4ForCausalLM")
+    assert takes_images("GotOcr2ForConditionalGeneration") and takes_images("Kosmos2_5ForConditionalGeneration")
+
+    from transformers import Gemma3ImageProcessor, GotOcr2ImageProcessor, PretrainedConfig
+
+    config = PretrainedConfig()
+
+    shield, _ = _processor(ShieldGemma2Processor, Gemma3ImageProcessor(), None, None, config, None, {}, {}, [])
+    with pytest.raises(ValueError, match="chat template"):
+        shield(images=[image], text=["a"])
+    # the processor names the begin-of-image token as its image token; the features go elsewhere
+    assert shield.image_token_id == shield.tokenizer.convert_tokens_to_ids("<start_of_image>")
+
+    tokens = ["<img>", "<imgpad>", "</img>"]
+    chart, tokenizer = _processor(
+        PPChart2TableProcessor, GotOcr2ImageProcessor(), None, None, config, None, {}, {}, tokens
+    )
+    ids = chart(images=[image], text=["a"], return_tensors="pt")["input_ids"]
+    assert tokenizer.convert_tokens_to_ids("<imgpad>") not in ids.tolist()[0]
+    chart.chat_template = image_entry_template(*tokens, per_image=5)
+    prompt = chart.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "a"}]}]
+    )
+    assert prompt.count("<imgpad>") == 5 and prompt.index("<img>") < prompt.index("</img>")
+
+
 def test_survey_fills_what_published_checkpoints_carry() -> None:
     """Qwen's Omni thinkers read ``vision_start_token_id``, which their published configs set and
     transformers' default thinker config lacks (when this assertion fails, transformers has added

@@ -102,7 +102,7 @@ def main(argv: list[str]) -> None:
                 "transformers": transformers.__version__,
                 "rows": rows,
             }
-        RESULTS.write_text(json.dumps(data, indent=1) + "\n")
+        RESULTS.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     data = json.loads(RESULTS.read_text())
     MARKDOWN.parent.mkdir(exist_ok=True)
     MARKDOWN.write_text(render(data))

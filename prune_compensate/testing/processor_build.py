@@ -90,6 +90,53 @@ EXPANSION_TOKENS: dict[str, dict[str, str | list[str]]] = {
 # Tokens such a processor writes that no config field names (they still must be single tokens).
 WRITTEN_TOKENS: dict[str, list[str]] = {"molmo2": ["<im_col>", "<im_low>"]}
 
+# Processors that need a chat template to take any input, which their checkpoints ship and a
+# processor built from classes lacks: ShieldGemma 2's writes its policy prompts through it (the
+# caller's text is not used) and refuses to run without one. Gemma's turn format.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<start_of_image>{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+PROCESSOR_FIELDS["shieldgemma2"] = {"chat_template": GEMMA_CHAT_TEMPLATE}
+# ShieldGemma 2's processor is Gemma 3's with policy prompts: the features go on the tokenizer's
+# image soft token, not on the begin-of-image token the processor names as its ``image_token_id``.
+EXPANSION_TOKENS["shieldgemma2"] = EXPANSION_TOKENS["t5gemma2"]
+
+# Processors that write no image tokens at all: their checkpoints' chat template writes them per
+# image entry (start, pad × features per image, end). PP-Chart2Table's is GOT-OCR 2's layout,
+# ``<img>``, ``<imgpad>`` × 256, ``</img>`` (transformers' integration test: 286 ids for one image and
+# the prompt), with the features on the pad token (``image_token_index``). The survey writes such a
+# template, with as many pad tokens as the tiny tower gives features per image (measured on the
+# built model), and runs the tower at ``TEMPLATE_TOWER_SIDE``: the image token count is the
+# template's, so the SAM tower need not attend over the 4,096 patches of a 1,024-px image.
+TEMPLATE_IMAGE_TOKENS: dict[str, tuple[str, str, str]] = {"pp_chart2table": ("<img>", "<imgpad>", "</img>")}
+TEMPLATE_TOWER_SIDE = 256
+
+
+def image_entry_template(start: str, pad: str, end: str, per_image: int) -> str:
+    """A chat template (``<|im_start|>`` turns) that writes ``start``, ``pad`` × ``per_image``,
+    ``end`` for each image entry of a message."""
+    image = start + pad * per_image + end + "\n"
+    return (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for item in message['content'] %}"
+        "{% if item['type'] == 'image' %}" + image + "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+        "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+def features_per_image(model: Any, image_processor: Any) -> int:
+    """How many feature vectors ``model`` puts in the prompt for one image, measured on a blank
+    image through ``get_image_features``."""
+    from PIL import Image
+
+    pixels = image_processor(images=[Image.new("RGB", (32, 32))], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        features = model.get_image_features(pixel_values=pixels.to(model.dtype))
+    features = getattr(features, "pooler_output", features)
+    return int(features.shape[-2]) if features.dim() == 3 else int(features.shape[0])
+
 
 def family_processor(model_type: str, class_name: str) -> str | None:
     """The family's processor class name: the one registered for ``model_type``, else the one
@@ -316,6 +363,9 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
     )
     config = tiny_config(model_type)
     vision = _vision_config(config)
+    template_tokens = TEMPLATE_IMAGE_TOKENS.get(model_type)
+    if template_tokens is not None and vision is not None:
+        vision.image_size = TEMPLATE_TOWER_SIDE
     side, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
     for sub in sub_configs(config):  # Gemma 3 pools the tower's grid to √mm_tokens_per_image a side
         if hasattr(sub, "mm_tokens_per_image") and isinstance(side, int) and isinstance(patch, int):
@@ -336,7 +386,7 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
         vision,
         PROCESSOR_FIELDS.get(model_type, {}),
         EXPANSION_TOKENS.get(model_type, {}),
-        WRITTEN_TOKENS.get(model_type, []),
+        WRITTEN_TOKENS.get(model_type, []) + list(template_tokens or ()),
     )
     conversion = getattr(processor, "size_conversion", None)  # Aria: image side → query tokens it writes
     if isinstance(conversion, dict) and hasattr(config, "projector_patch_to_query_dict") and vision is not None:
@@ -357,9 +407,15 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
         for name, tokens in EXPANSION_TOKENS.get(model_type, {}).items():
             if hasattr(sub, name):
                 setattr(sub, name, tokenizer.convert_tokens_to_ids(tokens))
+    if template_tokens is not None:  # the template's pad token carries the features
+        for sub in sub_configs(config):
+            if hasattr(sub, "image_token_index"):
+                sub.image_token_index = tokenizer.convert_tokens_to_ids(template_tokens[1])
     fit_vocabulary(config, len(tokenizer))  # after the ids the processor writes are in place
     torch.manual_seed(0)
     model = getattr(transformers, class_name)(config).eval()
+    if template_tokens is not None:
+        processor.chat_template = image_entry_template(*template_tokens, features_per_image(model, image))
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

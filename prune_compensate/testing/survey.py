@@ -390,7 +390,9 @@ def survey_family(model_type: str, class_name: str, images: list[str], time_limi
     else:
         row = None
         reason = f"no processor class is registered for {model_type}"
-        if family_processor(model_type, class_name) is not None:
+        if not takes_images(class_name):  # registered as image-text-to-text, yet a text-only class
+            reason = f"{class_name} takes no image input (its forward has no pixel, image or patch argument)"
+        elif family_processor(model_type, class_name) is not None:
             row = _attempt(
                 model_type,
                 class_name,
@@ -408,6 +410,18 @@ def survey_family(model_type: str, class_name: str, images: list[str], time_limi
             row.images_reason = reason
     row.seconds = round(time.perf_counter() - start, 1)
     return row
+
+
+def takes_images(class_name: str) -> bool:
+    """Whether the model class's forward has an image argument (``pixel_values``, ``image_*``,
+    ``*patches``, ``vision_*``). Mistral 4 is registered for image-text-to-text with a causal-LM
+    class that has none, so no processor could give it an image."""
+    import inspect
+
+    import transformers
+
+    params = inspect.signature(getattr(transformers, class_name).forward).parameters
+    return any(word in name for name in params for word in ("pixel", "image", "patches", "vision"))
 
 
 def _generic(model_type: str, class_name: str, with_processor: bool) -> Callable[[Path], Path]:
