@@ -198,6 +198,26 @@ def test_processors_that_need_their_checkpoints_chat_template() -> None:
     assert prompt.count("<imgpad>") == 5 and prompt.index("<img>") < prompt.index("</img>")
 
 
+def test_fuyu_survey_tokenizer_starts_every_text_with_the_piece_its_processor_strips() -> None:
+    """Why Fuyu's tiny tokenizer is sentencepiece-like: its processor looks ``|SPEAKER|`` up as a
+    plain vocabulary entry and drops the first id of each image's placeholder ids, the ``▁`` its
+    checkpoints' tokenizer puts before a text; with a plain WordPiece tokenizer it dropped an image
+    token and then refused the batch. When the processor stops stripping, the special case may go."""
+    import inspect
+
+    from transformers import FuyuProcessor
+
+    from prune_compensate.testing.tiny_models import wordpiece
+
+    assert '["input_ids"][..., 1:]' in inspect.getsource(FuyuProcessor.__call__)
+    tokenizer = wordpiece({"image_token": "<image>"}, words=["|SPEAKER|", "|NEWLINE|"])
+    ids = tokenizer("|SPEAKER||SPEAKER||NEWLINE|a cat", add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["\u2581", "|SPEAKER|", "|SPEAKER|", "|NEWLINE|", "a", "cat"]
+    assert "|SPEAKER|" in tokenizer.get_vocab() and "|SPEAKER|" not in tokenizer.all_special_tokens
+    plain = wordpiece({"image_token": "<image>"})  # every other family: unchanged, no "▁"
+    assert plain.convert_ids_to_tokens(plain("a cat", add_special_tokens=False)["input_ids"]) == ["a", "cat"]
+
+
 def test_survey_fills_what_published_checkpoints_carry() -> None:
     """Qwen's Omni thinkers read ``vision_start_token_id``, which their published configs set and
     transformers' default thinker config lacks (when this assertion fails, transformers has added

@@ -314,7 +314,7 @@ def _processor(
         special.update({token: token for token in ([tokens] if isinstance(tokens, str) else tokens)})
     special.update({token: token for token in written})
     for _ in range(16):
-        tokenizer = wordpiece(special, plain)
+        tokenizer = wordpiece(special, words=plain)
         try:
             processor = processor_class(tokenizer=tokenizer, **kwargs)
         except AttributeError as err:  # "... has no attribute slice_start_token"
@@ -323,7 +323,7 @@ def _processor(
                 raise
             special[missing] = f"<{missing}>"
             continue
-        except KeyError as err:  # Fuyu looks its tokens up in the vocabulary: vocab["|SPEAKER|"]
+        except KeyError as err:  # Fuyu looks its tokens up in the vocabulary: vocab["|SPEAKER|"] (see wordpiece)
             missing = str(err.args[0]) if err.args else ""
             if not missing or missing in plain:
                 raise

@@ -31,16 +31,41 @@ def minilm_vocab() -> Path:
     return default_model_path() / "vocab.txt"
 
 
-def wordpiece(extra: dict[str, str] | None = None, tokens: list[str] | None = None) -> Any:
+def wordpiece(
+    extra: dict[str, str] | None = None, tokens: list[str] | None = None, words: list[str] | None = None
+) -> Any:
     """MiniLM's real WordPiece vocabulary (30,522 tokens) as a decoder tokenizer: it prepends the
     BOS token ``[CLS]`` and appends nothing, as Llama-style tokenizers do (BERT's ``[SEP]`` at the
     end would make lm-eval's context/continuation split wrong), plus the family's special tokens
-    (``extra`` become named attributes such as ``tokenizer.image_token``)."""
+    (``extra`` become named attributes such as ``tokenizer.image_token``).
+
+    ``words``: tokens a processor looks up as plain vocabulary entries, not added tokens (Fuyu's
+    ``|SPEAKER|``). Such a processor expects a sentencepiece tokenizer: its words are pieces of the
+    text, and a ``▁`` piece starts every text, which Fuyu's processor strips from each image's
+    placeholder ids. With ``words``, the tokenizer does the same: the words and ``▁`` join the
+    vocabulary, a ``▁`` is prepended to every text, the words are never split, and case is kept."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
     from tokenizers.processors import TemplateProcessing
     from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
     extra = extra or {}
-    backend = BertTokenizerFast(vocab=str(minilm_vocab()))._tokenizer
+    if words:
+        import re
+        import tempfile
+
+        words = ["▁", *words]
+        vocab = Path(tempfile.mkdtemp()) / "vocab.txt"
+        vocab.write_text(minilm_vocab().read_text(encoding="utf-8").rstrip("\n") + "\n" + "\n".join(words) + "\n")
+        backend = BertTokenizerFast(vocab=str(vocab))._tokenizer
+        backend.normalizer = normalizers.Sequence(
+            [normalizers.BertNormalizer(lowercase=False), normalizers.Prepend("▁")]
+        )
+        pieces = "|".join(re.escape(w) for w in words) + r"|\w+|[^\w\s]"
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(pieces), behavior="isolated"), pre_tokenizers.WhitespaceSplit()]
+        )
+    else:
+        backend = BertTokenizerFast(vocab=str(minilm_vocab()))._tokenizer
     backend.post_processor = TemplateProcessing(single="[CLS] $A", pair="[CLS] $A $B", special_tokens=[("[CLS]", 101)])
     # decoders take no token_type_ids; passed at construction so the saved tokenizer keeps it
     tok = PreTrainedTokenizerFast(
