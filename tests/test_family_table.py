@@ -54,7 +54,8 @@ def test_shrink_config_keeps_the_relations_models_check() -> None:
     to query heads in multi-head latent attention (GLM-5), the MLA head width equal to its rotary
     part (Kimi K2.5, Mistral 4), rotary sections summing to half the rotated width (GLM-4V-MoE
     rotates half the head; Ernie 4.5-VL stacks the first two sections), 0 staying "none", and widths
-    that named another config's (Kimi K2.5's projector, Muse Glimmer's shuffled vision width)."""
+    that named another config's (Kimi K2.5's projector, Muse Glimmer's shuffled vision width,
+    Unlimited-OCR's SAM downsampling channels)."""
     from transformers import AutoConfig
 
     large = shrink_config(AutoConfig.for_model("mistral_large4")).text_config
@@ -73,6 +74,9 @@ def test_shrink_config_keeps_the_relations_models_check() -> None:
     assert kimi.projection_hidden_size == kimi.vision_config.hidden_size != 1152
     glimmer = shrink_config(AutoConfig.for_model("muse_glimmer"))  # the width after a 2 × 2 pixel shuffle
     assert glimmer.out_hidden_size == glimmer.vision_config.hidden_size * glimmer.vision_config.merge_size**2
+    ocr = shrink_config(AutoConfig.for_model("unlimited_ocr")).vision_config  # SAM's output meets CLIP's width
+    assert ocr.sam_config.downsample_channels[-1] == ocr.encoder_config.hidden_size != 1024
+    assert ocr.sam_config.downsample_channels[0] * 2 == ocr.sam_config.downsample_channels[-1]  # (512, 1024) scaled
     for model_type, model_class in [
         ("kimi_k25", "Kimi_K25ForConditionalGeneration"),
         ("glm4v_moe", "Glm4vMoeForConditionalGeneration"),

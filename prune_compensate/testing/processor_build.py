@@ -109,10 +109,17 @@ EXPANSION_TOKENS["shieldgemma2"] = EXPANSION_TOKENS["t5gemma2"]
 # ``<img>``, ``<imgpad>`` × 256, ``</img>`` (transformers' integration test: 286 ids for one image and
 # the prompt), with the features on the pad token (``image_token_index``). The survey writes such a
 # template, with as many pad tokens as the tiny tower gives features per image (measured on the
-# built model), and runs the tower at ``TEMPLATE_TOWER_SIDE``: the image token count is the
-# template's, so the SAM tower need not attend over the 4,096 patches of a 1,024-px image.
+# built model).
 TEMPLATE_IMAGE_TOKENS: dict[str, tuple[str, str, str]] = {"pp_chart2table": ("<img>", "<imgpad>", "</img>")}
-TEMPLATE_TOWER_SIDE = 256
+
+# SAM-style towers (``global_attn_indexes``: global attention over every patch, 4,096 of them at the
+# 1,024 px of their checkpoints; over two minutes per tiny survey run) run at ``SMALL_SAM_SIDE`` in
+# the families whose image token count follows the tower's side: PP-Chart2Table (the survey's
+# template counts it) and Unlimited-OCR (its processor counts it from the image processor's size,
+# which follows the tower). GOT-OCR 2's processor writes 256 tokens per image whatever the size, so
+# its tower keeps 1,024 px.
+SMALL_SAM_FAMILIES = {"pp_chart2table", "unlimited_ocr"}
+SMALL_SAM_SIDE = 256
 
 
 def image_entry_template(start: str, pad: str, end: str, per_image: int) -> str:
@@ -362,10 +369,12 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
         getattr(video_processing_auto, "VIDEO_PROCESSOR_MAPPING_NAMES", {}), model_type, processor_name
     )
     config = tiny_config(model_type)
+    if model_type in SMALL_SAM_FAMILIES:
+        for sub in sub_configs(config):
+            if hasattr(sub, "global_attn_indexes") and isinstance(getattr(sub, "image_size", None), int):
+                sub.image_size = SMALL_SAM_SIDE
     vision = _vision_config(config)
     template_tokens = TEMPLATE_IMAGE_TOKENS.get(model_type)
-    if template_tokens is not None and vision is not None:
-        vision.image_size = TEMPLATE_TOWER_SIDE
     side, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
     for sub in sub_configs(config):  # Gemma 3 pools the tower's grid to √mm_tokens_per_image a side
         if hasattr(sub, "mm_tokens_per_image") and isinstance(side, int) and isinstance(patch, int):

@@ -173,6 +173,10 @@ def _follow_widths(config: Any, widths: list[tuple[Any, Any]], original: dict[st
     tower's width), and any ``*hidden_size`` equal to it times the tower's merged patches (Muse
     Glimmer's ``out_hidden_size`` 6144 = 1536 × 2², the width after its pixel shuffle)."""
     for key, value in list(vars(config).items()):
+        is_ints = isinstance(value, (list, tuple)) and value and all(type(v) is int for v in value)
+        if key.endswith("channels") and is_ints:
+            _follow_channels(config, key, value, widths)
+            continue
         if not key.endswith("hidden_size") or not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             continue
         before = original.get(key, value)
@@ -186,6 +190,16 @@ def _follow_widths(config: Any, widths: list[tuple[Any, Any]], original: dict[st
             if isinstance(merge, int) and merge > 1 and before == width * merge**2:
                 setattr(config, key, sub.hidden_size * merge**2)
                 break
+
+
+def _follow_channels(config: Any, key: str, channels: Any, widths: list[tuple[Any, Any]]) -> None:
+    """A list of channel widths that ends at another config's hidden size scales with it:
+    Unlimited-OCR's SAM tower downsamples to ``downsample_channels`` [512, 1024], the width of the
+    CLIP tower whose features it is concatenated with, so the tiny one is (32, 64) for a 64-wide tower."""
+    for sub, width in widths:
+        if sub is not config and isinstance(width, int) and channels[-1] == width and sub.hidden_size != width:
+            setattr(config, key, type(channels)(max(1, c * sub.hidden_size // width) for c in channels))
+            return
 
 
 def _shrink_one(config: Any) -> None:
