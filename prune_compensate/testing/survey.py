@@ -32,6 +32,7 @@ TINY_SIZES: dict[str, int] = {
     **dict.fromkeys(["hidden_size", "d_model", "n_embd", "embed_dim", "dim", "width", "text_hidden_size"], 64),
     **dict.fromkeys(["out_hidden_size", "projection_dim", "vision_output_dim"], 64),
     **dict.fromkeys(["intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim"], 128),
+    "mlp_dim": 128,  # SAM towers' MLP width (3,072 in their default configs)
     **dict.fromkeys(["num_hidden_layers", "num_layers", "n_layer", "n_layers", "depth", "num_global_layers"], 2),
     **dict.fromkeys(["decoder_layers", "encoder_layers"], 2),
     **dict.fromkeys(["num_attention_heads", "n_head", "n_heads", "num_heads"], 4),
@@ -58,8 +59,13 @@ CHECKPOINT_FIELDS: dict[str, dict[str, Any]] = {
 
 # Vision tower sizes a tiny run needs smaller than the default config's: image tokens grow with the
 # square of the tile side, and Mllama's 448 px tiles (1,024 patches each, read by every
-# cross-attention layer) kept its tiny run at over 4 minutes.
-VISION_SIZES: dict[str, dict[str, Any]] = {"mllama": {"image_size": 112}}
+# cross-attention layer) kept its tiny run at over 4 minutes. GOT-OCR 2's processor writes 256
+# image tokens per image whatever its size, so its SAM tower must see 1,024 px (4,096 patches): it
+# attends within windows only, no layer over all 4,096 patches (its survey run took over 120 s).
+VISION_SIZES: dict[str, dict[str, Any]] = {
+    "mllama": {"image_size": 112},
+    "got_ocr2": {"global_attn_indexes": []},
+}
 
 # Model types whose hand-built tiny model (in FAMILIES) takes the image path.
 HAND_BUILT: dict[str, str] = {
@@ -331,7 +337,8 @@ def tiny_config(model_type: str) -> Any:
     for sub in sub_configs(config):
         if "vision" in type(sub).__name__.lower() and getattr(sub, "patch_size", None):
             for key, value in VISION_SIZES.get(model_type, {}).items():
-                setattr(sub, key, value)
+                if hasattr(sub, key):  # a field of that tower, not of one beside it
+                    setattr(sub, key, value)
     return config
 
 
