@@ -386,3 +386,23 @@ def test_mm_token_type_ids_are_asked_of_the_processor_when_the_model_takes_them(
     inputs = encoder(samples)
     image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
     assert torch.equal(inputs["mm_token_type_ids"].bool(), inputs["input_ids"] == image_id)
+
+
+def test_layer_that_computes_the_shared_position_bias_is_never_pruned(tmp_path: Path, image_paths: list[str]) -> None:
+    """Why T5-style stacks (Pix2Struct, UDOP) keep their first attention: only it holds
+    ``relative_attention_bias``; it returns the bias and every later layer adds that bias to its
+    scores. Replaced, it computes no bias, and the later layers run without relative positions
+    (Pix2Struct's fill in zeros), silently. So the profile ranks only the other layers and ``--layers`` naming it is refused."""
+    from prune_compensate import profile
+    from prune_compensate.pruning.profile import ProfileConfig
+    from prune_compensate.testing.processor_build import build_with_processor
+
+    loaded = load_model(build_with_processor("pix2struct", "Pix2StructForConditionalGeneration", tmp_path / "p2s"))
+    layout = find_decoder(loaded.model)
+    assert layout.blocks_path == "decoder.layer" and layout.attention_layers == [0, 1]
+    assert layout.bias_owners == [0] and layout.prunable_layers == [1]
+    samples = [CalibrationSample(f"{t} ({i})", image_paths[:1]) for i, t in enumerate(TEXTS)]
+    with pytest.raises(PCError, match="layer 0 of Pix2StructForConditionalGeneration computes the relative position"):
+        prune_(loaded, PruneConfig(layers=[0], show_progress=False), samples)
+    ranked = profile(loaded, ProfileConfig(k=1, show_progress=False), samples)
+    assert [layer.index for layer in ranked.layers] == [0, 1] and ranked.ranking == [1] == ranked.chosen

@@ -92,6 +92,27 @@ class DecoderLayout:
         attention or convolution); with ``unit="block"``, every block."""
         return [i for i, name in enumerate(self.core_names) if name is not None]
 
+    @property
+    def bias_owners(self) -> list[int]:
+        """Layers whose attention computes the relative position bias that the stack's other layers
+        reuse (T5-style stacks: Pix2Struct, UDOP; the core holds ``relative_attention_bias``). A
+        replacement would not compute it, and every later layer would read a wrong bias, so these
+        are never pruned, whichever the unit."""
+        owners = []
+        for i, name in enumerate(self.core_names):
+            if name is None:
+                continue
+            unit = self.blocks[i] if self.unit == "block" else self.blocks[i].get_submodule(name)
+            if any(sub.rsplit(".", 1)[-1] == "relative_attention_bias" for sub, _ in unit.named_modules()):
+                owners.append(i)
+        return owners
+
+    @property
+    def prunable_layers(self) -> list[int]:
+        """``attention_layers`` less the ``bias_owners``: the units a prune may choose."""
+        owners = set(self.bias_owners)
+        return [i for i in self.attention_layers if i not in owners]
+
     def core(self, index: int) -> nn.Module:
         """The module a unit's replacement stands in for: the attention core, or the whole block."""
         if self.unit == "block":

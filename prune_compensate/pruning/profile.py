@@ -176,7 +176,8 @@ def profile_samples(
     fit_encoder_to(encoder, model, layout)
     replaced = replaced_layers(layout)
     attention = layout.attention_layers
-    k = resolve_k(config.k, len(attention) - len(replaced), type(model).__name__)  # before any forward
+    prunable = layout.prunable_layers
+    k = resolve_k(config.k, len(prunable) - len(replaced), type(model).__name__)  # before any forward
     config = replace(config, calibration=one_sample_batches(model, layout, encoder, samples, config.calibration))
     token_mask = TokenMask()
     probe = encoder(probe_batch(samples, config.calibration.batch_size))
@@ -209,7 +210,7 @@ def profile_samples(
         share = times.core_seconds / times.block_seconds if times.block_seconds > 0 else None
         block = stat if layout.unit == "block" else across_block[index]
         layers.append(LayerProfile(index, stat.mean, stat.std, share, stat.count, block.mean, block.std))
-    ranking = sorted(attention, key=lambda i: (-moments[i].mean, i))
+    ranking = sorted(prunable, key=lambda i: (-moments[i].mean, i))  # never a layer that must stay
     calibration = asdict(config.calibration)
     return ProfileResult(
         model=source,

@@ -39,7 +39,7 @@ TINY_SIZES: dict[str, int] = {
     **dict.fromkeys(["encoder_attention_heads", "decoder_attention_heads"], 4),
     "num_key_value_heads": 2,
     "encoder_hidden_size": 64,
-    "head_dim": 16,
+    **dict.fromkeys(["head_dim", "d_kv"], 16),  # d_kv: T5-style stacks (Pix2Struct, UDOP)
     **dict.fromkeys(["moe_intermediate_size", "shared_expert_intermediate_size"], 32),
     **dict.fromkeys(["n_routed_experts", "num_experts", "num_local_experts"], 4),
     "num_experts_per_tok": 2,
@@ -184,6 +184,8 @@ def _follow_widths(config: Any, widths: list[tuple[Any, Any]], original: dict[st
             _follow_channels(config, key, value, widths)
             continue
         if not key.endswith("hidden_size") or not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            continue
+        if key == "patch_embed_hidden_size":  # a flattened patch's pixels (16 × 16 × 3), set by the image processor
             continue
         before = original.get(key, value)
         for sub, width in widths:
