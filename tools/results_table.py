@@ -71,6 +71,7 @@ def core_block() -> list[str]:
             lr = re.search(r"--lr (\S+)", data["command"])
             rate = ", cosine" if "--schedule cosine" in data["command"] else ""
             rate += f", lr {lr.group(1) if lr else '1e-3'}"  # heal_minilm.py's default
+            rate += ", norms too" if "--train-norms" in data["command"] else ""
             found += [
                 {**row, "rate": rate} for row in data["rows"] if len(row["layers"]) == 3 and "heal" in row["relative"]
             ]
