@@ -392,7 +392,8 @@ def test_layer_that_computes_the_shared_position_bias_is_never_pruned(tmp_path: 
     """Why T5-style stacks (Pix2Struct, UDOP) keep their first attention: only it holds
     ``relative_attention_bias``; it returns the bias and every later layer adds that bias to its
     scores. Replaced, it computes no bias, and the later layers run without relative positions
-    (Pix2Struct's fill in zeros), silently. So the profile ranks only the other layers and ``--layers`` naming it is refused."""
+    (Pix2Struct's fill in zeros), silently. So the profile ranks only the other layers and
+    ``--layers`` naming it is refused."""
     from prune_compensate import profile
     from prune_compensate.pruning.profile import ProfileConfig
     from prune_compensate.testing.processor_build import build_with_processor
