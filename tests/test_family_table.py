@@ -42,8 +42,9 @@ def test_shrink_config_reaches_sub_configs() -> None:
 
 
 def test_survey_runs_a_generic_and_a_hand_built_family(image_paths: list[str]) -> None:
-    generic = survey_family("fuyu", "FuyuForCausalLM", image_paths[:1])  # image path fails: text
-    assert (generic.status, generic.path, generic.decoder) == ("supported", "text", "model.language_model.layers")
+    generic = survey_family("mistral4", "Mistral4ForCausalLM", image_paths[:1])  # a class without image input: text
+    assert (generic.status, generic.path, generic.decoder) == ("supported", "text", "model.layers")
+    assert generic.images_reason.startswith("Mistral4ForCausalLM takes no image input")
     hand = survey_family("llava", "LlavaForConditionalGeneration", image_paths[:1])
     assert (hand.status, hand.path) == ("supported", "images")
 
