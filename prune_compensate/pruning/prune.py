@@ -88,16 +88,16 @@ def check_choice(layout: DecoderLayout, model: nn.Module, config: PruneConfig) -
     """Validate ``k`` / ``layers`` before any forward pass; returns the number of layers to drop."""
     name = type(model).__name__
     replaced = replaced_layers(layout)
-    live = len(layout.prunable_layers) - len(replaced)
     if config.layers is None:
-        k = resolve_k(config.k, live, name, minimum=1)
+        k = resolve_k(config.k, len(layout.prunable_layers) - len(replaced), name, minimum=1)
     else:
         k = _check_layers(config.layers, layout, name, replaced)
-    if k >= len(layout.attention_layers) - len(replaced) and layout.caches and _generates(model):
+    cached = len(layout.attention_layers) - len(replaced)  # a kept bias owner keeps its cache too
+    if k >= cached and layout.caches and _generates(model):
         units = "blocks" if layout.unit == "block" else "attention layers"
         raise PCError(
-            f"pruning all {live} remaining {units} of {name} leaves no layer with a KV cache, and generate needs one",
-            f"prune at most {live - 1} {units}",
+            f"pruning all {cached} remaining {units} of {name} leaves no layer with a KV cache, and generate needs one",
+            f"prune at most {cached - 1} {units}",
         )
     return k
 
@@ -117,12 +117,13 @@ def _check_layers(layers: list[int], layout: DecoderLayout, name: str, replaced:
             f"layer {plain[0]} of {name} has no attention (a hybrid stack)",
             f"choose among the attention layers {layout.attention_layers}",
         )
-    owners = [i for i in layers if i in layout.bias_owners]
-    if owners:
+    owners = set(layout.bias_owners)  # walks every block's modules: once, not once per named layer
+    kept = [i for i in layers if i in owners]
+    if kept:
         raise PCError(
-            f"layer {owners[0]} of {name} computes the relative position bias the other layers reuse "
+            f"layer {kept[0]} of {name} computes the relative position bias the other layers reuse "
             "(its attention holds relative_attention_bias), so it cannot be dropped",
-            f"choose among the layers {[i for i in layout.prunable_layers if i not in replaced]}",
+            f"choose among the layers {[i for i in layout.attention_layers if i not in owners and i not in replaced]}",
         )
     again = [i for i in layers if i in replaced]
     if again:
