@@ -111,6 +111,7 @@ EXPANSION_TOKENS["shieldgemma2"] = EXPANSION_TOKENS["t5gemma2"]
 # template, with as many pad tokens as the tiny tower gives features per image (measured on the
 # built model).
 TEMPLATE_IMAGE_TOKENS: dict[str, tuple[str, str, str]] = {"pp_chart2table": ("<img>", "<imgpad>", "</img>")}
+EXPANSION_TOKENS["pp_chart2table"] = {"image_token_index": "<imgpad>"}  # the template's pad carries the features
 
 # SAM-style towers (``global_attn_indexes``: global attention over every patch, 4,096 of them at the
 # 1,024 px of their checkpoints; over two minutes per tiny survey run) run at ``SMALL_SAM_SIDE`` in
@@ -416,10 +417,6 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
         for name, tokens in EXPANSION_TOKENS.get(model_type, {}).items():
             if hasattr(sub, name):
                 setattr(sub, name, tokenizer.convert_tokens_to_ids(tokens))
-    if template_tokens is not None:  # the template's pad token carries the features
-        for sub in sub_configs(config):
-            if hasattr(sub, "image_token_index"):
-                sub.image_token_index = tokenizer.convert_tokens_to_ids(template_tokens[1])
     fit_vocabulary(config, len(tokenizer))  # after the ids the processor writes are in place
     torch.manual_seed(0)
     model = getattr(transformers, class_name)(config).eval()
