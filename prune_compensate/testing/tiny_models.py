@@ -49,14 +49,16 @@ def wordpiece(
     from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
     extra = extra or {}
+    backend = BertTokenizerFast(vocab=str(minilm_vocab()))._tokenizer
     if words:
         import re
-        import tempfile
+
+        from tokenizers.models import WordPiece
 
         words = ["▁", *words]
-        vocab = Path(tempfile.mkdtemp()) / "vocab.txt"
-        vocab.write_text(minilm_vocab().read_text(encoding="utf-8").rstrip("\n") + "\n" + "\n".join(words) + "\n")
-        backend = BertTokenizerFast(vocab=str(vocab))._tokenizer
+        vocab = backend.get_vocab()
+        vocab.update({w: len(vocab) + i for i, w in enumerate(w for w in words if w not in vocab)})
+        backend.model = WordPiece(vocab, unk_token="[UNK]")
         backend.normalizer = normalizers.Sequence(
             [normalizers.BertNormalizer(lowercase=False), normalizers.Prepend("▁")]
         )
@@ -64,8 +66,6 @@ def wordpiece(
         backend.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(pieces), behavior="isolated"), pre_tokenizers.WhitespaceSplit()]
         )
-    else:
-        backend = BertTokenizerFast(vocab=str(minilm_vocab()))._tokenizer
     backend.post_processor = TemplateProcessing(single="[CLS] $A", pair="[CLS] $A $B", special_tokens=[("[CLS]", 101)])
     # decoders take no token_type_ids; passed at construction so the saved tokenizer keeps it
     tok = PreTrainedTokenizerFast(
