@@ -62,19 +62,18 @@ def core_block() -> list[str]:
     retention = {run["init"]: run["mrr_retention"] for run in sweep["runs"] if run["k"] == 3}
 
     def heal_rows(calibration: str) -> list[dict]:
-        """K = 3 heal rows of one calibration, each with its run's learning rate and schedule."""
+        """K = 3 heal rows of one calibration, each with its run's settings: schedule, learning rate, norms."""
         found = []
         for path in sorted(RESULTS.glob("heal_minilm*.json")):
             data = json.loads(path.read_text())
             if data.get("calibration", "embedded") != calibration:
                 continue
             lr = re.search(r"--lr (\S+)", data["command"])
-            rate = ", cosine" if "--schedule cosine" in data["command"] else ""
-            rate += f", lr {lr.group(1) if lr else '1e-3'}"  # heal_minilm.py's default
-            rate += ", norms too" if "--train-norms" in data["command"] else ""
-            found += [
-                {**row, "rate": rate} for row in data["rows"] if len(row["layers"]) == 3 and "heal" in row["relative"]
-            ]
+            setting = ", cosine" if "--schedule cosine" in data["command"] else ""
+            setting += f", lr {lr.group(1) if lr else '1e-3'}"  # heal_minilm.py's default
+            setting += ", norms too" if "--train-norms" in data["command"] else ""
+            rows = [row for row in data["rows"] if len(row["layers"]) == 3 and "heal" in row["relative"]]
+            found += [{**row, "setting": setting} for row in rows]
         return found
 
     rows = [
@@ -91,7 +90,7 @@ def core_block() -> list[str]:
         candidates = [row for row in heal_rows(calibration) if row["start"] == start]
         best = min(candidates, key=lambda row: row["relative"]["heal"])
         rows.append(
-            f"| {start} → heal ({best['objective']}{label}{best['rate']}, {best['heal']['steps_run']} steps, "
+            f"| {start} → heal ({best['objective']}{label}{best['setting']}, {best['heal']['steps_run']} steps, "
             f"kept {best['heal']['best_step']}) | {best['relative']['heal']:.3f} | {best['heal_over_none']:.3f} "
             f"| {best['mrr_retention']:.3f} |"
         )
