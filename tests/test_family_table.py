@@ -223,6 +223,26 @@ def test_fuyu_survey_tokenizer_starts_every_text_with_the_piece_its_processor_st
     assert plain.convert_ids_to_tokens(plain("a cat", add_special_tokens=False)["input_ids"]) == ["a", "cat"]
 
 
+def test_kosmos_2_5_survey_keeps_its_fixed_patch_count_cheap() -> None:
+    """Why Kosmos-2.5's tiny tower has one head: its processor class fixes 4,096 patches per image
+    (a class-level ``max_patches`` that a saved processor file does not change, so the survey cannot
+    shrink it) and the tower's eager attention over them costs in proportion to its heads. Its
+    placeholders follow the tiny resampler: one per ``latent_query_num`` query, written by the
+    processor's ``num_image_tokens``. When the class stops fixing the patch count, the special case
+    may go."""
+    from transformers import Kosmos2_5Processor
+
+    from prune_compensate.testing.survey import tiny_config
+
+    assert Kosmos2_5Processor.images_kwargs["max_patches"] == 4096
+    config = tiny_config("kosmos-2.5")
+    assert config.vision_config.num_attention_heads == 1 and config.vision_config.max_num_patches == 4096
+    assert config.latent_query_num == 64  # 2,048 by default: one placeholder each in every prompt
+    # the processor then writes 64 placeholders and the row runs on images:
+    # test_family_built_from_config_runs_on_an_image
+    assert "kosmos-2.5" in {r["model_type"] for r in _rows(path="images")}
+
+
 def test_survey_fills_what_published_checkpoints_carry() -> None:
     """Qwen's Omni thinkers read ``vision_start_token_id``, which their published configs set and
     transformers' default thinker config lacks (when this assertion fails, transformers has added

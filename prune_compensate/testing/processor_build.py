@@ -308,6 +308,8 @@ def _processor(
     side, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
     if "num_image_tokens" in params and isinstance(side, int) and isinstance(patch, int):
         kwargs["num_image_tokens"] = (side // patch) ** 2  # LLaVA-OneVision: the tower's patches per image
+    if "num_image_tokens" in params and isinstance(getattr(config, "latent_query_num", None), int):
+        kwargs["num_image_tokens"] = config.latent_query_num  # Kosmos-2.5: a placeholder per resampler query
     stride = getattr(vision, "hidden_stride", 1) or 1
     per_image = [sub.mm_tokens_per_image for sub in sub_configs(config) if hasattr(sub, "mm_tokens_per_image")]
     if "image_seq_length" in params and per_image:  # Gemma 3: as many as the model pools the tower to

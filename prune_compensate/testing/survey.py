@@ -33,6 +33,7 @@ TINY_SIZES: dict[str, int] = {
     **dict.fromkeys(["out_hidden_size", "projection_dim", "vision_output_dim"], 64),
     **dict.fromkeys(["intermediate_size", "ffn_dim", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim"], 128),
     "mlp_dim": 128,  # SAM towers' MLP width (3,072 in their default configs)
+    "latent_query_num": 64,  # Kosmos-2.5's resampler queries, one image placeholder each (2,048 by default)
     **dict.fromkeys(["num_hidden_layers", "num_layers", "n_layer", "n_layers", "depth", "num_global_layers"], 2),
     **dict.fromkeys(["decoder_layers", "encoder_layers"], 2),
     **dict.fromkeys(["num_attention_heads", "n_head", "n_heads", "num_heads"], 4),
@@ -62,9 +63,13 @@ CHECKPOINT_FIELDS: dict[str, dict[str, Any]] = {
 # cross-attention layer) kept its tiny run at over 4 minutes. GOT-OCR 2's processor writes 256
 # image tokens per image whatever its size, so its SAM tower must see 1,024 px (4,096 patches): it
 # attends within windows only, no layer over all 4,096 patches (its survey run took over 120 s).
+# Kosmos-2.5's processor class fixes 4,096 patches per image too (a class-level ``max_patches`` no
+# saved file changes), and its tower's eager attention over them costs in proportion to its heads:
+# one head (its survey run: 255 s with four).
 VISION_SIZES: dict[str, dict[str, Any]] = {
     "mllama": {"image_size": 112},
     "got_ocr2": {"global_attn_indexes": []},
+    "kosmos-2.5": {"num_attention_heads": 1},
 }
 
 # Model types whose hand-built tiny model (in FAMILIES) takes the image path.
@@ -337,7 +342,7 @@ def tiny_config(model_type: str) -> Any:
     for key, value in CHECKPOINT_FIELDS.get(model_type, {}).items():
         setattr(config, key, value)
     for sub in sub_configs(config):
-        if "vision" in type(sub).__name__.lower() and getattr(sub, "patch_size", None):
+        if "vision" in type(sub).__name__.lower():
             for key, value in VISION_SIZES.get(model_type, {}).items():
                 if hasattr(sub, key):  # a field of that tower, not of one beside it
                     setattr(sub, key, value)
