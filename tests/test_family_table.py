@@ -42,11 +42,26 @@ def test_shrink_config_reaches_sub_configs() -> None:
 
 
 def test_survey_runs_a_generic_and_a_hand_built_family(image_paths: list[str]) -> None:
-    generic = survey_family("mistral4", "Mistral4ForCausalLM", image_paths[:1])  # a class without image input: text
-    assert (generic.status, generic.path, generic.decoder) == ("supported", "text", "model.layers")
-    assert generic.images_reason.startswith("Mistral4ForCausalLM takes no image input")
+    generic = survey_family("glm5_next", "Glm5NextForConditionalGeneration", image_paths[:1])
+    assert (generic.status, generic.path) == ("refused", "text")  # the image path failed: text, saying why
+    assert generic.images_reason.startswith("at prune: ") and "block layout is not supported" in generic.reason
     hand = survey_family("llava", "LlavaForConditionalGeneration", image_paths[:1])
     assert (hand.status, hand.path) == ("supported", "images")
+
+
+def test_text_only_class_runs_on_images_as_the_text_model_its_checkpoints_are() -> None:
+    """Why Mistral 4 runs inside Mistral 3's class: transformers registers it for image-text-to-text
+    with ``Mistral4ForCausalLM``, whose forward takes no image (when it gains one, the special case
+    may go); its published checkpoints (Mistral Small 4) are ``Mistral3ForConditionalGeneration``
+    with a Mistral 4 ``text_config``. The survey builds that, with Mistral 3's processor, and runs
+    it on an image (``test_family_built_from_config_runs_on_an_image``)."""
+    from prune_compensate.testing.survey import PUBLISHED_AS_TEXT_MODEL_OF, takes_images
+
+    assert not takes_images(registered_families()["mistral4"])
+    assert takes_images(registered_families()[PUBLISHED_AS_TEXT_MODEL_OF["mistral4"]])
+    (row,) = _rows(model_type="mistral4")
+    assert (row["status"], row["path"], row["decoder"]) == ("supported", "images", "model.language_model.layers")
+    assert "Mistral3ForConditionalGeneration" in row["images_reason"]
 
 
 def test_shrink_config_keeps_the_relations_models_check() -> None:

@@ -41,7 +41,9 @@ def render(data: dict) -> str:
         + ".",
         "",
         f"*Path* `images`: the family's real processor class and an image ({images} families, all run by "
-        "the test suite); *built* `by hand` (sizes and processor settings chosen per family) or `from "
+        "the test suite; a family registered with a class that takes no image runs as the text model of "
+        "the class its published checkpoints use, named in its row); *built* `by hand` (sizes and "
+        "processor settings chosen per family) or `from "
         "config` (its default config shrunk, its processor given its own default image processor aligned "
         "to the vision tower). `text`: no image path worked offline (the reason is in the row); built "
         "from the default config with a WordPiece tokenizer, text prompts only — the decoder is found, "

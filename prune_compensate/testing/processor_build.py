@@ -351,8 +351,10 @@ def _processor(
     raise ValueError(f"{processor_class.__name__} keeps asking for special tokens")
 
 
-def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
-    """A tiny random ``class_name`` and its real processor saved to ``out`` (see the module doc)."""
+def build_with_processor(model_type: str, class_name: str, out: Path, text_model_type: str | None = None) -> Path:
+    """A tiny random ``class_name`` and its real processor saved to ``out`` (see the module doc);
+    ``text_model_type``: another family's tiny config as its ``text_config`` (Mistral 4 inside
+    Mistral 3's class, as its published checkpoints are)."""
     import transformers
     from transformers.models.auto import (
         feature_extraction_auto,
@@ -372,6 +374,8 @@ def build_with_processor(model_type: str, class_name: str, out: Path) -> Path:
         getattr(video_processing_auto, "VIDEO_PROCESSOR_MAPPING_NAMES", {}), model_type, processor_name
     )
     config = tiny_config(model_type)
+    if text_model_type is not None:
+        config.text_config = tiny_config(text_model_type)
     if model_type in SMALL_SAM_FAMILIES:
         for sub in sub_configs(config):
             if hasattr(sub, "global_attn_indexes") and isinstance(getattr(sub, "image_size", None), int):

@@ -72,6 +72,13 @@ VISION_SIZES: dict[str, dict[str, Any]] = {
     "kosmos-2.5": {"num_attention_heads": 1},
 }
 
+# Model types registered for image-text-to-text with a text-only class, and the family whose class
+# their published image-text checkpoints use, with them as its ``text_config``: Mistral 4 is
+# registered with ``Mistral4ForCausalLM`` (no image argument); Mistral Small 4 checkpoints are
+# ``Mistral3ForConditionalGeneration`` (a Pixtral tower and projector) around a Mistral 4 text model.
+# The survey runs such a family's image path as that class's text model.
+PUBLISHED_AS_TEXT_MODEL_OF: dict[str, str] = {"mistral4": "mistral3"}
+
 # Model types whose hand-built tiny model (in FAMILIES) takes the image path.
 HAND_BUILT: dict[str, str] = {
     "blip-2": "blip2",
@@ -251,7 +258,8 @@ class SurveyRow:
     the text path has not — or ``prune_compensate``, a bug of ours). ``path``: ``images`` (the
     family's real processor and an image) or ``text`` (WordPiece tokenizer, text prompts only);
     ``built``: ``by hand`` (``FAMILIES``) or ``from config`` (its default config, shrunk);
-    ``images_reason``: why a family built from config took the text path."""
+    ``images_reason``: why a family built from config took the text path, or, for one run on images
+    as another family's text model (``PUBLISHED_AS_TEXT_MODEL_OF``), that class."""
 
     model_type: str
     model_class: str
@@ -409,7 +417,9 @@ def _flow(model_dir: Path, images: list[str], work: Path, step: Callable[[str], 
 def survey_family(model_type: str, class_name: str, images: list[str], time_limit: int = 120) -> SurveyRow:
     """Run one family through the flow and say what happened: a hand-built family on its images; any
     other first with its real processor class on an image (``build_with_processor``) and, where
-    that fails, on text alone, the image path's failure kept in ``images_reason``."""
+    that fails, on text alone, the image path's failure kept in ``images_reason``. A family whose
+    registered class takes no image runs on images as another family's text model where its published
+    checkpoints are one (``PUBLISHED_AS_TEXT_MODEL_OF``)."""
     hand: Family | None = next((f for f in FAMILIES if f.name == HAND_BUILT.get(model_type)), None)
     start = time.perf_counter()
     if hand is not None:
@@ -420,6 +430,20 @@ def survey_family(model_type: str, class_name: str, images: list[str], time_limi
         reason = f"no processor class is registered for {model_type}"
         if not takes_images(class_name):  # registered as image-text-to-text, yet a text-only class
             reason = f"{class_name} takes no image input (its forward has no pixel, image or patch argument)"
+            wrapper = PUBLISHED_AS_TEXT_MODEL_OF.get(model_type)
+            if wrapper is not None:
+                wrapper_class = registered_families()[wrapper]
+                row = _attempt(
+                    model_type,
+                    class_name,
+                    "images",
+                    "from config",
+                    lambda out: build_with_processor(wrapper, wrapper_class, out, text_model_type=model_type),
+                    images[:1],
+                    time_limit,
+                )
+                row.images_reason = f"run as the text model of {wrapper_class}, the class of its published checkpoints"
+                reason += f"; as the text model of {wrapper_class}, at {row.stage}: {row.reason}"
         elif family_processor(model_type, class_name) is not None:
             row = _attempt(
                 model_type,
