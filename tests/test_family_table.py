@@ -238,6 +238,36 @@ def test_fuyu_survey_tokenizer_starts_every_text_with_the_piece_its_processor_st
     assert plain.convert_ids_to_tokens(plain("a cat", add_special_tokens=False)["input_ids"]) == ["a", "cat"]
 
 
+def test_per_layer_overrides_move_onto_the_tiny_layers_of_their_type() -> None:
+    """Gemma 4's config is heterogeneous: its full-attention layers (5, 11, … 29 of 30) override
+    ``head_dim`` (512, 256 elsewhere). Shrunk without them, the overrides named layers the tiny
+    stack does not have and the config refused to build; the survey puts each on the tiny layers of
+    its type, its size scaled as the shared field was (512 / 256 × 16 = 32)."""
+    from prune_compensate.testing.survey import tiny_config
+
+    text = tiny_config("gemma4").text_config
+    full = [i for i, kind in enumerate(text.layer_types) if kind == "full_attention"]
+    assert full and len(full) < text.num_hidden_layers
+    assert text.to_dict()["per_layer_config"] == {str(i): {"head_dim": 32} for i in full}
+    assert [text.per_layer_config[i].head_dim for i in range(text.num_hidden_layers)] == [
+        32 if i in full else 16 for i in range(text.num_hidden_layers)
+    ]
+
+
+def test_gemma4_processor_needs_audio_tokens_its_checkpoints_tokenizer_names() -> None:
+    """Why the survey tokenizer names Gemma 4's audio tokens: its processor refuses every input,
+    audio or not, when its tokenizer lacks ``boa_token`` or ``eoa_token`` (an ``and`` / ``or``
+    precedence slip in its check). When the check is fixed, ``TOKENIZER_TOKENS`` may go."""
+    import inspect
+
+    from transformers import Gemma4Processor
+
+    source = inspect.getsource(Gemma4Processor.validate_inputs)
+    assert "audio is not None and self.audio_token is None or self.boa_token is None" in source
+    # with the tokens, both Gemma 4 families run on images: test_family_built_from_config_runs_on_an_image
+    assert {"gemma4", "gemma4_unified"} <= {r["model_type"] for r in _rows(path="images")}
+
+
 def test_kosmos_2_5_survey_keeps_its_fixed_patch_count_cheap() -> None:
     """Why Kosmos-2.5's tiny tower has one head: its processor class fixes 4,096 patches per image
     (a class-level ``max_patches`` that a saved processor file does not change, so the survey cannot
@@ -260,15 +290,18 @@ def test_kosmos_2_5_survey_keeps_its_fixed_patch_count_cheap() -> None:
 
 def test_survey_fills_what_published_checkpoints_carry() -> None:
     """Qwen's Omni thinkers read ``vision_start_token_id``, which their published configs set and
-    transformers' default thinker config lacks (when this assertion fails, transformers has added
-    it and ``CHECKPOINT_FIELDS`` can go); Qwen3-Omni's default thinker vocabulary (3,584) is smaller
+    transformers' default thinker config lacks; Gemma 4's default config has no vision tower, which
+    its checkpoints have (when an assertion fails, transformers has added the field and its
+    ``CHECKPOINT_FIELDS`` entry can go). Qwen3-Omni's default thinker vocabulary (3,584) is smaller
     than the survey tokenizer's, which the builder grows to fit."""
     from transformers import AutoConfig
 
-    from prune_compensate.testing.survey import CHECKPOINT_FIELDS
+    from prune_compensate.testing.survey import CHECKPOINT_FIELDS, tiny_config
 
-    for model_type in CHECKPOINT_FIELDS:
-        assert not hasattr(AutoConfig.for_model(model_type), "vision_start_token_id"), model_type
+    for model_type, fields in CHECKPOINT_FIELDS.items():
+        for key in fields:
+            assert getattr(AutoConfig.for_model(model_type), key, None) is None, (model_type, key)
+    assert tiny_config("gemma4").vision_config.hidden_size == 64  # the checkpoints' tower, shrunk
     assert AutoConfig.for_model("qwen3_omni_moe_thinker").text_config.vocab_size < 30522
     # both then prune and generate on an image: test_family_built_from_config_runs_on_an_image
     assert {"qwen2_5_omni_thinker", "qwen3_omni_moe_thinker"} <= {r["model_type"] for r in _rows(path="images")}

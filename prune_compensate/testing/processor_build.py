@@ -51,6 +51,18 @@ SPECIAL_TOKENS: dict[str, str] = {
 }
 
 
+# Tokens a processor reads from its tokenizer with a default of None, yet cannot run without, and
+# that its checkpoints' tokenizer names: Gemma 4's refuses every input unless its tokenizer names
+# ``boa_token`` and ``eoa_token`` ("Audio inputs were provided…" even without audio: its check reads
+# ``audio is not None and audio_token is None or boa_token is None or eoa_token is None``).
+GEMMA4_AUDIO_TOKENS = {
+    "audio_token": "<audio_soft_token>",
+    "boa_token": "<start_of_audio>",
+    "eoa_token": "<end_of_audio>",
+}
+TOKENIZER_TOKENS: dict[str, dict[str, str]] = {"gemma4": GEMMA4_AUDIO_TOKENS, "gemma4_unified": GEMMA4_AUDIO_TOKENS}
+
+
 # Processor arguments that the family's published processor files carry and its model config does
 # not: ViP-LLaVA always drops the vision tower's class token (``[:, 1:]`` in its forward), which its
 # checkpoints' ``LlavaProcessor`` counts by ``vision_feature_select_strategy="default"``.
@@ -288,6 +300,7 @@ def _processor(
     fields: dict[str, Any],
     expansion: dict[str, str | list[str]],
     written: list[str],
+    tokenizer_tokens: dict[str, str],
 ) -> tuple[Any, Any]:
     """The processor and its tokenizer, every ``*_token`` it names present in the tokenizer
     (``vision``: the vision tower's config within ``config``, or None; ``fields``: the family's
@@ -319,7 +332,7 @@ def _processor(
     if "num_additional_image_tokens" in params and "clip" in type(vision).__name__.lower():
         kwargs["num_additional_image_tokens"] = 1  # CLIP's class token
     kwargs.update(fields)
-    special, plain = dict(SPECIAL_TOKENS), []
+    special, plain = {**SPECIAL_TOKENS, **tokenizer_tokens}, []
     for tokens in expansion.values():
         special.update({token: token for token in ([tokens] if isinstance(tokens, str) else tokens)})
     special.update({token: token for token in written})
@@ -403,6 +416,7 @@ def build_with_processor(model_type: str, class_name: str, out: Path, text_model
         PROCESSOR_FIELDS.get(model_type, {}),
         EXPANSION_TOKENS.get(model_type, {}),
         WRITTEN_TOKENS.get(model_type, []) + list(template_tokens or ()),
+        TOKENIZER_TOKENS.get(model_type, {}),
     )
     conversion = getattr(processor, "size_conversion", None)  # Aria: image side → query tokens it writes
     if isinstance(conversion, dict) and hasattr(config, "projector_patch_to_query_dict") and vision is not None:

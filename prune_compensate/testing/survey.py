@@ -53,9 +53,13 @@ TINY_SIZES: dict[str, int] = {
 # lacks, although the model's forward reads them: Qwen's Omni thinkers compute their multimodal
 # rotary positions from ``vision_start_token_id`` (set in the thinker_config of Qwen2.5-Omni and
 # Qwen3-Omni checkpoints), absent from ``Qwen*OmniThinkerConfig()``.
+# Gemma 4's default config has no vision tower (``vision_config=None``); its checkpoints carry one,
+# the default ``Gemma4VisionConfig`` shape (given as a dict, the config builds it, then it is shrunk).
 CHECKPOINT_FIELDS: dict[str, dict[str, Any]] = {
     "qwen2_5_omni_thinker": {"vision_start_token_id": 151652},
     "qwen3_omni_moe_thinker": {"vision_start_token_id": 151652},
+    "gemma4": {"vision_config": {}},
+    "gemma4_unified": {"vision_config": {}},
 }
 
 # Vision tower sizes a tiny run needs smaller than the default config's: image tokens grow with the
@@ -176,13 +180,51 @@ def shrink_config(config: Any) -> Any:
     equal to query heads where they were (multi-head latent attention), an MLA head width equal to
     its rotary part where it was, rotary sections that fit the tiny head, and a ``*_hidden_size``
     field outside ``TINY_SIZES`` that equalled a sub-config's ``hidden_size`` still equal to it."""
+    overrides = {id(sub): _take_per_layer_overrides(sub) for sub in sub_configs(config)}
     widths = [(sub, getattr(sub, "hidden_size", None)) for sub in sub_configs(config)]
     originals = {id(sub): dict(vars(sub)) for sub in sub_configs(config)}
     for sub in sub_configs(config):
         _shrink_one(sub)
+        _put_per_layer_overrides(sub, overrides[id(sub)], originals[id(sub)])
     for sub in sub_configs(config):
         _follow_widths(sub, widths, originals[id(sub)])
     return config
+
+
+def _take_per_layer_overrides(config: Any) -> dict[int, dict[str, Any]]:
+    """A heterogeneous config's per-layer overrides (``per_layer_config``), removed from it so that
+    its shared fields can be read and shrunk: Gemma 4's full-attention layers 5, 11, … 29 have
+    ``head_dim`` 512 (256 elsewhere); dots3's text layers their own head counts and ranks."""
+    spec = vars(config).get("_heterogeneity_spec")
+    if spec is None:
+        return {}
+    found = {int(i): dict(fields) for i, fields in spec.per_layer_overrides.items()}
+    config.per_layer_config = None
+    return found
+
+
+def _put_per_layer_overrides(config: Any, overrides: dict[int, dict[str, Any]], original: dict[str, Any]) -> None:
+    """The overrides back on the tiny stack: each on the tiny layers of its layer's type (``layer_types``;
+    else on the layer at the same relative depth), a size scaled as its shared field was (Gemma 4's
+    full-attention ``head_dim`` 512 → 32 beside a shared 16), so the tiny stack stays heterogeneous."""
+    if not overrides:
+        return
+    old_types, new_types = original.get("layer_types"), getattr(config, "layer_types", None)
+    old_layers, new_layers = original.get("num_hidden_layers") or 1, config.num_hidden_layers
+    placed: dict[int, dict[str, Any]] = {}
+    for index, fields in sorted(overrides.items()):
+        scaled = {}
+        for key, value in fields.items():
+            before, after = original.get(key), vars(config).get(key)
+            sizes = all(type(v) is int and v > 0 for v in (value, before, after))
+            scaled[key] = max(1, value * after // before) if sizes else value
+        if old_types and new_types and index < len(old_types):
+            targets = [i for i, kind in enumerate(new_types) if kind == old_types[index]]
+        else:
+            targets = [min(index * new_layers // old_layers, new_layers - 1)]
+        for target in targets:
+            placed.setdefault(target, {}).update(scaled)
+    config.per_layer_config = placed
 
 
 def _follow_widths(config: Any, widths: list[tuple[Any, Any]], original: dict[str, Any]) -> None:
@@ -346,9 +388,7 @@ def tiny_config(model_type: str) -> Any:
     published checkpoints carry (``CHECKPOINT_FIELDS``): what both survey builders start from."""
     from transformers import AutoConfig
 
-    config = shrink_config(AutoConfig.for_model(model_type))
-    for key, value in CHECKPOINT_FIELDS.get(model_type, {}).items():
-        setattr(config, key, value)
+    config = shrink_config(AutoConfig.for_model(model_type, **CHECKPOINT_FIELDS.get(model_type, {})))
     for sub in sub_configs(config):
         if "vision" in type(sub).__name__.lower():
             for key, value in VISION_SIZES.get(model_type, {}).items():
