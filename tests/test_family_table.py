@@ -71,7 +71,11 @@ def test_shrink_config_keeps_the_relations_models_check() -> None:
     part (Kimi K2.5, Mistral 4), rotary sections summing to half the rotated width (GLM-4V-MoE
     rotates half the head; Ernie 4.5-VL stacks the first two sections), 0 staying "none", and widths
     that named another config's (Kimi K2.5's projector, Muse Glimmer's shuffled vision width,
-    Unlimited-OCR's SAM downsampling channels)."""
+    Unlimited-OCR's SAM downsampling channels, dots3's vision and audio adapter widths), widths a
+    config derives at every load (MiniMax-M3-VL's ``merged_hidden_size``, text width × the tower's
+    merge²; Step 3.7's tower ``intermediate_size``, width × ``mlp_ratio``), a hierarchical tower's
+    per-stage tuples (Muse Spark's audio encoder), a per-layer MLA width that made the head width
+    (dots3's sliding layers) and a window Step 3.7's forward always reads."""
     from transformers import AutoConfig
 
     large = shrink_config(AutoConfig.for_model("mistral_large4")).text_config
@@ -93,7 +97,25 @@ def test_shrink_config_keeps_the_relations_models_check() -> None:
     ocr = shrink_config(AutoConfig.for_model("unlimited_ocr")).vision_config  # SAM's output meets CLIP's width
     assert ocr.sam_config.downsample_channels[-1] == ocr.encoder_config.hidden_size != 1024
     assert ocr.sam_config.downsample_channels[0] * 2 == ocr.sam_config.downsample_channels[-1]  # (512, 1024) scaled
+    dots3 = shrink_config(AutoConfig.for_model("dots3_note"))
+    assert dots3.vision_config.adapter_in_dim == dots3.vision_config.hidden_size != 1536
+    assert dots3.vision_config.adapter_out_dim == dots3.text_config.hidden_size != 5120
+    assert dots3.audio_config.adapter_input_size == dots3.audio_config.hidden_size != 1280
+    text = dots3.text_config
+    sliding = [i for i, kind in enumerate(text.layer_types) if kind == "sliding_attention"]
+    assert sliding and all(
+        text.per_layer_config[i].qk_nope_head_dim + text.qk_rope_head_dim == text.head_dim for i in sliding
+    )
+    minimax = shrink_config(AutoConfig.for_model("minimax_m3_vl"))
+    assert minimax.merged_hidden_size == minimax.text_config.hidden_size * minimax.vision_config.spatial_merge_size**2
+    step = shrink_config(AutoConfig.for_model("step3p7"))
+    vision = step.vision_config
+    assert vision.intermediate_size == int(vision.hidden_size * vision.mlp_ratio) and step.text_config.sliding_window
+    spark = shrink_config(AutoConfig.for_model("muse_spark")).audio_config
+    stages = spark.num_hidden_layers
+    assert stages == 2 and len(spark.depths) == len(spark.hidden_sizes) == len(spark.patch_sizes) == stages
     for model_type, model_class in [
+        ("dots3_note", "Dots3NoteForConditionalGeneration"),  # built: its config validated every relation above
         ("kimi_k25", "Kimi_K25ForConditionalGeneration"),
         ("glm4v_moe", "Glm4vMoeForConditionalGeneration"),
         ("unlimited_ocr", "UnlimitedOcrForConditionalGeneration"),  # reads _layer_type on every cache layer

@@ -149,6 +149,21 @@ def _shrink_per_layer_lists(config: Any, layers: int | None) -> None:
         config.num_hidden_layers = length
 
 
+def _shrink_stage_lists(config: Any, original: dict[str, Any]) -> None:
+    """A hierarchical tower's per-stage tuples (``depths``, ``hidden_sizes``, ``patch_sizes``: Muse
+    Spark's audio encoder, four stages counted by ``num_hidden_layers``) cut to its first tiny-count
+    stages, each stage ``depths`` deep at most the tiny depth: the config checks one entry per stage."""
+    stages, depths = original.get("num_hidden_layers"), original.get("depths")
+    if not isinstance(stages, int) or not isinstance(depths, (list, tuple)) or len(depths) != stages:
+        return
+    keep = min(stages, TINY_SIZES["num_hidden_layers"])
+    for key, value in original.items():
+        if isinstance(value, (list, tuple)) and len(value) == stages and all(type(v) is int for v in value):
+            setattr(config, key, type(value)(value[:keep]))
+    config.depths = type(depths)(min(d, TINY_SIZES["num_hidden_layers"]) for d in depths[:keep])
+    config.num_hidden_layers = keep
+
+
 def _clamp_layer_indices(config: Any) -> None:
     """Layer indices into a stack of the full depth (ViP-LLaVA's ``vision_feature_layer`` (-2, -5,
     -8, -11, 6), Mllama's ``intermediate_layers_indices`` [3, 7, 15, 23, 30], the SAM tower's
@@ -218,6 +233,9 @@ def _put_per_layer_overrides(config: Any, overrides: dict[int, dict[str, Any]], 
             before, after = original.get(key), vars(config).get(key)
             sizes = all(type(v) is int and v > 0 for v in (value, before, after))
             scaled[key] = max(1, value * after // before) if sizes else value
+            rope = original.get("qk_rope_head_dim")
+            if key == "qk_nope_head_dim" and isinstance(rope, int) and value + rope == original.get("head_dim"):
+                scaled[key] = config.head_dim - config.qk_rope_head_dim  # dots3's sliding layers: 192 + 64 = 256
         if old_types and new_types and index < len(old_types):
             targets = [i for i, kind in enumerate(new_types) if kind == old_types[index]]
         else:
@@ -227,29 +245,37 @@ def _put_per_layer_overrides(config: Any, overrides: dict[int, dict[str, Any]], 
     config.per_layer_config = placed
 
 
+# Width fields that may name another config's hidden size (dots3's vision adapter: ``adapter_in_dim``
+# 1536, its tower's width, and ``adapter_out_dim`` 5120, the text model's; its config checks both).
+WIDTH_SUFFIXES = ("hidden_size", "_in_dim", "_out_dim", "_input_size")
+
+
 def _follow_widths(config: Any, widths: list[tuple[Any, Any]], original: dict[str, Any]) -> None:
     """Widths that named another config's hidden size follow it when it shrinks: a projector width
     outside ``TINY_SIZES`` equal to it (Kimi K2.5's ``projection_hidden_size`` 1152, its MoonViT
-    tower's width), and any ``*hidden_size`` equal to it times the tower's merged patches (Muse
-    Glimmer's ``out_hidden_size`` 6144 = 1536 × 2², the width after its pixel shuffle)."""
+    tower's width), and any ``*hidden_size`` equal to it times a tower's merged patches (Muse
+    Glimmer's ``out_hidden_size`` 6144 = 1536 × 2², the width after its pixel shuffle; MiniMax-M3-VL's
+    ``merged_hidden_size`` 24,576 = its text width 6144 × its tower's 2²)."""
     for key, value in list(vars(config).items()):
         is_ints = isinstance(value, (list, tuple)) and value and all(type(v) is int for v in value)
         if key.endswith("channels") and is_ints:
             _follow_channels(config, key, value, widths)
             continue
-        if not key.endswith("hidden_size") or not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if not key.endswith(WIDTH_SUFFIXES) or not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             continue
         if key == "patch_embed_hidden_size":  # a flattened patch's pixels (16 × 16 × 3), set by the image processor
             continue
         before = original.get(key, value)
+        merges = {getattr(s, "merge_size", None) or getattr(s, "spatial_merge_size", None) for s, _ in widths}
+        merges = {m for m in merges if isinstance(m, int) and m > 1}
         for sub, width in widths:
-            if sub is config or not isinstance(width, int):
+            if not isinstance(width, int):
                 continue
-            merge = getattr(sub, "merge_size", None) or getattr(sub, "spatial_merge_size", None) or 1
             if key not in TINY_SIZES and before == width:
                 setattr(config, key, sub.hidden_size)
                 break
-            if isinstance(merge, int) and merge > 1 and before == width * merge**2:
+            merge = next((m for m in sorted(merges) if before == width * m**2), None)
+            if merge is not None:  # the text width times the tower's merge (MiniMax-M3-VL's merged_hidden_size)
                 setattr(config, key, sub.hidden_size * merge**2)
                 break
 
@@ -272,6 +298,7 @@ def _shrink_one(config: Any) -> None:
             setattr(config, key, TINY_SIZES[key])
         elif key == "rope_parameters" and isinstance(value, dict) and "vision" not in type(config).__name__.lower():
             setattr(config, key, {**value, "mrope_section": _mrope_section(config, value)})
+    _shrink_stage_lists(config, original)
     _shrink_per_layer_lists(config, original.get("num_hidden_layers"))
     _clamp_layer_indices(config)
     if original.get("num_key_value_heads") is not None and original.get("num_key_value_heads") == original.get(
@@ -288,7 +315,20 @@ def _shrink_one(config: Any) -> None:
     indices = original.get("intermediate_layers_indices")
     if indices and original.get("vision_output_dim") == original.get("hidden_size", 0) * (len(indices) + 1):
         config.vision_output_dim = config.hidden_size * (len(indices) + 1)  # Mllama: last + intermediate states
-    if getattr(config, "sliding_window", 0) is None and "sliding_attention" in str(getattr(config, "layer_types", "")):
+    ratio, hidden = original.get("mlp_ratio"), original.get("hidden_size")
+    if (
+        isinstance(ratio, (int, float))
+        and isinstance(hidden, int)
+        and original.get("intermediate_size") == int(hidden * ratio)
+    ):
+        config.intermediate_size = int(config.hidden_size * ratio)  # Step 3.7's tower derives it so at every load
+    # A window the default config leaves unset: where a layer slides, and in Step 3.7, whose text
+    # model builds a sliding-window mask on every forward whether or not a layer slides (its
+    # checkpoints set one; ``num_sliding_attention_heads`` marks its sliding-layer settings).
+    slides = "sliding_attention" in str(getattr(config, "layer_types", "")) or "num_sliding_attention_heads" in vars(
+        config
+    )
+    if getattr(config, "sliding_window", 0) is None and slides:
         config.sliding_window = 8
 
 
