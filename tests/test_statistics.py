@@ -140,3 +140,19 @@ def test_token_mask_stretches_to_inserted_positions_only_without_padding() -> No
     token_mask.set(torch.ones(2, 6, dtype=torch.long))
     with pytest.raises(PCError, match="runs its stack on 5 positions"):
         token_mask.rows(hidden)
+
+
+def test_several_residual_streams_per_token_are_refused_in_one_line() -> None:
+    """Gemma 3n's AltUp blocks carry 4 residual streams per token, hidden states ``(4, B, T, D)``.
+    Read as ``(B, T, D)``, the batch looked 4 samples long and the refusal blamed padding; the
+    refusal now names the streams."""
+    import pytest
+
+    from prune_compensate.errors import PCError
+
+    token_mask = TokenMask()
+    token_mask.set(torch.ones(6, 21, dtype=torch.long))
+    assert token_mask.rows(torch.zeros(6, 21, 8)).shape == (126, 8)
+    with pytest.raises(PCError, match="4 residual streams per token") as err:
+        token_mask.rows(torch.zeros(4, 6, 21, 8))
+    assert len(str(err.value).splitlines()) == 1 and "not supported" in str(err.value)

@@ -77,6 +77,13 @@ class TokenMask:
         assert self.mask is not None
         if hidden.dim() == 2:  # some cores flatten (B*T, D)
             hidden = hidden.view(self.mask.shape[0], -1, hidden.shape[-1])
+        if hidden.dim() == 4:  # Gemma 3n's AltUp: (streams, B, T, D), several residual streams per token
+            raise PCError(
+                f"the stack carries {hidden.shape[0]} residual streams per token (hidden states of shape "
+                f"{tuple(hidden.shape)}, AltUp-style blocks): a linear replacement of one attention has no "
+                "single residual to act on",
+                "this architecture is not supported; prune a model whose blocks keep one residual stream",
+            )
         if hidden.shape[1] != self.mask.shape[1]:
             self.set(positions_mask(self.mask, hidden.shape[1]))
         return hidden[self.mask.to(hidden.device)]
