@@ -111,6 +111,11 @@ def test_shrink_config_keeps_the_relations_models_check() -> None:
     step = shrink_config(AutoConfig.for_model("step3p7"))
     vision = step.vision_config
     assert vision.intermediate_size == int(vision.hidden_size * vision.mlp_ratio) and step.text_config.sliding_window
+    gemma3n = shrink_config(AutoConfig.for_model("gemma3n")).text_config  # last layers reuse caches of their kind
+    shared = gemma3n.layer_types[-gemma3n.num_kv_shared_layers :]
+    assert set(shared) <= set(gemma3n.layer_types[: -gemma3n.num_kv_shared_layers]) and gemma3n.kv_sharing_modes
+    fast = shrink_config(AutoConfig.for_model("fast_vlm")).vision_config  # a timm tower: timm sets its sizes
+    assert (fast.architecture, fast.hidden_size) == ("fastvit_mci3", 3072)
     spark = shrink_config(AutoConfig.for_model("muse_spark")).audio_config
     stages = spark.num_hidden_layers
     assert stages == 2 and len(spark.depths) == len(spark.hidden_sizes) == len(spark.patch_sizes) == stages

@@ -60,7 +60,12 @@ GEMMA4_AUDIO_TOKENS = {
     "boa_token": "<start_of_audio>",
     "eoa_token": "<end_of_audio>",
 }
-TOKENIZER_TOKENS: dict[str, dict[str, str]] = {"gemma4": GEMMA4_AUDIO_TOKENS, "gemma4_unified": GEMMA4_AUDIO_TOKENS}
+# Gemma 3n's processor reads the same three from its tokenizer (and ``audio_token_id``) unconditionally.
+TOKENIZER_TOKENS: dict[str, dict[str, str]] = {
+    "gemma4": GEMMA4_AUDIO_TOKENS,
+    "gemma4_unified": GEMMA4_AUDIO_TOKENS,
+    "gemma3n": GEMMA4_AUDIO_TOKENS,
+}
 
 
 # Processor arguments that the family's published processor files carry and its model config does
@@ -144,6 +149,17 @@ def image_entry_template(start: str, pad: str, end: str, per_image: int) -> str:
         "{% if item['type'] == 'image' %}" + image + "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
         "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
+
+
+def _tower_stride(model: Any, image_processor: Any) -> int:
+    """The pixels per image token a side of a tower without a ``patch_size`` (FastVLM's timm FastViT:
+    its checkpoints' processor says 64, the tower's total stride), measured on the built model at the
+    image processor's crop side, so that a LLaVA-style processor counts ``(side // stride)²`` tokens."""
+    import math
+
+    side = _get(getattr(image_processor, "crop_size", None), "height") or _get(image_processor.size, "shortest_edge")
+    tokens = math.isqrt(features_per_image(model, image_processor))
+    return int(side) // max(tokens, 1)
 
 
 def features_per_image(model: Any, image_processor: Any) -> int:
@@ -442,6 +458,8 @@ def build_with_processor(model_type: str, class_name: str, out: Path, text_model
     model = getattr(transformers, class_name)(config).eval()
     if template_tokens is not None:
         processor.chat_template = image_entry_template(*template_tokens, features_per_image(model, image))
+    if "patch_size" in inspect.signature(type(processor).__init__).parameters and processor.patch_size is None:
+        processor.patch_size = _tower_stride(model, image)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

@@ -292,6 +292,8 @@ def _follow_channels(config: Any, key: str, channels: Any, widths: list[tuple[An
 
 def _shrink_one(config: Any) -> None:
     """``shrink_config`` for the fields of one (sub-)config."""
+    if isinstance(getattr(config, "architecture", None), str) and hasattr(config, "model_args"):
+        return  # a timm tower (FastVLM, Gemma 3n): timm's architecture sets its sizes, not these fields
     original = dict(vars(config))
     for key, value in list(vars(config).items()):
         if key in TINY_SIZES and isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -315,6 +317,10 @@ def _shrink_one(config: Any) -> None:
     indices = original.get("intermediate_layers_indices")
     if indices and original.get("vision_output_dim") == original.get("hidden_size", 0) * (len(indices) + 1):
         config.vision_output_dim = config.hidden_size * (len(indices) + 1)  # Mllama: last + intermediate states
+    if original.get("num_kv_shared_layers") and isinstance(getattr(config, "num_hidden_layers", None), int):
+        # Gemma 3n's last layers reuse the caches of earlier layers of their type; the tiny stack
+        # (each kind twice, in turn) shares its second half, whose kinds its first half computes.
+        config.num_kv_shared_layers = config.num_hidden_layers // 2
     ratio, hidden = original.get("mlp_ratio"), original.get("hidden_size")
     if (
         isinstance(ratio, (int, float))
