@@ -295,6 +295,24 @@ def test_gemma4_processor_needs_audio_tokens_its_checkpoints_tokenizer_names() -
     assert {"gemma4", "gemma4_unified"} <= {r["model_type"] for r in _rows(path="images")}
 
 
+def test_dots3_image_processor_makes_one_frame_patches_for_its_2d_patch_embedding() -> None:
+    """Why dots3's image processor gets ``temporal_patch_size`` 1: it is Qwen2-VL's (two frames per
+    patch by default), while dots3's tower embeds each patch with a ``Conv2d`` over 3 × 14 × 14
+    pixels, so two-frame patches became twice the tokens its grid counts and its rotary embedding
+    refused them. When either side changes, the special case may go."""
+    import inspect
+
+    from transformers import Qwen2VLImageProcessor
+    from transformers.models.dots3_note import modeling_dots3_note
+
+    from prune_compensate.testing.processor_build import IMAGE_PROCESSOR_FIELDS
+
+    assert Qwen2VLImageProcessor().temporal_patch_size == 2
+    assert "nn.Conv2d(" in inspect.getsource(modeling_dots3_note.Dots3NoteVisionPatchEmbed)
+    assert IMAGE_PROCESSOR_FIELDS["dots3_note"] == {"temporal_patch_size": 1}
+    assert "dots3_note" in {r["model_type"] for r in _rows(path="images")}
+
+
 def test_kosmos_2_5_survey_keeps_its_fixed_patch_count_cheap() -> None:
     """Why Kosmos-2.5's tiny tower has one head: its processor class fixes 4,096 patches per image
     (a class-level ``max_patches`` that a saved processor file does not change, so the survey cannot

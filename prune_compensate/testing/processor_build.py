@@ -68,6 +68,12 @@ TOKENIZER_TOKENS: dict[str, dict[str, str]] = {
 }
 
 
+# Image processor settings a family's checkpoints carry and its class's defaults lack: dots3 uses
+# Qwen2-VL's image processor (two frames per patch by default) with a tower whose patch embedding
+# is 2-D (``Conv2d`` over 3 × 14 × 14): two-frame patches came out as twice the tokens its grid counts.
+IMAGE_PROCESSOR_FIELDS: dict[str, dict[str, Any]] = {"dots3_note": {"temporal_patch_size": 1}}
+
+
 # Processor arguments that the family's published processor files carry and its model config does
 # not: ViP-LLaVA always drops the vision tower's class token (``[:, 1:]`` in its forward), which its
 # checkpoints' ``LlavaProcessor`` counts by ``vision_feature_select_strategy="default"``.
@@ -417,6 +423,8 @@ def build_with_processor(model_type: str, class_name: str, out: Path, text_model
             sub.mm_tokens_per_image = (side // patch) ** 2
     image = image_class()
     _align_image_processor(image, vision)
+    for key, value in IMAGE_PROCESSOR_FIELDS.get(model_type, {}).items():
+        setattr(image, key, value)
     video = video_class() if video_class is not None else None
     if getattr(video, "draw_on_frames", False):  # ERNIE 4.5-VL stamps timestamps with a font file; no video here
         video.draw_on_frames = False
