@@ -48,7 +48,8 @@ def render(data: dict) -> str:
         "to the vision tower). `text`: no image path worked offline (the reason is in the row); built "
         "from the default config with a WordPiece tokenizer, text prompts only — the decoder is found, "
         "pruned, saved, reloaded and generates, but image inputs were not exercised. *refused*: the "
-        "one-line error `pc` gives. *not built*: the default config does not build tiny offline. "
+        "one-line error `pc` gives. *not built*: the default config does not build tiny offline; for every "
+        "such row it does not build at full size either (the reason is transformers' own). "
         "*error*: a traceback at that stage, raised inside the named package.",
         "",
         "| family | class | status | path | built | decoder blocks / reason |",
