@@ -322,12 +322,13 @@ def _processor(
     fields: dict[str, Any],
     expansion: dict[str, str | list[str]],
     written: list[str],
-    tokenizer_tokens: dict[str, str],
+    tokenizer_tokens: dict[str, str] | None = None,
 ) -> tuple[Any, Any]:
     """The processor and its tokenizer, every ``*_token`` it names present in the tokenizer
     (``vision``: the vision tower's config within ``config``, or None; ``fields``: the family's
     ``PROCESSOR_FIELDS``; ``expansion`` and ``written``: its ``EXPANSION_TOKENS`` and
-    ``WRITTEN_TOKENS``, added to the tokenizer too)."""
+    ``WRITTEN_TOKENS``, added to the tokenizer too; ``tokenizer_tokens``: its ``TOKENIZER_TOKENS``,
+    named on the tokenizer)."""
     params = inspect.signature(processor_class.__init__).parameters
     kwargs: dict[str, Any] = {"image_processor": image}
     if "video_processor" in params:
@@ -354,7 +355,7 @@ def _processor(
     if "num_additional_image_tokens" in params and "clip" in type(vision).__name__.lower():
         kwargs["num_additional_image_tokens"] = 1  # CLIP's class token
     kwargs.update(fields)
-    special, plain = {**SPECIAL_TOKENS, **tokenizer_tokens}, []
+    special, plain = {**SPECIAL_TOKENS, **(tokenizer_tokens or {})}, []
     for tokens in expansion.values():
         special.update({token: token for token in ([tokens] if isinstance(tokens, str) else tokens)})
     special.update({token: token for token in written})
