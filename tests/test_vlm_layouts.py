@@ -407,3 +407,47 @@ def test_layer_that_computes_the_shared_position_bias_is_never_pruned(tmp_path: 
         prune_(loaded, PruneConfig(layers=[0], show_progress=False), samples)
     ranked = profile(loaded, ProfileConfig(k=1, show_progress=False), samples)
     assert [layer.index for layer in ranked.layers] == [0, 1] and ranked.ranking == [1] == ranked.chosen
+
+
+def test_block_whose_last_child_is_attention_reads_the_residual_at_its_output(tmp_path: Path) -> None:
+    """Nemotron-H's blocks each hold one mixer after a norm (Mamba, attention, MoE or MLP): in an
+    attention block nothing runs after attention, so the residual after attention is the block's
+    output. Such blocks were refused as "pre-norm but no norm runs between attention and the MLP"."""
+    import torch
+
+    from prune_compensate import load_pruned
+    from prune_compensate.calibration.forward import TokenMask, find_residual_sites
+    from prune_compensate.checkpoint.save import save_pruned
+    from prune_compensate.testing.survey import build_from_config
+
+    loaded = load_model(build_from_config("nemotron_h", "NemotronHForCausalLM", tmp_path / "nh"))
+    layout = find_decoder(loaded.model)
+    assert layout.attention_layers == [2, 6]  # one attention block in each run of four mixers
+    samples = [CalibrationSample(f"{t} ({i})") for i, t in enumerate(TEXTS * 3)]
+    inputs = BatchEncoder(loaded.processor, 32)(samples[:2])
+    token_mask = TokenMask()
+    token_mask.set(inputs["attention_mask"])
+    sites = find_residual_sites(loaded.model, layout, inputs, token_mask)
+    assert [(s.module, s.where) for s in sites if s is not None] == [("", "output"), ("", "output")]
+    block = layout.blocks[2]  # by hand: its output is its input plus what attention returned
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(_m: torch.nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            seen[name + "_in"] = args[0] if args else kwargs["hidden_states"]
+            seen[name] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    handles = [block.register_forward_hook(keep("block"), with_kwargs=True)]
+    handles.append(block.mixer.register_forward_hook(keep("attention"), with_kwargs=True))
+    with torch.no_grad():
+        loaded.model(**inputs)
+    for handle in handles:
+        handle.remove()
+    torch.testing.assert_close(seen["block"], seen["block_in"] + seen["attention"])
+    result = prune_(loaded, PruneConfig(k=1, held_out=0.25, show_progress=False), samples)
+    assert result.error["lstsq"]["relative"] < result.error["none"]["relative"]
+    reloaded = load_pruned(save_pruned(loaded.model, loaded.processor, tmp_path / "p", result.to_manifest()))
+    generated = reloaded.model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 3

@@ -140,6 +140,10 @@ class DecoderTaps:
         block_unit = self.layout.unit == "block"
         if block_unit:  # the unit is the block itself: its hooks must run before the block's stop
             self._register_core(index)
+        site = self.sites[index] if self.sites is not None and self._wants_residual(index) else None
+        # The residual after the unit is the block's output: a whole block, or an attention that is
+        # its block's last child (Nemotron-H); no hook of its own, which would run after block_post.
+        after_is_output = block_unit or (site is not None and site.module == "")
 
         def block_pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
             hidden = block_input(args, kwargs)
@@ -161,7 +165,7 @@ class DecoderTaps:
                 self.on_block(index, self.token_mask.rows(self._block_in.pop(index)), output_rows)
             if self._wants_residual(index):
                 before = self._before.pop(index)
-                after = first_tensor(output) if block_unit else self._after.pop(index)
+                after = first_tensor(output) if after_is_output else self._after.pop(index)
                 assert self.on_residual is not None and after is not None
                 self.on_residual(index, self.token_mask.rows(before), self.token_mask.rows(after))
             if self.stop_after is not None and index >= self.stop_after:
@@ -172,13 +176,12 @@ class DecoderTaps:
         if block_unit:
             return
 
-        if self._wants_residual(index):
-            assert self.sites is not None
-            site = self.sites[index]
+        if self._wants_residual(index) and not after_is_output:
             assert site is not None
+            at_site = site
 
             def site_hook(_m: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-                self._after[index] = residual_from_hook(site, args, kwargs, output, self._before.get(index))
+                self._after[index] = residual_from_hook(at_site, args, kwargs, output, self._before.get(index))
 
             self._handles.append(block.get_submodule(site.module).register_forward_hook(site_hook, with_kwargs=True))
         self._register_core(index)

@@ -430,6 +430,10 @@ def residual_site_from_order(block: nn.Module, core_name: str, trace: ChildTrace
         if not is_norm(children[name]):
             break
         after.append(name)
+    if pre_norm and not after and first == len(order) - 1:
+        # attention is the block's last child (Nemotron-H: each block holds one mixer, attention,
+        # Mamba or MLP): the residual after attention is the block's output
+        return ResidualSite(module="", where="output", layout="pre-norm")
     if pre_norm:
         if not after:
             raise PCError(
