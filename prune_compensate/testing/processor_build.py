@@ -68,10 +68,20 @@ TOKENIZER_TOKENS: dict[str, dict[str, str]] = {
 }
 
 
+# Audio front ends a processor refuses to be built without and no mapping registers for its family:
+# Nemotron-H Omni's processor computes Parakeet's mel frames and takes Parakeet's feature extractor.
+AUDIO_FRONT_ENDS: dict[str, str] = {"nemotron_h_omni": "ParakeetFeatureExtractor"}
+
+
 # Image processor settings a family's checkpoints carry and its class's defaults lack: dots3 uses
 # Qwen2-VL's image processor (two frames per patch by default) with a tower whose patch embedding
 # is 2-D (``Conv2d`` over 3 × 14 × 14): two-frame patches came out as twice the tokens its grid counts.
-IMAGE_PROCESSOR_FIELDS: dict[str, dict[str, Any]] = {"dots3_note": {"temporal_patch_size": 1}}
+# Nemotron-H Omni's image processor upsizes every image to at least 1,024 patches (256 prompt tokens
+# through its Mamba layers, whose reference scan on a CPU kept its tiny run at 120 s); at least 64.
+IMAGE_PROCESSOR_FIELDS: dict[str, dict[str, Any]] = {
+    "dots3_note": {"temporal_patch_size": 1},
+    "nemotron_h_omni": {"min_num_patches": 64},
+}
 
 
 # Processor arguments that the family's published processor files carry and its model config does
@@ -431,6 +441,8 @@ def build_with_processor(model_type: str, class_name: str, out: Path, text_model
         video.draw_on_frames = False
     _align_image_processor(video, vision)
     audio_class = _component_class(feature_extraction_auto.FEATURE_EXTRACTOR_MAPPING_NAMES, model_type, processor_name)
+    if audio_class is None and model_type in AUDIO_FRONT_ENDS:
+        audio_class = getattr(transformers, AUDIO_FRONT_ENDS[model_type])
     processor, tokenizer = _processor(
         getattr(transformers, processor_name),
         image,

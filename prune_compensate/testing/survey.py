@@ -131,7 +131,11 @@ def _shrink_per_layer_lists(config: Any, layers: int | None) -> None:
         for key, value in vars(config).items()
         if isinstance(value, list)
         and value
-        and (key.endswith("layer_types") or (layers is not None and layers > 2 and len(value) == layers))
+        and (
+            key.endswith("layer_types")
+            or key == "layers_block_type"
+            or (layers is not None and layers > 2 and len(value) == layers)
+        )
     }
     if not lists:
         return
