@@ -255,11 +255,12 @@ WIDTH_SUFFIXES = ("hidden_size", "_in_dim", "_out_dim", "_input_size")
 
 
 def _follow_widths(config: Any, widths: list[tuple[Any, Any]], original: dict[str, Any]) -> None:
-    """Widths that named another config's hidden size follow it when it shrinks: a projector width
-    outside ``TINY_SIZES`` equal to it (Kimi K2.5's ``projection_hidden_size`` 1152, its MoonViT
-    tower's width), and any ``*hidden_size`` equal to it times a tower's merged patches (Muse
-    Glimmer's ``out_hidden_size`` 6144 = 1536 × 2², the width after its pixel shuffle; MiniMax-M3-VL's
-    ``merged_hidden_size`` 24,576 = its text width 6144 × its tower's 2²)."""
+    """Widths that named a config's hidden size (another's, or its own: dots3's ``adapter_in_dim``)
+    follow it when it shrinks: a projector width outside ``TINY_SIZES`` equal to it (Kimi K2.5's
+    ``projection_hidden_size`` 1152, its MoonViT tower's width), and any ``*hidden_size`` equal to
+    it times a tower's merged patches (Muse Glimmer's ``out_hidden_size`` 6144 = 1536 × 2², the
+    width after its pixel shuffle; MiniMax-M3-VL's ``merged_hidden_size`` 24,576 = its text width
+    6144 × its tower's 2²)."""
     for key, value in list(vars(config).items()):
         is_ints = isinstance(value, (list, tuple)) and value and all(type(v) is int for v in value)
         if key.endswith("channels") and is_ints:
