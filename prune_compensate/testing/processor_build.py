@@ -55,16 +55,16 @@ SPECIAL_TOKENS: dict[str, str] = {
 # that its checkpoints' tokenizer names: Gemma 4's refuses every input unless its tokenizer names
 # ``boa_token`` and ``eoa_token`` ("Audio inputs were provided…" even without audio: its check reads
 # ``audio is not None and audio_token is None or boa_token is None or eoa_token is None``).
-GEMMA4_AUDIO_TOKENS = {
+GEMMA_AUDIO_TOKENS = {
     "audio_token": "<audio_soft_token>",
     "boa_token": "<start_of_audio>",
     "eoa_token": "<end_of_audio>",
 }
 # Gemma 3n's processor reads the same three from its tokenizer (and ``audio_token_id``) unconditionally.
 TOKENIZER_TOKENS: dict[str, dict[str, str]] = {
-    "gemma4": GEMMA4_AUDIO_TOKENS,
-    "gemma4_unified": GEMMA4_AUDIO_TOKENS,
-    "gemma3n": GEMMA4_AUDIO_TOKENS,
+    "gemma4": GEMMA_AUDIO_TOKENS,
+    "gemma4_unified": GEMMA_AUDIO_TOKENS,
+    "gemma3n": GEMMA_AUDIO_TOKENS,
 }
 
 

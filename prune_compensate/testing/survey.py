@@ -261,6 +261,8 @@ def _follow_widths(config: Any, widths: list[tuple[Any, Any]], original: dict[st
     it times a tower's merged patches (Muse Glimmer's ``out_hidden_size`` 6144 = 1536 × 2², the
     width after its pixel shuffle; MiniMax-M3-VL's ``merged_hidden_size`` 24,576 = its text width
     6144 × its tower's 2²)."""
+    merges = {getattr(s, "merge_size", None) or getattr(s, "spatial_merge_size", None) for s, _ in widths}
+    merges = {m for m in merges if isinstance(m, int) and m > 1}
     for key, value in list(vars(config).items()):
         is_ints = isinstance(value, (list, tuple)) and value and all(type(v) is int for v in value)
         if key.endswith("channels") and is_ints:
@@ -271,8 +273,6 @@ def _follow_widths(config: Any, widths: list[tuple[Any, Any]], original: dict[st
         if key == "patch_embed_hidden_size":  # a flattened patch's pixels (16 × 16 × 3), set by the image processor
             continue
         before = original.get(key, value)
-        merges = {getattr(s, "merge_size", None) or getattr(s, "spatial_merge_size", None) for s, _ in widths}
-        merges = {m for m in merges if isinstance(m, int) and m > 1}
         for sub, width in widths:
             if not isinstance(width, int):
                 continue
