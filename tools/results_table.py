@@ -72,8 +72,10 @@ def core_block() -> list[str]:
             setting = ", cosine" if "--schedule cosine" in data["command"] else ""
             setting += f", lr {lr.group(1) if lr else '1e-3'}"  # heal_minilm.py's default
             setting += ", norms too" if "--train-norms" in data["command"] else ""
+            texts = re.search(r"--task-texts (\d+)", data["command"])
+            task_texts = int(texts.group(1)) if texts else 1000  # heal_minilm.py's default
             rows = [row for row in data["rows"] if len(row["layers"]) == 3 and "heal" in row["relative"]]
-            found += [{**row, "setting": setting} for row in rows]
+            found += [{**row, "setting": setting, "task_texts": task_texts} for row in rows]
         return found
 
     rows = [
@@ -84,10 +86,21 @@ def core_block() -> list[str]:
         relative = error[init]["relative"]
         ratio = relative / error["none"]["relative"]
         rows.append(f"| {init} | {relative:.3f} | {ratio:.3f} | {retention[init]:.3f} |")
-    # per start (and, from zero, per calibration), the heal run with the lowest held-out error; the
-    # mix adds task-like short texts to the fitting samples, the held-out samples are the same
-    for start, calibration, label in (("lstsq", "embedded", ""), ("zero", "embedded", ""), ("zero", "mix", ", mix")):
-        candidates = [row for row in heal_rows(calibration) if row["start"] == start]
+    # per start (and, from zero, per calibration and its number of task texts), the heal run with the
+    # lowest held-out error; the mix adds task-like short texts to the fitting samples, the held-out
+    # samples are the same
+    groups = (
+        ("lstsq", "embedded", 1000, ""),
+        ("zero", "embedded", 1000, ""),
+        ("zero", "mix", 1000, ", mix"),
+        ("zero", "mix", 500, ", mix of 500 task texts"),
+    )
+    for start, calibration, task_texts, label in groups:
+        candidates = [
+            row
+            for row in heal_rows(calibration)
+            if row["start"] == start and (calibration != "mix" or row["task_texts"] == task_texts)
+        ]
         best = min(candidates, key=lambda row: row["relative"]["heal"])
         rows.append(
             f"| {start} → heal ({best['objective']}{label}{best['setting']}, {best['heal']['steps_run']} steps, "
