@@ -441,10 +441,12 @@ def test_block_whose_last_child_is_attention_reads_the_residual_at_its_output(tm
 
     handles = [block.register_forward_hook(keep("block"), with_kwargs=True)]
     handles.append(block.mixer.register_forward_hook(keep("attention"), with_kwargs=True))
-    with torch.no_grad():
-        loaded.model(**inputs)
-    for handle in handles:
-        handle.remove()
+    try:
+        with torch.no_grad():
+            loaded.model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
     torch.testing.assert_close(seen["block"], seen["block_in"] + seen["attention"])
     result = prune_(loaded, PruneConfig(k=1, held_out=0.25, show_progress=False), samples)
     assert result.error["lstsq"]["relative"] < result.error["none"]["relative"]
