@@ -89,6 +89,7 @@ def main() -> None:
         help="rank the --select-pairs queries against the whole retrieval corpus (every scored pair's document "
         "as a distractor, never its query), as the scored queries are ranked",
     )
+    parser.add_argument("--seed", type=int, default=HealConfig().seed, help="heal batch order (HealConfig.seed)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the model, fit, heal and retrieval)")
     args = parser.parse_args()
     calibration = CalibrationConfig(n_samples=1300)
@@ -135,6 +136,7 @@ def main() -> None:
             train_norms=args.train_norms,
             select_pairs=str(select_pairs) if select_pairs else None,
             schedule=args.schedule,
+            seed=args.seed,
         )
         config = PruneConfig(
             k=args.k,
@@ -175,7 +177,7 @@ def main() -> None:
                 "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
                 "seeds": {
                     "calibration_draw": calibration.seed,
-                    "heal_batch_order": HealConfig().seed,
+                    "heal_batch_order": args.seed,
                     "select_pairs_draw": 2,
                 },
                 "protocol": f"K={args.k}, {args.calib} calibration, {len(samples) - 300:,} fitting / 300 held-out "
