@@ -94,7 +94,7 @@ def core_block() -> list[str]:
     groups = (
         ("lstsq", "embedded", None, ""),
         ("zero", "embedded", None, ""),
-        ("zero", "mix", 1000, ", mix"),
+        ("zero", "mix", 750, ", mix of 750 task texts"),
         ("zero", "mix", 500, ", mix of 500 task texts"),
     )
     for start, calibration, task_texts, label in groups:
