@@ -110,8 +110,8 @@ def core_block() -> list[str]:
         kept = f"kept {first['heal']['best_step']}" if len(best) == 1 else f"{len(best)} seeds, mean ± half-range"
         metrics = [(row["relative"]["heal"], row["heal_over_none"], row["mrr_retention"]) for row in best]
         cells = [_mean_spread([m[i] for m in metrics], digits) for i, digits in enumerate((3, 4, 3))]
-        kept = f"{first['heal']['steps_run']} steps, {kept}"
-        rows.append(f"| {start} → heal ({first['objective']}{label}{first['setting']}, {kept}) | {' | '.join(cells)} |")
+        run = f"{first['objective']}{label}{first['setting']}, {first['heal']['steps_run']} steps, {kept}"
+        rows.append(f"| {start} → heal ({run}) | {' | '.join(cells)} |")
     return rows
 
 
