@@ -14,6 +14,7 @@ held-out embedding cosine, the retrieval MRR retention of ``benchmarks/minilm_re
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import random
 import sys
@@ -29,6 +30,9 @@ from prune_compensate.pruning.heal import HealConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minilm_retrieval_sweep import seen_entity_texts, write_pairs  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from make_default_calibration import verbalised_triples  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,6 +51,35 @@ def write_select_pairs(data_dir: Path, calibration_text: str, n_task_texts: int,
     return len(lines)
 
 
+def extra_triples(data_dir: Path, pairs: Path, exclude: set[str], n: int) -> list[str]:
+    """``n`` more long samples in the embedded set's form: verbalised FB15k-237 training triples, none of
+    them in ``exclude`` (the embedded set) and none naming a scored query (its name or its Wikidata
+    label), so the scored pairs and the held-out samples stay those of every other run."""
+    root = data_dir / "FB15k-237"
+    names = {}
+    for line in (root / "FB15k_mid2name.txt").read_text(encoding="utf-8").splitlines():
+        mid, _, name = line.partition("\t")
+        if name:
+            names[mid] = name.replace("_", " ")
+    queries = {json.loads(line).get("query") for line in pairs.read_text("utf-8").splitlines()} - {None}
+    with gzip.open(root / "entity2wikidata.json.gz", "rt", encoding="utf-8") as handle:
+        wikidata = json.load(handle)
+    scored_ids = {mid for mid, name in names.items() if name in queries}
+    scored = queries | {(wikidata.get(m) or {}).get("label") or "" for m in scored_ids}
+    scored.discard("")
+    chosen: list[str] = []
+    for head, tail, text in verbalised_triples(root):
+        if len(chosen) == n:
+            break
+        if head in scored_ids or tail in scored_ids or text in exclude or text in chosen:
+            continue
+        if not any(name in text for name in scored):
+            chosen.append(text)
+    if len(chosen) < n:
+        raise SystemExit(f"only {len(chosen)} triples name no scored entity; pass --extra-triples {len(chosen)}")
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -63,6 +96,13 @@ def main() -> None:
         "300 embedded samples",
     )
     parser.add_argument("--task-texts", type=int, default=1000, help="task-shaped texts added by --calib mix")
+    parser.add_argument(
+        "--extra-triples",
+        type=int,
+        default=0,
+        help="with --calib mix, this many more long fitting samples: verbalised FB15k-237 training triples "
+        "outside the embedded set that name no scored entity",
+    )
     parser.add_argument(
         "--held-out",
         choices=("own", "embedded"),
@@ -106,7 +146,9 @@ def main() -> None:
         texts = seen_entity_texts(args.data_dir, calibration_text)
         random.Random(0).shuffle(texts)
         task = [CalibrationSample(t, [], f"task:{i}") for i, t in enumerate(texts[: args.task_texts])]
-        fitting = samples[:1000] + task
+        embedded = {s.text for s in read_samples(CalibrationConfig(n_samples=1500))}
+        extra = extra_triples(args.data_dir, pairs, embedded, args.extra_triples) if args.extra_triples else []
+        fitting = samples[:1000] + task + [CalibrationSample(t, [], f"triple:{i}") for i, t in enumerate(extra)]
         random.Random(1).shuffle(fitting)
         samples = fitting + samples[1000:]
     select_pairs = None

@@ -11,13 +11,18 @@ kind of text an MKGC model sees. Sampling is seeded, so the file is reproducible
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def main(data_dir: str, out_path: str, n: int = 1500, seed: int = 0) -> None:
+def verbalised_triples(data_dir: str | Path, seed: int = 0) -> Iterator[tuple[str, str, str]]:
+    """``(head id, tail id, text)`` for each FB15k-237 training triple whose entities both have a
+    Wikidata label, in a seeded order: the text is the head's label (description), the relation, the
+    tail's label (description)."""
     root = Path(data_dir)
     wikidata = json.load(gzip.open(root / "entity2wikidata.json.gz", "rt", encoding="utf-8"))
     relation_text = dict(
@@ -27,8 +32,7 @@ def main(data_dir: str, out_path: str, n: int = 1500, seed: int = 0) -> None:
     )
     with gzip.open(root / "train.txt.gz", "rt", encoding="utf-8") as handle:
         triples = [line.rstrip("\n").split("\t") for line in handle if line.strip()]
-    rng = random.Random(seed)
-    rng.shuffle(triples)
+    random.Random(seed).shuffle(triples)
 
     def describe(mid: str) -> str | None:
         entry = wikidata.get(mid)
@@ -37,14 +41,14 @@ def main(data_dir: str, out_path: str, n: int = 1500, seed: int = 0) -> None:
         desc = entry.get("description") or ""
         return f"{entry['label']} ({desc})" if desc else entry["label"]
 
-    lines = []
     for head, relation, tail in triples:
         h, t = describe(head), describe(tail)
-        if h is None or t is None:
-            continue
-        lines.append({"text": f"{h}, {relation_text[relation]}: {t}."})
-        if len(lines) == n:
-            break
+        if h is not None and t is not None:
+            yield head, tail, f"{h}, {relation_text[relation]}: {t}."
+
+
+def main(data_dir: str, out_path: str, n: int = 1500, seed: int = 0) -> None:
+    lines = [{"text": text} for _, _, text in itertools.islice(verbalised_triples(data_dir, seed), n)]
     Path(out_path).write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
 
 
