@@ -74,10 +74,12 @@ def core_block() -> list[str]:
             setting += ", norms too" if "--train-norms" in data["command"] else ""
             texts = re.search(r"--task-texts (\d+)", data["command"])  # the mix's; 1,000 is heal_minilm.py's default
             task_texts = (int(texts.group(1)) if texts else 1000) if calibration == "mix" else None
+            extra = re.search(r"--extra-triples (\d+)", data["command"])  # more long fitting samples
+            mix = (task_texts, int(extra.group(1)) if extra else 0)
             rows = [row for row in data["rows"] if len(row["layers"]) == 3 and "heal" in row["relative"]]
             # the run's settings without its seed and file name: the seeds of one run share this key
             run = re.sub(r" --(seed|tag) \S+", "", data["command"])
-            found += [{**row, "setting": setting, "task_texts": task_texts, "run": run} for row in rows]
+            found += [{**row, "setting": setting, "mix": mix, "run": run} for row in rows]
         return found
 
     rows = [
@@ -90,17 +92,18 @@ def core_block() -> list[str]:
         rows.append(f"| {init} | {relative:.3f} | {ratio:.4f} | {retention[init]:.3f} |")
     # per start (and, from zero, per calibration and its number of task texts), the heal run with the
     # lowest held-out error, averaged over its seeds (so a lucky seed is never the one shown); the mix
-    # adds task-like short texts to the fitting samples, the held-out samples are the same
+    # adds task-like short texts (and, with --extra-triples, more long samples) to the fitting samples,
+    # the held-out samples are the same
     groups = (
-        ("lstsq", "embedded", None, ""),
-        ("zero", "embedded", None, ""),
-        ("zero", "mix", 750, ", mix of 750 task texts"),
-        ("zero", "mix", 500, ", mix of 500 task texts"),
+        ("lstsq", "embedded", (None, 0), ""),
+        ("zero", "embedded", (None, 0), ""),
+        ("zero", "mix", (750, 0), ", mix of 750 task texts"),
+        ("zero", "mix", (500, 0), ", mix of 500 task texts"),
     )
-    for start, calibration, task_texts, label in groups:
+    for start, calibration, mix, label in groups:
         seeds: dict[str, list[dict]] = {}
         for row in heal_rows(calibration):
-            if (row["start"], row["task_texts"]) == (start, task_texts):
+            if (row["start"], row["mix"]) == (start, mix):
                 seeds.setdefault(row["run"], []).append(row)
         runs = list(seeds.values())
         if not runs:
