@@ -35,7 +35,7 @@ def test_core_table_is_computed_from_the_files() -> None:
 
 def test_core_table_averages_the_seeds_of_one_heal_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two seeds of one run make one row of mean ± half-range, computed here by hand, never the
-    luckier seed; a run with other settings stays apart."""
+    luckier seed; a run with other settings, or with more long samples (``--extra-triples``), stays apart."""
     import json
 
     tool = _tool()
@@ -43,11 +43,12 @@ def test_core_table_averages_the_seeds_of_one_heal_run(tmp_path: Path, monkeypat
     (tmp_path / "prune_error.json").write_text(json.dumps({"minilm": {"downstream": errors}}))
     runs = [{"k": 3, "init": init, "mrr_retention": 0.9} for init in errors]
     (tmp_path / "minilm_retrieval_sweep.json").write_text(json.dumps({"runs": runs}))
-    command = "python benchmarks/heal_minilm.py --data-dir DIR --k 3 --calib mix --task-texts 500"
+    command = "python benchmarks/heal_minilm.py --data-dir DIR --k 3 --calib mix --task-texts 750"
     for name, extra, (relative, retention) in (
         ("a", " --seed 0 --tag a", (0.070, 0.950)),
         ("b", " --seed 1 --tag b", (0.080, 0.970)),
         ("c", " --lr 5e-1", (0.060, 0.5)),  # other settings: its own run, the lowest error
+        ("d", " --extra-triples 1000", (0.010, 0.99)),  # another mix: never in the 750 row
     ):
         row = {
             "start": "zero",
@@ -61,10 +62,10 @@ def test_core_table_averages_the_seeds_of_one_heal_run(tmp_path: Path, monkeypat
         document = {"command": command + extra, "calibration": "mix", "rows": [row]}
         (tmp_path / f"heal_minilm_{name}.json").write_text(json.dumps(document))
     monkeypatch.setattr(tool, "RESULTS", tmp_path)
-    (row,) = [line for line in tool.core_block() if "mix of 500" in line]
+    (row,) = [line for line in tool.core_block() if "mix of 750" in line]
     assert "lr 5e-1" in row and "| 0.060 | 0.1200 | 0.500 |" in row  # the lowest mean error wins
     (tmp_path / "heal_minilm_c.json").unlink()
-    (row,) = [line for line in tool.core_block() if "mix of 500" in line]
+    (row,) = [line for line in tool.core_block() if "mix of 750" in line]
     assert "2 seeds" in row and "| 0.075 ± 0.005 | 0.1500 ± 0.0100 | 0.960 ± 0.010 |" in row
 
 

@@ -98,7 +98,7 @@ def core_block() -> list[str]:
         ("lstsq", "embedded", (None, 0), ""),
         ("zero", "embedded", (None, 0), ""),
         ("zero", "mix", (750, 0), ", mix of 750 task texts"),
-        ("zero", "mix", (500, 0), ", mix of 500 task texts"),
+        ("zero", "mix", (2000, 1000), ", mix of 2,000 task texts and 1,000 more triples"),
     )
     for start, calibration, mix, label in groups:
         seeds: dict[str, list[dict]] = {}
