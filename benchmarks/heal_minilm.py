@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=HealConfig().seed, help="heal batch order (HealConfig.seed)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the model, fit, heal and retrieval)")
     args = parser.parse_args()
+    if args.extra_triples and (args.calib != "mix" or args.extra_triples < 0):
+        parser.error("--extra-triples takes a positive count and --calib mix")
     calibration = CalibrationConfig(n_samples=1300)
     samples = read_samples(calibration)
     pairs = Path(tempfile.mkdtemp()) / "pairs.jsonl"
