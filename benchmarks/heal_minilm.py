@@ -14,7 +14,6 @@ held-out embedding cosine, the retrieval MRR retention of ``benchmarks/minilm_re
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import random
 import sys
@@ -29,7 +28,7 @@ from prune_compensate.eval import EvalConfig, evaluate
 from prune_compensate.pruning.heal import HealConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minilm_retrieval_sweep import seen_entity_texts, write_pairs  # noqa: E402
+from minilm_retrieval_sweep import entity_names, seen_entity_texts, wikidata_entries, write_pairs  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from make_default_calibration import verbalised_triples  # noqa: E402
@@ -56,14 +55,8 @@ def extra_triples(data_dir: Path, pairs: Path, exclude: set[str], n: int) -> lis
     them in ``exclude`` (the embedded set) and none naming a scored query (its name or its Wikidata
     label), so the scored pairs and the held-out samples stay those of every other run."""
     root = data_dir / "FB15k-237"
-    names = {}
-    for line in (root / "FB15k_mid2name.txt").read_text(encoding="utf-8").splitlines():
-        mid, _, name = line.partition("\t")
-        if name:
-            names[mid] = name.replace("_", " ")
+    names, wikidata = entity_names(root), wikidata_entries(root)
     queries = {json.loads(line).get("query") for line in pairs.read_text("utf-8").splitlines()} - {None}
-    with gzip.open(root / "entity2wikidata.json.gz", "rt", encoding="utf-8") as handle:
-        wikidata = json.load(handle)
     scored_ids = {mid for mid, name in names.items() if name in queries}
     scored = queries | {(wikidata.get(m) or {}).get("label") or "" for m in scored_ids}
     scored.discard("")

@@ -36,15 +36,25 @@ RESULTS = Path(__file__).resolve().parent / "results"
 INITS = ("none", "mean", "lstsq")
 
 
-def write_pairs(data_dir: Path, calibration_text: str, out: Path) -> dict[str, int]:
-    root = data_dir / "FB15k-237"
+def entity_names(root: Path) -> dict[str, str]:
+    """FB15k-237 entity id → its name with spaces (``FB15k_mid2name.txt``; ids without a name left out)."""
     names = {}
     for line in (root / "FB15k_mid2name.txt").read_text(encoding="utf-8").splitlines():
         mid, _, name = line.partition("\t")
         if name:
             names[mid] = name.replace("_", " ")
+    return names
+
+
+def wikidata_entries(root: Path) -> dict[str, dict | None]:
+    """FB15k-237 entity id → its Wikidata entry (``label``, ``description``; ``None`` where there is none)."""
     with gzip.open(root / "entity2wikidata.json.gz", "rt", encoding="utf-8") as handle:
-        wikidata = json.load(handle)
+        return json.load(handle)
+
+
+def write_pairs(data_dir: Path, calibration_text: str, out: Path) -> dict[str, int]:
+    root = data_dir / "FB15k-237"
+    names, wikidata = entity_names(root), wikidata_entries(root)
     lines, held_out = [], 0
     for mid in sorted(wikidata):
         description = (wikidata[mid] or {}).get("description")
@@ -62,15 +72,11 @@ def seen_entity_texts(data_dir: Path, calibration_text: str) -> list[str]:
     """Task-like short texts disjoint from the queries: the names and descriptions of the entities
     that the calibration text names (whose pairs are never scored)."""
     root = data_dir / "FB15k-237"
-    names = dict(
-        line.split("\t", 1) for line in (root / "FB15k_mid2name.txt").read_text("utf-8").splitlines() if "\t" in line
-    )
-    with gzip.open(root / "entity2wikidata.json.gz", "rt", encoding="utf-8") as handle:
-        wikidata = json.load(handle)
+    names, wikidata = entity_names(root), wikidata_entries(root)
     texts = []
     for mid in sorted(wikidata):
         entry = wikidata[mid] or {}
-        name = names.get(mid, "").replace("_", " ")
+        name = names.get(mid, "")
         if (
             entry.get("description")
             and name
