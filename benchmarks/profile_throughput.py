@@ -24,8 +24,8 @@ def child(mode: str, n: int) -> dict:
     import torch
 
     from prune_compensate import CalibrationConfig, ProfileConfig, load_model, profile, read_samples
+    from prune_compensate.calibration.encode import BatchEncoder, batches
     from prune_compensate.calibration.forward import forward_kwargs, move_inputs
-    from prune_compensate.calibration.samples import BatchEncoder, batches
 
     torch.set_num_threads(2)
     calibration = CalibrationConfig(n_samples=n, batch_size=8, max_length=256)

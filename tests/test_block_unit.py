@@ -12,15 +12,15 @@ import torch
 from conftest import TEXTS
 from test_prune import _samples, check_reload_cache_and_generate
 
+from pc_testkit import FAMILIES, Family
 from prune_compensate import CalibrationConfig, CalibrationSample, PCError, load_model, load_pruned
-from prune_compensate.calibration.samples import BatchEncoder
+from prune_compensate.calibration.encode import BatchEncoder
 from prune_compensate.checkpoint.save import save_pruned
 from prune_compensate.model.locate import block_units, find_decoder, replaced_layers
 from prune_compensate.pruning.compensation import BlockCompensation, LinearCompensation
 from prune_compensate.pruning.config import PruneConfig
 from prune_compensate.pruning.profile import ProfileConfig, profile
 from prune_compensate.pruning.prune import prune_
-from prune_compensate.testing import FAMILIES, Family
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)

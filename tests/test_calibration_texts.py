@@ -11,7 +11,7 @@ import pytest
 from conftest import load_tool
 
 from prune_compensate import CalibrationConfig, read_samples
-from prune_compensate.calibration.samples import embedded_calibration_path
+from prune_compensate.calibration.sources import embedded_calibration_path
 from prune_compensate_recipes.mkgc.staged import default_shared_root
 
 SHARED = default_shared_root()

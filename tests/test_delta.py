@@ -12,7 +12,8 @@ from conftest import TEXTS, cli_error
 from typer.testing import CliRunner
 
 from prune_compensate import CalibrationConfig, PruneConfig, load_model, load_pruned, prune_, read_samples
-from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample
+from prune_compensate.calibration.encode import BatchEncoder
+from prune_compensate.calibration.sources import CalibrationSample
 from prune_compensate.checkpoint.delta import save_delta
 from prune_compensate.checkpoint.save import save_pruned
 from prune_compensate.cli import app

@@ -11,7 +11,8 @@ from conftest import TEXTS, cli_error, write_jsonl
 from typer.testing import CliRunner
 
 from prune_compensate import CalibrationConfig, PCError, find_decoder, read_samples
-from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample, batches
+from prune_compensate.calibration.encode import BatchEncoder, batches
+from prune_compensate.calibration.sources import CalibrationSample
 from prune_compensate.cli import app
 from prune_compensate.pruning.profile import ProfileResult
 
@@ -36,7 +37,7 @@ def test_no_decoder_names_model_class() -> None:
 
 
 def test_negative_k() -> None:
-    assert "--k must be non-negative" in cli_error(["profile", "--k", "-1", "--quiet"])
+    assert "--k must be at least 0, got -1" in cli_error(["profile", "--k", "-1", "--quiet"])
 
 
 def test_empty_calibration_file(tmp_path: Path) -> None:

@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 from prune_compensate import CalibrationSample, PCError, PruneConfig, load_model, load_pruned, prune_, save_pruned
 from prune_compensate.cli import app
 from prune_compensate.eval import EvalConfig, evaluate
-from prune_compensate.eval.data import Caption, read_pairs
+from prune_compensate.eval.data import Caption
 from prune_compensate.eval.lm import caption_inputs, windows
-from prune_compensate.eval.retrieval import realistic_ranks
+from prune_compensate.scoring.pairs import read_pairs
+from prune_compensate.scoring.retrieval import realistic_ranks
 
 runner = CliRunner()
 SAMPLES = [CalibrationSample(f"{t} ({i})") for i, t in enumerate(TEXTS * 2)]

@@ -1,7 +1,7 @@
 """Every supported family through the user's path: ``pc profile DIR`` with image inputs, plus a
 check that the located residual-after-attention equals one recomputed from the block's modules.
 
-One table of cases (``prune_compensate.testing.FAMILIES``) run through one shared tester, like peft's tuner tests.
+One table of cases (``pc_testkit.FAMILIES``) run through one shared tester, like peft's tuner tests.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import torch
 from conftest import TEXTS, write_jsonl
 from typer.testing import CliRunner
 
+from pc_testkit import FAMILIES, Family
 from prune_compensate import load_model
+from prune_compensate.calibration.encode import BatchEncoder
 from prune_compensate.calibration.forward import TokenMask, find_residual_sites, run_forward
-from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample
+from prune_compensate.calibration.sources import CalibrationSample
 from prune_compensate.cli import app
 from prune_compensate.model.locate import block_input, find_decoder, residual_from_hook
-from prune_compensate.testing import FAMILIES, Family
 
 runner = CliRunner()
 

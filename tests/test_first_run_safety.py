@@ -14,8 +14,10 @@ import torch
 from conftest import TEXTS, cli_error, write_jsonl
 from typer.testing import CliRunner
 
+from pc_testkit.tiny_models import build_llama
 from prune_compensate import CalibrationSample, PCError, load_model, load_pruned, prune_, read_manifest
-from prune_compensate.calibration.samples import BatchEncoder, CalibrationConfig, read_samples
+from prune_compensate.calibration.encode import BatchEncoder
+from prune_compensate.calibration.sources import CalibrationConfig, read_samples
 from prune_compensate.checkpoint.format import MANIFEST
 from prune_compensate.checkpoint.save import save_pruned
 from prune_compensate.cli import app
@@ -24,7 +26,6 @@ from prune_compensate.output_dir import MARKER, atomic_out_dir
 from prune_compensate.pruning.compensation import LinearCompensation
 from prune_compensate.pruning.config import PruneConfig
 from prune_compensate.pruning.profile import ProfileConfig, profile
-from prune_compensate.testing.tiny_models import build_llama
 
 runner = CliRunner()
 SAMPLES = [CalibrationSample(f"{t} ({i})") for i, t in enumerate(TEXTS * 2)]

@@ -15,9 +15,10 @@ import torch
 from conftest import TEXTS, cli_error, write_jsonl
 from typer.testing import CliRunner
 
+from pc_testkit import FAMILIES, Family
 from prune_compensate import CalibrationConfig, CalibrationSample, PCError, load_model, load_pruned
+from prune_compensate.calibration.encode import BatchEncoder
 from prune_compensate.calibration.forward import move_inputs
-from prune_compensate.calibration.samples import BatchEncoder
 from prune_compensate.calibration.statistics import CrossMoments, PositionalMeans
 from prune_compensate.checkpoint.format import MANIFEST
 from prune_compensate.checkpoint.save import save_pruned
@@ -27,7 +28,6 @@ from prune_compensate.pruning.compensation import LinearCompensation
 from prune_compensate.pruning.config import INITS, PruneConfig
 from prune_compensate.pruning.fit import IllConditionedWarning, solve_lstsq, solve_mean
 from prune_compensate.pruning.prune import prune_
-from prune_compensate.testing import FAMILIES, Family
 
 runner = CliRunner()
 

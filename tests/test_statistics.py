@@ -6,8 +6,9 @@ import torch
 from conftest import TEXTS
 
 from prune_compensate import load_model
+from prune_compensate.calibration.encode import BatchEncoder
 from prune_compensate.calibration.forward import DecoderTaps, TokenMask, find_residual_sites, run_forward
-from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample
+from prune_compensate.calibration.sources import CalibrationSample
 from prune_compensate.calibration.statistics import CosineMoments, CrossMoments, PositionalMeans
 from prune_compensate.model.locate import find_decoder
 from prune_compensate.pruning.profile import ProfileConfig, profile_samples

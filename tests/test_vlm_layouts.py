@@ -9,12 +9,12 @@ import pytest
 from conftest import TEXTS, cli_error, write_jsonl
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from pc_testkit.tiny_models import build_persimmon
 from prune_compensate import CalibrationSample, PCError, load_model
-from prune_compensate.calibration.samples import BatchEncoder
+from prune_compensate.calibration.encode import BatchEncoder
 from prune_compensate.model.locate import find_decoder
 from prune_compensate.pruning.config import PruneConfig
 from prune_compensate.pruning.prune import kv_bytes_per_token, prune_
-from prune_compensate.testing.tiny_models import build_persimmon
 
 
 def test_encoder_decoder_prunes_the_decoder_unless_asked(family_dirs: dict) -> None:
@@ -141,7 +141,7 @@ def test_pruning_every_layer_of_a_generating_model_is_refused(family_dirs: dict)
 
 
 def test_default_calibration_of_a_vlm_has_images(family_dirs: dict) -> None:
-    from prune_compensate.calibration.samples import (
+    from prune_compensate.calibration.sources import (
         CalibrationConfig,
         embedded_image_calibration_path,
         for_model,
@@ -152,28 +152,28 @@ def test_default_calibration_of_a_vlm_has_images(family_dirs: dict) -> None:
     config = CalibrationConfig(n_samples=40, seed=3)
     text = read_samples(config)
     llava = BatchEncoder(load_model(family_dirs["llava"]).processor, 32)
-    mixed = for_model(text, config, llava)
+    mixed = for_model(text, config, llava.has_images)
     assert len(mixed) == 40 and sum(bool(s.images) for s in mixed) == 20
     fit, held = split_samples(mixed, 0.2)
     assert any(s.images for s in held) and any(not s.images for s in held)  # the error report sees both
     assert all(Path(s.images[0]).is_file() for s in mixed if s.images)
     # PaliGemma refuses a prompt without an image: its default set is the image samples alone
     paligemma = BatchEncoder(load_model(family_dirs["paligemma"]).processor, 32)
-    only = for_model(text, config, paligemma, needs_images=True)
+    only = for_model(text, config, paligemma.has_images, needs_images=True)
     assert only and all(s.images for s in only)
     n_lines = len(embedded_image_calibration_path().read_text().splitlines())
     assert len(only) == min(40, n_lines)
     # a text-only model keeps the text; a text-only set on a VLM is used as given, with a warning
-    assert for_model(text, config, BatchEncoder(load_model(family_dirs["llama"]).processor, 32)) == text
+    assert for_model(text, config, BatchEncoder(load_model(family_dirs["llama"]).processor, 32).has_images) == text
     user = CalibrationConfig(source="mine.jsonl")
     with pytest.warns(UserWarning, match="have no images but the model takes them"):
-        assert for_model(text, user, llava) == text
+        assert for_model(text, user, llava.has_images) == text
 
 
 def test_embedded_images_carry_a_licence() -> None:
     import json
 
-    from prune_compensate.calibration.samples import embedded_image_calibration_path
+    from prune_compensate.calibration.sources import embedded_image_calibration_path
 
     path = embedded_image_calibration_path()
     records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -184,10 +184,10 @@ def test_embedded_images_carry_a_licence() -> None:
 
 
 def test_hybrid_stack_prunes_only_its_attention_layers(tmp_path: Path) -> None:
+    from pc_testkit.tiny_models import build_lfm2
     from prune_compensate import load_pruned, profile
     from prune_compensate.checkpoint.save import save_pruned
     from prune_compensate.pruning.profile import ProfileConfig
-    from prune_compensate.testing.tiny_models import build_lfm2
 
     loaded = load_model(build_lfm2(tmp_path / "lfm2"))
     layout = find_decoder(loaded.model)
@@ -212,7 +212,7 @@ def test_hybrid_stack_prunes_only_its_attention_layers(tmp_path: Path) -> None:
 
 def test_models_that_need_an_image_in_every_prompt(family_dirs: dict) -> None:
     from prune_compensate.calibration.forward import model_needs_images
-    from prune_compensate.calibration.samples import check_images
+    from prune_compensate.calibration.sources import check_images
 
     for name, needs in [("blip2", True), ("kosmos2", True), ("paligemma", True), ("llava", False), ("llama", False)]:
         loaded = load_model(family_dirs[name])
@@ -226,7 +226,7 @@ def test_models_that_need_an_image_in_every_prompt(family_dirs: dict) -> None:
             [CalibrationSample(t, [], f"s{i}") for i, t in enumerate(TEXTS)],
         )
     with pytest.raises(PCError, match="needs an image"):
-        check_images([CalibrationSample("a")], BatchEncoder(blip.processor, 32), needs_images=True)
+        check_images([CalibrationSample("a")], BatchEncoder(blip.processor, 32).has_images, needs_images=True)
 
 
 def test_model_without_its_image_processor_is_refused_in_one_line(family_dirs: dict) -> None:
@@ -234,8 +234,8 @@ def test_model_without_its_image_processor_is_refused_in_one_line(family_dirs: d
     requires another input (BLIP: ``pixel_values``) or refuses text alone (Pix2Struct wants
     ``flattened_patches``) is refused before any work, with the reason, instead of a traceback
     from inside transformers; text models and VLMs with their processor are not affected."""
+    from pc_testkit.survey import survey_family
     from prune_compensate.calibration.forward import text_only_failure
-    from prune_compensate.testing.survey import survey_family
 
     blip = survey_family("blip", "BlipForConditionalGeneration", [])
     assert (blip.status, blip.stage) == ("refused", "prune")
@@ -266,7 +266,7 @@ def test_mllama_text_only_generate_after_pruning(tmp_path: Path) -> None:
     import torch
     from test_prune import _greedy_without_cache
 
-    from prune_compensate.testing.survey import build_from_config
+    from pc_testkit.survey import build_from_config
 
     loaded = load_model(build_from_config("mllama", "MllamaForConditionalGeneration", tmp_path / "mllama"))
     samples = [CalibrationSample(f"text number {i} about things") for i in range(8)]
@@ -284,7 +284,7 @@ def test_mla_kv_bytes_match_the_real_cache(tmp_path: Path) -> None:
     import torch
     from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 
-    from prune_compensate.testing.survey import wordpiece
+    from pc_testkit.survey import wordpiece
 
     tokenizer = wordpiece()
     config = DeepseekV3Config(
@@ -394,9 +394,9 @@ def test_layer_that_computes_the_shared_position_bias_is_never_pruned(tmp_path: 
     scores. Replaced, it computes no bias, and the later layers run without relative positions
     (Pix2Struct's fill in zeros), silently. So the profile ranks only the other layers and
     ``--layers`` naming it is refused."""
+    from pc_testkit.processor_build import build_with_processor
     from prune_compensate import profile
     from prune_compensate.pruning.profile import ProfileConfig
-    from prune_compensate.testing.processor_build import build_with_processor
 
     loaded = load_model(build_with_processor("pix2struct", "Pix2StructForConditionalGeneration", tmp_path / "p2s"))
     layout = find_decoder(loaded.model)
@@ -415,10 +415,10 @@ def test_block_whose_last_child_is_attention_reads_the_residual_at_its_output(tm
     output. Such blocks were refused as "pre-norm but no norm runs between attention and the MLP"."""
     import torch
 
+    from pc_testkit.survey import build_from_config
     from prune_compensate import load_pruned
     from prune_compensate.calibration.forward import TokenMask, find_residual_sites
     from prune_compensate.checkpoint.save import save_pruned
-    from prune_compensate.testing.survey import build_from_config
 
     loaded = load_model(build_from_config("nemotron_h", "NemotronHForCausalLM", tmp_path / "nh"))
     layout = find_decoder(loaded.model)

@@ -35,20 +35,8 @@ from ..model.locate import (
     residual_from_hook,
     residual_site_from_order,
 )
-from ..progress import WorkProgress, progress_bar
-from .samples import (
-    BatchEncoder,
-    CalibrationConfig,
-    CalibrationSample,
-    CalibrationWarning,
-    batches,
-    check_images,
-    for_model,
-    positions_mask,
-    probe_batch,
-    read_samples,
-    real_tokens,
-)
+from .encode import BatchEncoder, positions_mask, probe_batch, real_tokens
+from .sources import CalibrationConfig, CalibrationSample, CalibrationWarning, for_model
 
 ResidualCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 CoreCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -364,48 +352,19 @@ def text_only_failure(model: nn.Module, encoder: BatchEncoder) -> str | None:
 
 
 def calibration_for(
-    model: nn.Module,
-    encoder: BatchEncoder,
-    config: CalibrationConfig,
-    samples: list[CalibrationSample] | None = None,
+    model: nn.Module, encoder: BatchEncoder, config: CalibrationConfig, samples: list[CalibrationSample]
 ) -> list[CalibrationSample]:
-    """What ``profile`` and ``prune_`` calibrate on: ``samples`` as given (checked against what the
-    model needs, ``check_images``), or ``config``'s source read and, for a model that takes images,
-    the embedded default turned image + text (``for_model``)."""
+    """What ``profile`` and ``prune_`` calibrate on: ``samples`` checked against what the model
+    needs (``check_images``) and, when they were read from the embedded default
+    (``sources.SourceSamples``) and the model takes images, mixed with the embedded image samples
+    (``for_model``). Reading is never done here: see ``sources.read_samples``."""
     if not encoder.has_images and (reason := text_only_failure(model, encoder)) is not None:
         raise PCError(
             f"{type(model).__name__} does not run on text alone ({reason}), and no image processor "
             "was loaded with it, so it cannot be calibrated",
             "load it from a folder or hub id that holds its image processor (preprocessor_config.json)",
         )
-    needs_images = model_needs_images(model, encoder)
-    if samples is None:
-        return for_model(read_samples(config), config, encoder, needs_images)
-    check_images(samples, encoder, needs_images)
-    return samples
-
-
-def encoded_batches(
-    encoder: BatchEncoder,
-    samples: list[CalibrationSample],
-    batch_size: int,
-    description: str,
-    show_progress: bool = True,
-    work: WorkProgress | None = None,
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Encode and yield batches, advancing a rich progress bar by samples (a stage of ``work``
-    when the pass is part of a larger job, else a bar of its own)."""
-    if work is not None:
-        with work.stage(description, len(samples)) as advance:
-            for batch in batches(samples, batch_size):
-                yield encoder(batch)
-                advance(len(batch))
-        return
-    with progress_bar(show_progress) as progress:
-        task = progress.add_task(description, total=len(samples))
-        for batch in batches(samples, batch_size):
-            yield encoder(batch)
-            progress.advance(task, len(batch))
+    return for_model(samples, config, encoder.has_images, model_needs_images(model, encoder))
 
 
 def feeds_decoder_text(model: nn.Module, layout: DecoderLayout) -> bool:

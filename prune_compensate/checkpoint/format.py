@@ -153,7 +153,7 @@ def package_versions() -> dict[str, str]:
 
     import transformers
 
-    from .. import __version__
+    from ..version import __version__
 
     return {
         "prune_compensate": __version__,

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..calibration.encode import load_image
 from ..calibration.forward import move_inputs
-from ..calibration.samples import load_image
 from ..errors import PCError
 from .data import Caption
 

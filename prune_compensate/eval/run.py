@@ -26,10 +26,12 @@ from ..model.load import LoadedModel
 from ..model.locate import has_lm_head
 from ..output_dir import write_text_atomic
 from ..progress import progress_bar
+from ..scoring.embedding import embed, pooling_mode
+from ..scoring.pairs import read_pairs
+from ..scoring.retrieval import queries_and_documents, retrieval_metrics
 from . import data as eval_data
 from .harness import HIGHER_IS_BETTER, check_tasks, run_tasks
 from .lm import TokenScores, score_captions, score_corpus
-from .retrieval import embed, pooling_mode, queries_and_documents, retrieval_metrics
 
 SCHEMA = 1
 
@@ -138,7 +140,7 @@ def evaluate(pruned: LoadedModel, original: LoadedModel | None = None, config: E
     encoder = not has_lm_head(pruned.model)
     with progress_bar(config.show_progress) as progress:
         if encoder and config.pairs is not None:
-            pairs = _limit(eval_data.read_pairs(config.pairs), config)
+            pairs = _limit(read_pairs(config.pairs), config)
             sources["pairs"] = {"source": config.pairs, "n": len(pairs)}
             metrics += _retrieval_rows(models, pruned, pairs, config, progress)
         if not encoder and config.text is not None:

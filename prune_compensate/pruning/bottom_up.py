@@ -18,15 +18,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..calibration.forward import (
-    CoreSignature,
-    DecoderTaps,
-    TokenMask,
-    encoded_batches,
-    find_residual_sites,
-    run_forward,
-)
-from ..calibration.samples import BatchEncoder, CalibrationSample
+from ..calibration.encode import BatchEncoder, encoded_batches
+from ..calibration.forward import CoreSignature, DecoderTaps, TokenMask, find_residual_sites, run_forward
+from ..calibration.sources import CalibrationSample
 from ..calibration.statistics import CrossMoments, PositionalMeans
 from ..model.locate import DecoderLayout, output_map
 from ..progress import WorkProgress

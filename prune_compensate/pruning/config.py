@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..calibration.samples import CalibrationConfig
+from ..calibration.sources import CalibrationConfig
 from ..errors import PCError
-from ..model.locate import check_stack, check_unit
 from .heal import HealConfig
+from .placement import PlacementConfig
 from .profile import ProfileResult
 
 INITS = ("lstsq", "mean", "zero", "none")
@@ -16,11 +16,9 @@ TARGETS = ("downstream", "local")
 
 
 @dataclass
-class PruneConfig:
-    """How to prune. ``layers`` overrides the ranking; ``profile`` reuses a saved ranking.
-
-    ``k``: how many units (attention layers, or blocks) to drop; ``None`` takes half of those the model still has
-    (the paper's ratio: 16 of LLaVA-1.5-7B's 32).
+class PruneConfig(PlacementConfig):
+    """How to prune. ``layers`` overrides the ranking; ``profile`` reuses a saved ranking. The
+    placement fields (``k``, ``decoder``, ``stack``, ``unit``) are ``PlacementConfig``'s.
 
     ``ridge``: λ relative to ``trace(XᵀX)/D`` for ``lstsq``. ``rank``: low-rank W (truncated SVD).
     ``held_out``: share of calibration samples kept out of fitting for the error report.
@@ -33,13 +31,10 @@ class PruneConfig:
     the drift of the residual stream the earlier replacements left (original − pruned residual,
     mapped back through the block's affine output map when it has one), so each fit also undoes
     the error accumulated below it. The two coincide for ``order="independent"``.
-    ``decoder`` / ``stack``: where the blocks are, as in ``ProfileConfig``.
-    ``unit``: what is dropped, attention cores (``"attention"``, the paper) or whole blocks
-    (``"block"``: ranked by the residual cosine across the block, each replaced by ``x + map(x)``
-    fitted to the block's residual update with the same inits, order, targets and heal).
+    With ``unit="block"`` each dropped block is replaced by ``x + map(x)``, fitted to the block's
+    residual update with the same inits, order, targets and heal.
     """
 
-    k: int | None = None
     layers: list[int] | None = None
     init: str = "lstsq"
     order: str = "bottom-up"
@@ -54,20 +49,14 @@ class PruneConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     heal: HealConfig = field(default_factory=HealConfig)
     show_progress: bool = True
-    decoder: str | None = None
-    stack: str = "decoder"
-    unit: str = "attention"
 
     def __post_init__(self) -> None:
-        check_stack(self.stack)
-        check_unit(self.unit)
+        super().__post_init__()
         if self.stack == "both" and (self.layers is not None or self.decoder is not None or self.profile is not None):
             raise PCError(
                 "--layers, --decoder and --profile name units of one stack, not of both",
                 "use --k with --stack both, or --stack encoder|decoder with them",
             )
-        if self.k is not None and self.k < 1:
-            raise PCError(f"--k must be at least 1, got {self.k}", "pass --k 1 or more (default: half the layers)")
         if self.init not in INITS:
             raise PCError(f"unknown --init {self.init!r}", f"use one of {', '.join(INITS)}")
         if self.order not in ORDERS:

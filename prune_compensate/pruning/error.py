@@ -25,11 +25,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calibration.forward import encoded_batches, forward_parameters, move_inputs
-from ..calibration.samples import BatchEncoder, CalibrationSample, positions_mask, real_tokens
+from ..calibration.encode import BatchEncoder, encoded_batches, positions_mask, real_tokens
+from ..calibration.forward import forward_parameters, move_inputs
+from ..calibration.sources import CalibrationSample
 from ..errors import PCError
 from ..model.locate import DecoderLayout
 from ..progress import WorkProgress
+from ..scoring.embedding import mean_pool
 from .compensation import LinearCompensation
 from .swap import CoreSwap
 
@@ -79,13 +81,6 @@ def forward_final(model: nn.Module, layout: DecoderLayout, inputs: dict[str, tor
             f"the blocks {layout.blocks_path} did not run in the forward pass", "please report this model class"
         )
     return FinalOutputs(store["hidden"], getattr(outputs, "logits", None))
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(batch, hidden)`` mean of ``hidden`` ``(batch, seq, hidden)`` over real tokens (``mask`` 1),
-    in ``hidden``'s dtype: the sentence embedding of mean-pooling encoders such as MiniLM."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 @dataclass

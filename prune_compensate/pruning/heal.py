@@ -30,7 +30,7 @@ objective is measured on held-out calibration samples (never trained on); the we
 lowest held-out loss are kept, and training stops after ``patience`` evaluations without a gain.
 
 ``select_pairs`` selects on the user's task instead: a (query, document) pairs file of theirs, kept
-apart from the pairs they report on, scored by retrieval MRR (``eval.retrieval``) at every
+apart from the pairs they report on, scored by retrieval MRR (``scoring.retrieval``) at every
 evaluation; the step kept is the one with the highest MRR, the start itself (step 0) included, so a
 heal never keeps maps that rank that task worse than its start. Why: on MiniLM the held-out hidden-state
 error keeps falling long after retrieval has stopped gaining (``benchmarks/heal_minilm.py``), so the
@@ -51,12 +51,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calibration.samples import BatchEncoder, CalibrationSample, batches, positions_mask, real_tokens
+from ..calibration.encode import BatchEncoder, batches, positions_mask, real_tokens
+from ..calibration.sources import CalibrationSample
 from ..errors import PCError
 from ..model.locate import DecoderLayout, has_lm_head, is_norm
 from ..progress import WorkProgress, progress_bar
+from ..scoring.embedding import mean_pool
 from .compensation import LinearCompensation
-from .error import FinalOutputs, forward_final, mean_pool
+from .error import FinalOutputs, forward_final
 from .swap import CoreSwap
 
 OBJECTIVES = ("auto", "embedding", "kl", "hidden", "similarity")

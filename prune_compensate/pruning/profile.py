@@ -13,33 +13,29 @@ import json
 import platform
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..calibration.encode import BatchEncoder, encoded_batches, probe_batch
 from ..calibration.forward import (
     DecoderTaps,
     TokenMask,
     calibration_for,
-    encoded_batches,
     find_residual_sites,
     fit_encoder_to,
     one_sample_batches,
     run_forward,
 )
-from ..calibration.samples import (
-    BatchEncoder,
-    CalibrationConfig,
-    CalibrationSample,
-    probe_batch,
-)
+from ..calibration.sources import CalibrationConfig, CalibrationSample, read_samples
 from ..calibration.statistics import CosineMoments
 from ..errors import PCError
 from ..model.load import LoadedModel
-from ..model.locate import DecoderLayout, block_units, check_stack, check_unit, find_decoder, replaced_layers
+from ..model.locate import DecoderLayout, block_units, find_decoder, replaced_layers
 from ..output_dir import write_text_atomic
 from ..progress import WorkProgress
+from .placement import PlacementConfig, resolve_k
 
 SCHEMA = 1
 TIMING_METHOD = (
@@ -50,30 +46,25 @@ TIMING_METHOD = (
 
 
 @dataclass
-class ProfileConfig:
-    """How to profile. ``k``: how many layers a later ``prune --k`` would take, marked in the table
-    (``None``: half the attention layers, ``prune``'s default; 0 marks none). ``decoder`` (dotted
-    path of a block list) and ``stack`` (``"decoder"`` or ``"encoder"`` of an encoder–decoder)
-    override where the blocks are found (see ``find_decoder``). ``unit``: rank attention
-    sub-layers (``"attention"``, the paper) or whole blocks (``"block"``: cosine of the residual
-    stream across the block, ShortGPT's block influence); both cosines are reported either way."""
+class ProfileConfig(PlacementConfig):
+    """How to profile; the placement fields (``k``, ``decoder``, ``stack``, ``unit``) are
+    ``PlacementConfig``'s. ``k`` here only marks the layers a later ``prune --k`` would take
+    (``None``: half, ``prune``'s default; 0 marks none). Both cosines (attention sub-layer and whole
+    block) are reported whichever ``unit`` ranks."""
 
-    k: int | None = None
+    MIN_K: ClassVar[int] = 0
+
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     time_layers: bool = True
     show_progress: bool = True
-    decoder: str | None = None
-    stack: str = "decoder"
-    unit: str = "attention"
 
     def __post_init__(self) -> None:
-        check_stack(self.stack)
+        super().__post_init__()
         if self.stack == "both":
             raise PCError(
                 "a profile ranks one stack at a time",
                 "use --stack encoder or decoder (pc prune --stack both ranks both)",
             )
-        check_unit(self.unit)
 
 
 @dataclass
@@ -140,22 +131,6 @@ def _environment() -> dict[str, str]:
     import transformers
 
     return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
-
-
-def resolve_k(k: int | None, available: int, model_name: str, minimum: int = 0) -> int:
-    """``k`` checked against the ``available`` (not yet pruned) attention layers; ``None`` gives
-    half of them, the paper's ratio. ``minimum``: 0 for a profile (mark none), 1 for a prune."""
-    default = max(1, available // 2) if available else 0
-    if minimum > 0 and available == 0:
-        raise PCError(f"every attention layer of {model_name} is already pruned", "there is nothing left to prune")
-    if k is None:
-        return default
-    if not minimum <= k <= available:
-        raise PCError(
-            f"--k {k} is out of range: {model_name} has {available} attention layers left to prune",
-            f"pass --k between {minimum} and {available} (default: half, {default})",
-        )
-    return k
 
 
 def profile_samples(
@@ -239,11 +214,13 @@ def profile(
 ) -> ProfileResult:
     """Profile a loaded model on the configured calibration data (see ``ProfileConfig``).
 
-    ``samples`` (already read with ``read_samples``) are used as given instead of reading
-    ``config.calibration.source`` (which, for a model that takes images, mixes the embedded image
-    samples into the embedded default: ``calibration.for_model``).
+    ``samples``: as for ``prune_`` — a list built by the caller is used as given; without it
+    ``config.calibration`` is read, and the embedded default becomes image + text for a model that
+    takes images (``calibration.sources.for_model``).
     """
     config = config or ProfileConfig()
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
+    if samples is None:
+        samples = read_samples(config.calibration)
     samples = calibration_for(loaded.model, encoder, config.calibration, samples)
     return profile_samples(loaded.model, encoder, samples, config, source=loaded.source)

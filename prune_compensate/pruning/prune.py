@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from ..calibration.encode import BatchEncoder, probe_batch
 from ..calibration.forward import (
     CoreSignature,
     calibration_for,
@@ -30,22 +31,19 @@ from ..calibration.forward import (
     one_sample_batches,
     probe_cores,
 )
-from ..calibration.samples import (
-    BatchEncoder,
-    CalibrationSample,
-    probe_batch,
-    split_samples,
-)
+from ..calibration.sources import CalibrationSample, read_samples, split_samples
 from ..errors import PCError
 from ..model.load import LoadedModel
 from ..model.locate import DecoderLayout, block_units, find_decoder, replaced_layers
 from ..progress import WorkProgress
+from ..scoring.embedding import pooling_mode
 from .bottom_up import FITTED, fit_variant, make_compensation, residual_maps
 from .compensation import LinearCompensation
 from .config import PruneConfig
 from .error import held_out_error
 from .heal import HealReport, TrainedNorms, heal_, norm_parameters
-from .profile import ProfileConfig, profile_samples, resolve_k
+from .placement import resolve_k
+from .profile import ProfileConfig, profile_samples
 from .swap import CoreSwap
 from .task_score import pairs_mrr
 
@@ -427,13 +425,14 @@ def prune_(
 ) -> PruneResult:
     """Prune ``loaded.model`` in place (see module docstring) and return what was done.
 
-    ``samples`` are used as given; without them, ``config.calibration`` is read and, for a model
-    that takes images, the embedded default becomes image + text (``calibration.for_model``)."""
+    ``samples``: a list built by the caller is used as given; without it ``config.calibration`` is
+    read (``read_samples``), and samples read from the embedded default become image + text for a
+    model that takes images (``calibration.sources.for_model``)."""
     config = config or PruneConfig()
     if config.heal.select_pairs is not None and config.heal.pooling is None:  # embed as the model is used
-        from ..eval.retrieval import pooling_mode
-
         config = replace(config, heal=replace(config.heal, pooling=pooling_mode(loaded.local_dir)))
     encoder = BatchEncoder(loaded.processor, config.calibration.max_length)
+    if samples is None:
+        samples = read_samples(config.calibration)
     samples = calibration_for(loaded.model, encoder, config.calibration, samples)
     return prune_samples(loaded.model, encoder, samples, config)

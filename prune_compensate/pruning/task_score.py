@@ -1,8 +1,8 @@
 """A task score for the heal's step selection: retrieval MRR on a user's (query, document) pairs.
 
-Why a module of its own: the heal (``heal.py``) only needs "higher is better, given the model";
-what the task is and how its texts are embedded is the evaluation's business (``eval.retrieval``),
-reused here so the MRR that selects a step is computed exactly as ``pc eval --pairs`` reports it.
+Why a module of its own: the heal (``heal.py``) only needs "higher is better, given the model".
+The pairs, the embedding and the metric come from ``scoring``, which ``pc eval --pairs`` uses too,
+so the MRR that selects a step is computed exactly as the evaluation reports it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from typing import Any
 from torch import nn
 
 from ..errors import PCError
+from ..scoring.embedding import embed
+from ..scoring.pairs import read_pairs
+from ..scoring.retrieval import queries_and_documents, retrieval_metrics
 
 
 def pairs_mrr(
@@ -20,9 +23,6 @@ def pairs_mrr(
 ) -> Callable[[nn.Module], float]:
     """A scorer: the MRR of ``model`` on the pairs in ``source`` (every other document a negative,
     realistic ranks for ties). The pairs are read once, here, so a bad file fails before any fit."""
-    from ..eval.data import read_pairs  # the evaluation package imports the pruning one: import on use
-    from ..eval.retrieval import embed, queries_and_documents, retrieval_metrics
-
     pairs = read_pairs(source)
     queries, documents = queries_and_documents(pairs)
     if len(documents) < 2:

@@ -1,221 +1,20 @@
-"""Calibration data: read samples from JSONL, a ``datasets`` dataset or the embedded set, and
-turn them into model inputs with the model's own processor (chat template and image tokens).
+"""Encoding: turn calibration samples into model inputs with the model's own processor (chat
+template, image entries, truncation), batch them, and say which positions are real tokens.
 
-Only the raw samples (text and image paths) are held in memory; activations never are.
+Reading the samples is ``sources``; running the encoded batches through the model is ``forward``.
 """
 
 from __future__ import annotations
 
-import json
-import random
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import PCError
-
-EMBEDDED = "embedded"
-DATA = Path(str(files("prune_compensate") / "data"))  # the package's data folder, wherever it is installed
-
-
-class CalibrationWarning(UserWarning):
-    """Calibration data is usable but not what was asked for (e.g. fewer samples than ``n_samples``)."""
-
-
-def embedded_calibration_path() -> Path:
-    """1,500 verbalised FB15k-237 triples shipped with the package (see tools/make_default_calibration.py)."""
-    return DATA / "default_calibration.jsonl"
-
-
-def embedded_image_calibration_path() -> Path:
-    """46 image + prompt samples on 11 public-domain / CC0 photos (see tools/make_default_images.py)."""
-    return DATA / "default_calibration_images.jsonl"
-
-
-@dataclass
-class CalibrationSample:
-    """One calibration input: text and zero or more image paths. ``origin`` names it in errors."""
-
-    text: str
-    images: list[str] = field(default_factory=list)
-    origin: str = ""
-
-
-@dataclass
-class CalibrationConfig:
-    """Where calibration data comes from and how it is batched.
-
-    ``source``: a JSONL file, a ``datasets`` directory (``save_to_disk`` or loadable files), or
-    ``"embedded"``. ``n_samples`` are drawn with ``seed`` when the source has more.
-    """
-
-    source: str = EMBEDDED
-    n_samples: int = 1000
-    max_length: int = 256
-    batch_size: int = 8
-    seed: int = 0
-    text_column: str = "text"
-    image_column: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("n_samples", "max_length", "batch_size"):
-            if getattr(self, name) < 1:
-                flag = "--" + name.replace("_", "-")
-                raise PCError(f"{flag} must be at least 1, got {getattr(self, name)}", f"pass a positive {flag}")
-
-
-def _read_jsonl(path: Path, text_column: str, image_column: str | None) -> list[CalibrationSample]:
-    samples: list[CalibrationSample] = []
-    image_key = image_column or "images"
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                sample = _parse_line(line, f"{path}:{number}", path.parent, text_column, image_key)
-                if sample is not None:
-                    samples.append(sample)
-    except UnicodeDecodeError as err:
-        raise PCError(
-            f"calibration file {path} is not UTF-8 text (undecodable byte at offset {err.start})",
-            'pass a JSONL file with one {"text": ..., "images": [...]} object per line',
-        ) from err
-    return samples
-
-
-def _parse_line(line: str, origin: str, base: Path, text_column: str, image_key: str) -> CalibrationSample | None:
-    if not line.strip():
-        return None
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise PCError(f"sample {origin} is not valid JSON ({err.msg})", "write one JSON object per line") from err
-    if not isinstance(record, dict) or not isinstance(record.get(text_column), str):
-        raise PCError(
-            f"sample {origin} has no string field {text_column!r}",
-            'each line needs {"text": ..., "images": [paths]} (or set --text-column)',
-        )
-    images = record.get(image_key) or []
-    if isinstance(images, str):
-        images = [images]
-    if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
-        raise PCError(f"sample {origin}: {image_key!r} must be a list of image paths", "fix that line")
-    images = [str(p if Path(p).is_absolute() else base / p) for p in images]
-    return CalibrationSample(record[text_column], images, origin)
-
-
-def _read_dataset(path: Path, text_column: str, image_column: str | None) -> list[CalibrationSample]:
-    import datasets
-
-    try:
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-            data = datasets.load_from_disk(str(path))
-        else:
-            data = datasets.load_dataset(str(path))
-    except Exception as err:  # datasets raises many types for unreadable folders
-        raise PCError(
-            f"cannot read dataset {path}: {err}".splitlines()[0], "pass a JSONL file or a saved dataset"
-        ) from err
-    if isinstance(data, datasets.DatasetDict):
-        split = "train" if "train" in data else next(iter(data))
-        data = data[split]
-    for column in (text_column, image_column):
-        if column is not None and column not in data.column_names:
-            raise PCError(
-                f"dataset {path} has no column {column!r} (columns: {', '.join(data.column_names)})",
-                "set --text-column / --image-column",
-            )
-    samples = []
-    for index, row in enumerate(data):
-        images: Any = row[image_column] if image_column else []
-        if images is None:
-            images = []
-        elif not isinstance(images, list):
-            images = [images]
-        samples.append(CalibrationSample(str(row[text_column]), images, f"{path}[{index}]"))
-    return samples
-
-
-def read_samples(config: CalibrationConfig) -> list[CalibrationSample]:
-    """Read all samples of ``config.source`` and draw ``n_samples`` of them (seeded)."""
-    source = embedded_calibration_path() if config.source == EMBEDDED else Path(config.source)
-    if not source.exists():
-        raise PCError(f"calibration source {source} does not exist", "pass a JSONL file or dataset directory")
-    if source.is_dir():
-        samples = _read_dataset(source, config.text_column, config.image_column)
-    else:
-        samples = _read_jsonl(source, config.text_column, config.image_column)
-    if not samples:
-        raise PCError(f"calibration source {source} holds no samples", "add at least one sample")
-    if len(samples) < config.n_samples:
-        warnings.warn(
-            f"--n-samples {config.n_samples} asked for, but {source} holds {len(samples)} samples: using all of them",
-            CalibrationWarning,
-            stacklevel=2,
-        )
-    if len(samples) > config.n_samples:
-        rng = random.Random(config.seed)
-        samples = rng.sample(samples, config.n_samples)
-    return samples
-
-
-def for_model(
-    samples: list[CalibrationSample], config: CalibrationConfig, encoder: BatchEncoder, needs_images: bool = False
-) -> list[CalibrationSample]:
-    """The samples a model is calibrated on, given what it takes.
-
-    For a model with an image processor, the embedded default becomes image + text: the embedded
-    image samples replace as many text samples (only images, when the model ``needs_images`` in
-    every prompt), shuffled with ``config.seed`` so that both kinds fall in the fitting and the
-    held-out parts. Any other set is checked by ``check_images``.
-    """
-    if not encoder.has_images:
-        return samples
-    if config.source == EMBEDDED:
-        images = _read_jsonl(embedded_image_calibration_path(), "text", None)
-        if needs_images:
-            mixed = images[: config.n_samples]
-        else:
-            n_images = min(len(images), max(1, config.n_samples // 2))
-            mixed = samples[: max(0, config.n_samples - n_images)] + images[:n_images]
-        random.Random(config.seed).shuffle(mixed)
-        return mixed
-    check_images(samples, encoder, needs_images)
-    return samples
-
-
-def check_images(samples: list[CalibrationSample], encoder: BatchEncoder, needs_images: bool = False) -> None:
-    """Refuse text-only samples for a model that needs an image in every prompt (BLIP-2, Kosmos-2,
-    PaliGemma), before any work; warn (``CalibrationWarning``) when a model that takes images is
-    calibrated on text alone."""
-    if not encoder.has_images:
-        return
-    text_only = [s for s in samples if not s.images]
-    if needs_images and text_only:
-        raise PCError(
-            f"the model needs an image in every prompt, but {len(text_only)} of {len(samples)} calibration "
-            f"samples have none (first: {text_only[0].origin or 'unnamed'})",
-            "give every sample an image, or leave --calib out for the embedded image samples",
-        )
-    if len(text_only) == len(samples):
-        warnings.warn(
-            "the calibration samples have no images but the model takes them: the compensation is fitted "
-            "to text statistics only and may not transfer to image inputs (pass image samples, or leave "
-            "--calib out for the embedded image + text set)",
-            CalibrationWarning,
-            stacklevel=3,
-        )
-
-
-def split_samples(samples: list[CalibrationSample], held_out: float) -> tuple[list, list]:
-    """Split into (fit, held-out) parts; the held-out part is the tail, never used for fitting."""
-    n_held = int(round(len(samples) * held_out))
-    if held_out > 0 and len(samples) >= 2:
-        n_held = max(1, min(n_held, len(samples) - 1))
-    return samples[: len(samples) - n_held], samples[len(samples) - n_held :]
+from ..progress import WorkProgress, progress_bar
+from .sources import CalibrationSample
 
 
 def load_image(path: Any, origin: str) -> Any:
@@ -426,3 +225,26 @@ def batches(samples: list[CalibrationSample], batch_size: int) -> Iterator[list[
     for group in groups:
         for start in range(0, len(group), batch_size):
             yield group[start : start + batch_size]
+
+
+def encoded_batches(
+    encoder: BatchEncoder,
+    samples: list[CalibrationSample],
+    batch_size: int,
+    description: str,
+    show_progress: bool = True,
+    work: WorkProgress | None = None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Encode and yield batches, advancing a rich progress bar by samples (a stage of ``work``
+    when the pass is part of a larger job, else a bar of its own)."""
+    if work is not None:
+        with work.stage(description, len(samples)) as advance:
+            for batch in batches(samples, batch_size):
+                yield encoder(batch)
+                advance(len(batch))
+        return
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task(description, total=len(samples))
+        for batch in batches(samples, batch_size):
+            yield encoder(batch)
+            progress.advance(task, len(batch))

@@ -1,0 +1,1 @@
+"""Scoring shared by pruning and evaluation: sentence embeddings, retrieval metrics, pairs."""
