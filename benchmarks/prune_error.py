@@ -24,9 +24,9 @@ from pathlib import Path
 
 import matplotlib
 
+from pc_testkit.tiny_models import build_llava
 from prune_compensate import CalibrationConfig, CalibrationSample, PruneConfig, load_model, prune_, read_samples
 from prune_compensate.pruning.config import INITS
-from prune_compensate.testing.tiny_models import build_llava
 
 VARIANTS = {
     "local, no bias": dict(target="local", bias=False),

@@ -24,10 +24,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pc_testkit import FAMILIES
 from prune_compensate import CalibrationConfig, PruneConfig, load_model, prune_, read_samples
+from prune_compensate.calibration.encode import BatchEncoder
 from prune_compensate.calibration.forward import model_needs_images
-from prune_compensate.calibration.samples import BatchEncoder, embedded_image_calibration_path
-from prune_compensate.testing import FAMILIES
+from prune_compensate.calibration.sources import embedded_image_calibration_path
 
 OUT = Path(__file__).resolve().parent / "results" / "vlm_image_calibration.json"
 N_TEXT = 60

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import matplotlib
 
+from pc_testkit.tiny_models import build_llava
 from prune_compensate import CalibrationSample, ProfileConfig, load_model, profile
 from prune_compensate.report import print_profile
-from prune_compensate.testing.tiny_models import build_llava
 
 
 def main(out_dir: str | None = None) -> None:

@@ -17,7 +17,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: share the cores betwee
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
-from prune_compensate.testing import FAMILIES  # noqa: E402
+from pc_testkit import FAMILIES  # noqa: E402
 
 TEXTS = [
     "Denton (city in Texas, United States), location contains: University of North Texas.",

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import load_tool
 
-from prune_compensate.testing.survey import registered_families, shrink_config, survey_family
+from pc_testkit.shrink import shrink_config
+from pc_testkit.survey import registered_families, survey_family
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,10 +76,11 @@ def test_text_only_class_runs_on_images_as_the_text_model_its_checkpoints_are() 
     may go); its published checkpoints (Mistral Small 4) are ``Mistral3ForConditionalGeneration``
     with a Mistral 4 ``text_config``. The survey builds that, with Mistral 3's processor, and runs
     it on an image (``test_family_built_from_config_runs_on_an_image``)."""
-    from prune_compensate.testing.survey import PUBLISHED_AS_TEXT_MODEL_OF, takes_images
+    from pc_testkit.families import overrides
+    from pc_testkit.survey import takes_images
 
     assert not takes_images(registered_families()["mistral4"])
-    assert takes_images(registered_families()[PUBLISHED_AS_TEXT_MODEL_OF["mistral4"]])
+    assert takes_images(registered_families()[overrides("mistral4").published_as_text_model_of])
     (row,) = _rows(model_type="mistral4")
     assert (row["status"], row["path"], row["decoder"]) == ("supported", "images", "model.language_model.layers")
     assert "Mistral3ForConditionalGeneration" in row["images_reason"]
@@ -156,8 +158,7 @@ def test_fit_vocabulary_sizes_the_vocabulary_to_the_tokenizer_and_keeps_ids_insi
     vocabulary follows the main one, keeps its published size."""
     from transformers import AutoConfig
 
-    from prune_compensate.testing.processor_build import sub_configs
-    from prune_compensate.testing.survey import fit_vocabulary
+    from pc_testkit.shrink import fit_vocabulary, sub_configs
 
     size = 30522
     onevision = shrink_config(AutoConfig.for_model("llava_onevision"))
@@ -208,7 +209,7 @@ def test_family_processor_falls_back_to_the_models_own_package() -> None:
     When the first assertion fails, transformers registers the thinker's processor itself."""
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
-    from prune_compensate.testing.processor_build import family_processor
+    from pc_testkit.processor_build import family_processor
 
     assert "qwen2_5_omni_thinker" not in PROCESSOR_MAPPING_NAMES
     assert family_processor("llava", "LlavaForConditionalGeneration") == "LlavaProcessor"
@@ -232,11 +233,11 @@ def test_processors_that_need_their_checkpoints_chat_template() -> None:
     from PIL import Image
     from transformers import PPChart2TableProcessor, ShieldGemma2Processor
 
-    from prune_compensate.testing.processor_build import (
+    from pc_testkit.processor_build import (
         _processor,
         image_entry_template,
     )
-    from prune_compensate.testing.survey import takes_images
+    from pc_testkit.survey import takes_images
 
     image = Image.new("RGB", (32, 32))
     assert not takes_images("Mistral4ForCausalLM")
@@ -274,7 +275,7 @@ def test_fuyu_survey_tokenizer_starts_every_text_with_the_piece_its_processor_st
 
     from transformers import FuyuProcessor
 
-    from prune_compensate.testing.tiny_models import wordpiece
+    from pc_testkit.tiny_models import wordpiece
 
     assert '["input_ids"][..., 1:]' in inspect.getsource(FuyuProcessor.__call__)
     tokenizer = wordpiece({"image_token": "<image>"}, words=["|SPEAKER|", "|NEWLINE|"])
@@ -290,7 +291,7 @@ def test_per_layer_overrides_move_onto_the_tiny_layers_of_their_type() -> None:
     ``head_dim`` (512, 256 elsewhere). Shrunk without them, the overrides named layers the tiny
     stack does not have and the config refused to build; the survey puts each on the tiny layers of
     its type, its size scaled as the shared field was (512 / 256 × 16 = 32)."""
-    from prune_compensate.testing.survey import tiny_config
+    from pc_testkit.shrink import tiny_config
 
     text = tiny_config("gemma4").text_config
     full = [i for i, kind in enumerate(text.layer_types) if kind == "full_attention"]
@@ -304,7 +305,7 @@ def test_per_layer_overrides_move_onto_the_tiny_layers_of_their_type() -> None:
 def test_gemma4_processor_needs_audio_tokens_its_checkpoints_tokenizer_names() -> None:
     """Why the survey tokenizer names Gemma 4's audio tokens: its processor refuses every input,
     audio or not, when its tokenizer lacks ``boa_token`` or ``eoa_token`` (an ``and`` / ``or``
-    precedence slip in its check). When the check is fixed, ``TOKENIZER_TOKENS`` may go."""
+    precedence slip in its check). When the check is fixed, their ``tokenizer_tokens`` override may go."""
     import inspect
 
     from transformers import Gemma4Processor
@@ -325,11 +326,11 @@ def test_dots3_image_processor_makes_one_frame_patches_for_its_2d_patch_embeddin
     from transformers import Qwen2VLImageProcessor
     from transformers.models.dots3_note import modeling_dots3_note
 
-    from prune_compensate.testing.processor_build import IMAGE_PROCESSOR_FIELDS
+    from pc_testkit.families import overrides
 
     assert Qwen2VLImageProcessor().temporal_patch_size == 2
     assert "nn.Conv2d(" in inspect.getsource(modeling_dots3_note.Dots3NoteVisionPatchEmbed)
-    assert IMAGE_PROCESSOR_FIELDS["dots3_note"] == {"temporal_patch_size": 1}
+    assert overrides("dots3_note").image_processor_fields == {"temporal_patch_size": 1}
     assert "dots3_note" in {r["model_type"] for r in _rows(path="images")}
 
 
@@ -342,7 +343,7 @@ def test_kosmos_2_5_survey_keeps_its_fixed_patch_count_cheap() -> None:
     may go."""
     from transformers import Kosmos2_5Processor
 
-    from prune_compensate.testing.survey import tiny_config
+    from pc_testkit.shrink import tiny_config
 
     assert Kosmos2_5Processor.images_kwargs["max_patches"] == 4096
     config = tiny_config("kosmos-2.5")
@@ -357,14 +358,15 @@ def test_survey_fills_what_published_checkpoints_carry() -> None:
     """Qwen's Omni thinkers read ``vision_start_token_id``, which their published configs set and
     transformers' default thinker config lacks; Gemma 4's default config has no vision tower, which
     its checkpoints have (when an assertion fails, transformers has added the field and its
-    ``CHECKPOINT_FIELDS`` entry can go). Qwen3-Omni's default thinker vocabulary (3,584) is smaller
+    ``checkpoint_fields`` override can go). Qwen3-Omni's default thinker vocabulary (3,584) is smaller
     than the survey tokenizer's, which the builder grows to fit."""
     from transformers import AutoConfig
 
-    from prune_compensate.testing.survey import CHECKPOINT_FIELDS, tiny_config
+    from pc_testkit.families import FAMILY_OVERRIDES
+    from pc_testkit.shrink import tiny_config
 
-    for model_type, fields in CHECKPOINT_FIELDS.items():
-        for key in fields:
+    for model_type, family in FAMILY_OVERRIDES.items():
+        for key in family.checkpoint_fields:
             assert getattr(AutoConfig.for_model(model_type), key, None) is None, (model_type, key)
     assert tiny_config("gemma4").vision_config.hidden_size == 64  # the checkpoints' tower, shrunk
     assert AutoConfig.for_model("qwen3_omni_moe_thinker").text_config.vocab_size < 30522
@@ -399,8 +401,8 @@ def test_rerun_of_an_unknown_family_is_refused_before_running() -> None:
 
 
 def _built(model_type: str, tmp_path: Path):
+    from pc_testkit.processor_build import build_with_processor
     from prune_compensate import load_model
-    from prune_compensate.testing.processor_build import build_with_processor
 
     return load_model(build_with_processor(model_type, registered_families()[model_type], tmp_path / model_type))
 
@@ -413,8 +415,9 @@ def test_git_image_prefix_is_profiled_one_sample_per_batch(image_paths: list[str
     included. On text alone nothing is inserted."""
     import torch
 
+    from prune_compensate.calibration.encode import BatchEncoder
     from prune_compensate.calibration.forward import inserts_positions
-    from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample, CalibrationWarning
+    from prune_compensate.calibration.sources import CalibrationSample, CalibrationWarning
     from prune_compensate.model.locate import find_decoder
     from prune_compensate.pruning.profile import ProfileConfig, profile_samples
 
@@ -446,8 +449,9 @@ def test_blip_text_decoder_reads_input_ids_not_decoder_inputs(image_paths: list[
     """BLIP's text decoder cross-attends to the image, as an encoder–decoder's decoder does, but its
     model reads the text as ``input_ids``: sending the text again as decoder inputs would make their
     (one token shorter) mask stand for the stack's tokens. Florence-2's model takes decoder inputs."""
+    from prune_compensate.calibration.encode import BatchEncoder
     from prune_compensate.calibration.forward import feeds_decoder_text, inserts_positions
-    from prune_compensate.calibration.samples import BatchEncoder, CalibrationSample
+    from prune_compensate.calibration.sources import CalibrationSample
     from prune_compensate.model.locate import find_decoder
 
     loaded = _built("blip", tmp_path)
@@ -457,3 +461,18 @@ def test_blip_text_decoder_reads_input_ids_not_decoder_inputs(image_paths: list[
     assert not inserts_positions(loaded.model, layout, BatchEncoder(loaded.processor, 64), samples, 1)
     florence = _built("florence2", tmp_path)
     assert feeds_decoder_text(florence.model, find_decoder(florence.model))
+
+
+def test_every_family_override_carries_its_reason() -> None:
+    """One record per family; a field set without its reason (or a reason for a field left at its
+    default) is refused when the record is built, so the table cannot grow an unexplained entry."""
+    from pc_testkit.families import FAMILY_OVERRIDES, FamilyOverrides
+
+    registered = registered_families()
+    for model_type, family in FAMILY_OVERRIDES.items():
+        assert model_type in registered, f"{model_type} has an override record but is not a registered family"
+        assert family.why and all(len(reason) > 20 for reason in family.why.values())
+    with pytest.raises(ValueError, match=r"set \['small_sam'\], explained \[\]"):
+        FamilyOverrides(small_sam=True)
+    with pytest.raises(ValueError, match=r"set \[\], explained \['vision_sizes'\]"):
+        FamilyOverrides(why={"vision_sizes": "a reason for a field that keeps its default"})

@@ -1,5 +1,5 @@
 """Run every image-text-to-text family of the installed transformers through profile → prune →
-reload → forward → generate (``prune_compensate.testing.survey``) and write the family table.
+reload → forward → generate (``pc_testkit.survey``) and write the family table.
 
     python tools/family_table.py            # all families: benchmarks/results/families.json + docs/families.md
     python tools/family_table.py --markdown # only re-render docs/families.md from the JSON
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
         import transformers
         from PIL import Image
 
-        from prune_compensate.testing.survey import registered_families, rows_to_json, survey
+        from pc_testkit.survey import registered_families, rows_to_json, survey
 
         unknown = sorted(set(only or []) - set(registered_families()))
         if unknown or only == []:

@@ -26,7 +26,7 @@ CHAT_TEMPLATE = (
 
 
 def minilm_vocab() -> Path:
-    from ..model.load import default_model_path
+    from prune_compensate.model.load import default_model_path
 
     return default_model_path() / "vocab.txt"
 

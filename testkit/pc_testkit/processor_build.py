@@ -21,12 +21,13 @@ reason kept in their row.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .families import overrides
+from .shrink import fit_vocabulary, sub_configs, tiny_config
 from .tiny_models import wordpiece
 
 # Special tokens a processor may read from its tokenizer, by attribute name; a processor that asks
@@ -51,108 +52,7 @@ SPECIAL_TOKENS: dict[str, str] = {
 }
 
 
-# Tokens a processor reads from its tokenizer with a default of None, yet cannot run without, and
-# that its checkpoints' tokenizer names: Gemma 4's refuses every input unless its tokenizer names
-# ``boa_token`` and ``eoa_token`` ("Audio inputs were provided…" even without audio: its check reads
-# ``audio is not None and audio_token is None or boa_token is None or eoa_token is None``).
-GEMMA_AUDIO_TOKENS = {
-    "audio_token": "<audio_soft_token>",
-    "boa_token": "<start_of_audio>",
-    "eoa_token": "<end_of_audio>",
-}
-# Gemma 3n's processor reads the same three from its tokenizer (and ``audio_token_id``) unconditionally.
-TOKENIZER_TOKENS: dict[str, dict[str, str]] = {
-    "gemma4": GEMMA_AUDIO_TOKENS,
-    "gemma4_unified": GEMMA_AUDIO_TOKENS,
-    "gemma3n": GEMMA_AUDIO_TOKENS,
-}
-
-
-# Audio front ends a processor refuses to be built without and no mapping registers for its family:
-# Nemotron-H Omni's processor computes Parakeet's mel frames and takes Parakeet's feature extractor.
-AUDIO_FRONT_ENDS: dict[str, str] = {"nemotron_h_omni": "ParakeetFeatureExtractor"}
-
-
-# Image processor settings a family's checkpoints carry and its class's defaults lack: dots3 uses
-# Qwen2-VL's image processor (two frames per patch by default) with a tower whose patch embedding
-# is 2-D (``Conv2d`` over 3 × 14 × 14): two-frame patches came out as twice the tokens its grid counts.
-# Nemotron-H Omni's image processor upsizes every image to at least 1,024 patches (256 prompt tokens
-# through its Mamba layers, whose reference scan on a CPU kept its tiny run at 120 s); at least 64.
-IMAGE_PROCESSOR_FIELDS: dict[str, dict[str, Any]] = {
-    "dots3_note": {"temporal_patch_size": 1},
-    "nemotron_h_omni": {"min_num_patches": 64},
-}
-
-
-# Processor arguments that the family's published processor files carry and its model config does
-# not: ViP-LLaVA always drops the vision tower's class token (``[:, 1:]`` in its forward), which its
-# checkpoints' ``LlavaProcessor`` counts by ``vision_feature_select_strategy="default"``.
-PROCESSOR_FIELDS: dict[str, dict[str, Any]] = {
-    "vipllava": {"vision_feature_select_strategy": "default"},
-}
-
-
-# Config fields whose ids are tokens that the processor writes into the prompt when it expands an
-# image, without naming them as ``*_token`` attributes (so ``_processor`` cannot find them): Ovis2
-# expands ``<image>`` into ``<IMG_START>``, ``<IMG_ATOM>`` × ``image_seq_length``, ``<IMG_GRID>``…
-# ``<IMG_END>`` (``Ovis2Processor.replace_image_token``); its model finds the image features by
-# ``image_token_id`` (the atom's id in its checkpoints: 151665) and the five indicators by
-# ``visual_indicator_token_ids`` (151666–151670, in the order the processor's names are listed here).
-EXPANSION_TOKENS: dict[str, dict[str, str | list[str]]] = {
-    "ovis2": {
-        "image_token_id": "<IMG_ATOM>",
-        "visual_indicator_token_ids": ["<IMG_START>", "<IMG_GRID>", "<IMG_COL>", "<IMG_ROW>", "<IMG_END>"],
-    },
-    # Gemma 3's processor (T5Gemma 2 uses it) names the begin-of-image token as its ``image_token``
-    # and writes the *tokenizer's* image token ``image_seq_length`` times between it and the
-    # end-of-image token; the model puts the image features on that soft token (its checkpoints:
-    # boi 255999, ``image_token_index`` 262144, ``eoi_token_index`` 256000).
-    "t5gemma2": {"image_token_index": "<image>", "eoi_token_index": "<end_of_image>"},
-    # Molmo 2 writes ``<im_start>``, rows of ``<im_patch>`` (+ ``<im_col>``), ``<im_end>``, first for
-    # the low-resolution view (``<low_res_im_start>``), then the crops; features go on the patches.
-    "molmo2": {
-        "image_patch_id": "<im_patch>",
-        "image_start_token_id": "<im_start>",
-        "low_res_image_start_token_id": "<low_res_im_start>",
-        "image_end_token_id": "<im_end>",
-        "frame_start_token_id": "<frame_start>",
-        "frame_end_token_id": "<frame_end>",
-    },
-}
-
-# Tokens such a processor writes that no config field names (they still must be single tokens).
-WRITTEN_TOKENS: dict[str, list[str]] = {"molmo2": ["<im_col>", "<im_low>"]}
-
-# Processors that need a chat template to take any input, which their checkpoints ship and a
-# processor built from classes lacks: ShieldGemma 2's writes its policy prompts through it (the
-# caller's text is not used) and refuses to run without one. Gemma's turn format.
-GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<start_of_image>{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-)
-PROCESSOR_FIELDS["shieldgemma2"] = {"chat_template": GEMMA_CHAT_TEMPLATE}
-# ShieldGemma 2's processor is Gemma 3's with policy prompts: the features go on the tokenizer's
-# image soft token, not on the begin-of-image token the processor names as its ``image_token_id``.
-EXPANSION_TOKENS["shieldgemma2"] = EXPANSION_TOKENS["t5gemma2"]
-
-# Processors that write no image tokens at all: their checkpoints' chat template writes them per
-# image entry (start, pad × features per image, end). PP-Chart2Table's is GOT-OCR 2's layout,
-# ``<img>``, ``<imgpad>`` × 256, ``</img>`` (transformers' integration test: 286 ids for one image and
-# the prompt), with the features on the pad token (``image_token_index``). The survey writes such a
-# template, with as many pad tokens as the tiny tower gives features per image (measured on the
-# built model).
-TEMPLATE_IMAGE_TOKENS: dict[str, tuple[str, str, str]] = {"pp_chart2table": ("<img>", "<imgpad>", "</img>")}
-EXPANSION_TOKENS["pp_chart2table"] = {"image_token_index": "<imgpad>"}  # the template's pad carries the features
-
-# SAM-style towers (``global_attn_indexes``: global attention over every patch, 4,096 of them at the
-# 1,024 px of their checkpoints; over two minutes per tiny survey run) run at ``SMALL_SAM_SIDE`` in
-# the families whose image token count follows the tower's side: PP-Chart2Table (the survey's
-# template counts it) and Unlimited-OCR (its processor counts it from the image processor's size,
-# which follows the tower). GOT-OCR 2's processor writes 256 tokens per image whatever the size, so
-# its tower keeps 1,024 px.
-SMALL_SAM_FAMILIES = {"pp_chart2table", "unlimited_ocr"}
+# The side SAM-style towers of ``FamilyOverrides.small_sam`` families run at (their checkpoints: 1,024 px).
 SMALL_SAM_SIDE = 256
 
 
@@ -260,20 +160,6 @@ def _component_class(mapping: dict[str, Any], model_type: str, processor_name: s
     return getattr(transformers, names)
 
 
-def sub_configs(config: Any, seen: set[int] | None = None) -> Iterator[Any]:
-    """``config`` and every sub-config, once each."""
-    from transformers import PretrainedConfig
-
-    seen = seen if seen is not None else set()
-    if id(config) in seen:
-        return
-    seen.add(id(config))
-    yield config
-    for value in list(vars(config).values()):
-        if isinstance(value, PretrainedConfig):
-            yield from sub_configs(value, seen)
-
-
 def _vision_config(config: Any) -> Any:
     return next(
         (c for c in sub_configs(config) if "vision" in type(c).__name__.lower() and getattr(c, "patch_size", None)),
@@ -336,9 +222,9 @@ def _processor(
 ) -> tuple[Any, Any]:
     """The processor and its tokenizer, every ``*_token`` it names present in the tokenizer
     (``vision``: the vision tower's config within ``config``, or None; ``fields``: the family's
-    ``PROCESSOR_FIELDS``; ``expansion`` and ``written``: its ``EXPANSION_TOKENS`` and
-    ``WRITTEN_TOKENS``, added to the tokenizer too; ``tokenizer_tokens``: its ``TOKENIZER_TOKENS``,
-    named on the tokenizer)."""
+    ``processor_fields``; ``expansion`` and ``written``: its ``expansion_tokens`` and
+    ``written_tokens``, added to the tokenizer too; ``tokenizer_tokens``: its ``tokenizer_tokens``,
+    named on the tokenizer; all from its ``families.FamilyOverrides``)."""
     params = inspect.signature(processor_class.__init__).parameters
     kwargs: dict[str, Any] = {"image_processor": image}
     if "video_processor" in params:
@@ -408,8 +294,6 @@ def build_with_processor(model_type: str, class_name: str, out: Path, text_model
         video_processing_auto,
     )
 
-    from .survey import fit_vocabulary, tiny_config
-
     processor_name = family_processor(model_type, class_name)
     if processor_name is None:
         raise ValueError(f"no processor class is registered for {model_type}")
@@ -419,30 +303,31 @@ def build_with_processor(model_type: str, class_name: str, out: Path, text_model
     video_class = _component_class(
         getattr(video_processing_auto, "VIDEO_PROCESSOR_MAPPING_NAMES", {}), model_type, processor_name
     )
+    family = overrides(model_type)
     config = tiny_config(model_type)
     if text_model_type is not None:
         config.text_config = tiny_config(text_model_type)
-    if model_type in SMALL_SAM_FAMILIES:
+    if family.small_sam:
         for sub in sub_configs(config):
             if hasattr(sub, "global_attn_indexes") and isinstance(getattr(sub, "image_size", None), int):
                 sub.image_size = SMALL_SAM_SIDE
     vision = _vision_config(config)
-    template_tokens = TEMPLATE_IMAGE_TOKENS.get(model_type)
+    template_tokens = family.template_image_tokens
     side, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
     for sub in sub_configs(config):  # Gemma 3 pools the tower's grid to √mm_tokens_per_image a side
         if hasattr(sub, "mm_tokens_per_image") and isinstance(side, int) and isinstance(patch, int):
             sub.mm_tokens_per_image = (side // patch) ** 2
     image = image_class()
     _align_image_processor(image, vision)
-    for key, value in IMAGE_PROCESSOR_FIELDS.get(model_type, {}).items():
+    for key, value in family.image_processor_fields.items():
         setattr(image, key, value)
     video = video_class() if video_class is not None else None
     if getattr(video, "draw_on_frames", False):  # ERNIE 4.5-VL stamps timestamps with a font file; no video here
         video.draw_on_frames = False
     _align_image_processor(video, vision)
     audio_class = _component_class(feature_extraction_auto.FEATURE_EXTRACTOR_MAPPING_NAMES, model_type, processor_name)
-    if audio_class is None and model_type in AUDIO_FRONT_ENDS:
-        audio_class = getattr(transformers, AUDIO_FRONT_ENDS[model_type])
+    if audio_class is None and family.audio_front_end is not None:
+        audio_class = getattr(transformers, family.audio_front_end)
     processor, tokenizer = _processor(
         getattr(transformers, processor_name),
         image,
@@ -450,10 +335,10 @@ def build_with_processor(model_type: str, class_name: str, out: Path, text_model
         audio_class() if audio_class is not None else None,
         config,
         vision,
-        PROCESSOR_FIELDS.get(model_type, {}),
-        EXPANSION_TOKENS.get(model_type, {}),
-        WRITTEN_TOKENS.get(model_type, []) + list(template_tokens or ()),
-        TOKENIZER_TOKENS.get(model_type, {}),
+        family.processor_fields,
+        family.expansion_tokens,
+        [*family.written_tokens, *(template_tokens or ())],
+        family.tokenizer_tokens,
     )
     conversion = getattr(processor, "size_conversion", None)  # Aria: image side → query tokens it writes
     if isinstance(conversion, dict) and hasattr(config, "projector_patch_to_query_dict") and vision is not None:
@@ -471,7 +356,7 @@ def build_with_processor(model_type: str, class_name: str, out: Path, text_model
             if isinstance(value, int):
                 setattr(sub, name, value)
     for sub in sub_configs(config):  # after the loop above: these name other tokens than the processor's
-        for name, tokens in EXPANSION_TOKENS.get(model_type, {}).items():
+        for name, tokens in family.expansion_tokens.items():
             if hasattr(sub, name):
                 setattr(sub, name, tokenizer.convert_tokens_to_ids(tokens))
     fit_vocabulary(config, len(tokenizer))  # after the ids the processor writes are in place
