@@ -1,4 +1,5 @@
-"""Boundaries: recipes use the core's public API only, and the core never imports a recipe.
+"""Boundaries: recipes use the core's public API only, the core never imports a recipe, the core's
+stages import only lower ones, and no module of the repository is in an import circle.
 
 An AST walk (so it cannot rot with new files): every ``prune_compensate`` import in ``recipes/``
 (the ``prune_compensate_recipes`` distribution)
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+from import_graph import circles, import_graph, package_modules, script_modules
 
 import prune_compensate
 
@@ -52,70 +55,90 @@ def test_core_never_imports_recipes() -> None:
     assert not offences, offences
 
 
-def _core_import_graph() -> dict[str, set[str]]:
-    """module → core modules it imports (anywhere in the file, lazy imports included), by AST."""
-    package = ROOT / "prune_compensate"
-    modules = {
-        ".".join(f.relative_to(package).with_suffix("").parts): f
-        for f in package.rglob("*.py")
-        if f.name != "__init__.py" and "testing" not in f.parts
-    }
-    graph: dict[str, set[str]] = {}
-    for name, file in modules.items():
-        here = name.split(".")[:-1]
-        edges = set()
-        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            if node.level:
-                base = here[: len(here) - (node.level - 1)] if node.level > 1 else here
-                target = [*base, *(node.module.split(".") if node.module else [])]
-            elif node.module and node.module.startswith("prune_compensate."):
-                target = node.module.split(".")[1:]
-            else:
-                continue
-            dotted = ".".join(target)
-            if dotted in modules:
-                edges.add(dotted)
-            for alias in node.names:  # from . import output_dir
-                if f"{dotted}.{alias.name}".strip(".") in modules:
-                    edges.add(f"{dotted}.{alias.name}".strip("."))
-        graph[name] = edges - {name}
+PACKAGES = {
+    "prune_compensate": ROOT / "prune_compensate",
+    "prune_compensate_recipes": ROOT / "recipes" / "prune_compensate_recipes",
+    "pc_testkit": ROOT / "testkit" / "pc_testkit",
+}
+SCRIPT_FOLDERS = ("benchmarks", "tools", "tests", "examples")
+
+# The core's stages, lowest first: a module imports only its own stage and lower ones. Every
+# top-level module and subpackage of the core is placed here; a new one fails the test until it is.
+STAGES = [
+    {"errors", "version", "progress", "output_dir"},  # the foundation every stage may use
+    {"model"},  # find, load and locate the blocks
+    {"calibration"},  # read samples, encode them, run the hooked forward
+    {"scoring"},  # sentence embeddings, retrieval metrics and pairs: shared by pruning and eval
+    {"pruning"},  # profile, fit, heal, prune
+    {"checkpoint"},  # save, reload, delta
+    {"eval"},  # what pruning cost, pruned vs original
+    {"report"},  # rich tables and plots of the results
+    {"jobs"},  # one call per job: load, prune, evaluate, save
+    {"cli"},  # the typer skin
+    {""},  # the package facade (prune_compensate/__init__.py)
+]
+
+
+def repository_graph() -> dict[str, set[str]]:
+    """Every module the repository has: both packages, and each folder of scripts as a flat
+    namespace (prefixed by the folder, so ``tools.results_table`` and a benchmark never collide)."""
+    modules = {}
+    for package, root in PACKAGES.items():
+        modules |= package_modules(root, package)
+    graph = import_graph(modules)
+    for folder in SCRIPT_FOLDERS:
+        scripts = script_modules(ROOT / folder)
+        local = import_graph({**modules, **scripts})
+        graph |= {f"{folder}.{name}": {f"{folder}.{e}" if e in scripts else e for e in local[name]} for name in scripts}
     return graph
 
 
-def test_core_has_no_import_circles() -> None:
-    graph = _core_import_graph()
-    assert "pruning.prune" in graph and "model.locate" in graph  # the walk sees the package
-    cycles, state = [], {}
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = "open"
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == "open":
-                cycles.append(path[path.index(nxt) :] + [nxt])
-            elif nxt not in state:
-                visit(nxt, [*path, nxt])
-        state[node] = "done"
-
-    for start in sorted(graph):
-        if start not in state:
-            visit(start, [start])
-    assert not cycles, [" → ".join(c) for c in cycles]
+def _stage(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    placed = [i for i, stage in enumerate(STAGES) if part in stage]
+    assert placed, f"{module} belongs to no stage: place prune_compensate.{part} in STAGES"
+    return placed[0]
 
 
-def test_pipeline_folders_only_import_downstream() -> None:
-    """model ← calibration ← pruning ← checkpoint: a stage never imports a later one."""
-    order = ["model", "calibration", "pruning", "checkpoint"]
+def test_graph_sees_every_module_and_lazy_import() -> None:
+    graph = repository_graph()
+    core = [f for f in (ROOT / "prune_compensate").rglob("*.py")]
+    assert sum(name.startswith("prune_compensate.") or name == "prune_compensate" for name in graph) == len(core)
+    assert "prune_compensate" in graph and "tools.results_table" in graph and "tests.conftest" in graph
+    # ``package_versions`` imports the version inside the function: a lazy import is still an edge
+    assert "prune_compensate.version" in graph["prune_compensate.checkpoint.format"]
+
+
+def test_repository_has_no_import_circles() -> None:
+    found = circles(repository_graph())
+    assert not found, [" → ".join(c) for c in found]
+
+
+def test_a_circle_is_found(tmp_path: Path) -> None:
+    """The check above can fail: a package whose two modules import each other, one of them lazily
+    inside a function (the shape of the loop that ``pruning`` and ``eval`` once had)."""
+    package = tmp_path / "pkg"
+    (package / "low").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "low" / "__init__.py").write_text("")
+    (package / "low" / "error.py").write_text("def mean_pool():\n    from ..high import score\n")
+    (package / "high.py").write_text("from .low.error import mean_pool\n\ndef score():\n    pass\n")
+    found = circles(import_graph(package_modules(package, "pkg")))
+    assert found == [["pkg.high", "pkg.low.error", "pkg.high"]]
+    (package / "low" / "error.py").write_text("def mean_pool():\n    pass\n")
+    assert circles(import_graph(package_modules(package, "pkg"))) == []
+
+
+def test_core_stages_only_import_lower_ones() -> None:
+    """errors ← model ← calibration ← scoring ← pruning ← checkpoint ← eval ← report ← jobs ← cli
+    ← the facade: a module never imports a later stage, lazily or not."""
     offences = []
-    for name, edges in _core_import_graph().items():
-        stage = name.split(".")[0]
-        if stage not in order:
+    for name, edges in repository_graph().items():
+        if name != "prune_compensate" and not name.startswith("prune_compensate."):
             continue
         for target in edges:
-            later = target.split(".")[0]
-            if later in order and order.index(later) > order.index(stage):
-                offences.append(f"{name} imports {target}")
+            if target.startswith("prune_compensate") and _stage(target) > _stage(name):
+                offences.append(f"{name} imports the later stage {target}")
     assert not offences, offences
 
 
