@@ -1,12 +1,13 @@
 """prune_compensate: profile and prune the redundant attention of Hugging Face (V)LMs (ELMM §3.4)."""
 
-from .calibration.samples import CalibrationConfig, CalibrationSample, read_samples
+from .calibration.sources import CalibrationConfig, CalibrationSample, read_samples
 from .checkpoint.delta import load_delta, save_delta
 from .checkpoint.format import compensation_spec, read_manifest, replaced_modules
 from .checkpoint.reload import load_pruned
 from .checkpoint.save import save_pruned
 from .errors import PCError, fail
 from .eval import EvalConfig, EvalMetric, EvalResult, evaluate
+from .jobs import LoadConfig, PruneJobResult, SaveConfig, evaluate_model, profile_model, prune_and_save
 from .model.load import LoadedModel, default_model_path, load_model
 from .model.locate import DecoderLayout, find_decoder
 from .output_dir import atomic_out_dir, clean_stale
@@ -16,10 +17,15 @@ from .pruning.config import PruneConfig
 from .pruning.heal import HealConfig, HealReport
 from .pruning.profile import LayerProfile, ProfileConfig, ProfileResult, profile
 from .pruning.prune import PruneResult, prune_
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 __all__ = [
+    "LoadConfig",
+    "PruneJobResult",
+    "SaveConfig",
+    "evaluate_model",
+    "profile_model",
+    "prune_and_save",
     "EvalConfig",
     "EvalMetric",
     "EvalResult",

@@ -12,6 +12,8 @@ from .pruning.prune import PruneResult
 
 
 def profile_table(result: ProfileResult) -> Table:
+    """One row per layer that fits 80 columns: short headers, the long names in the caption (every
+    field is in ``--json``)."""
     chosen = set(result.chosen)
     replaced = set(result.replaced)
     kept = [layer for layer in result.ranking if layer not in replaced]
@@ -19,17 +21,21 @@ def profile_table(result: ProfileResult) -> Table:
     rank_of.update({layer: "pruned" for layer in replaced})
     block_unit = result.unit == "block"
     what = "Block" if block_unit else "Attention"
+    caption = "cos: mean ± std over tokens of cos(residual before, after)"
+    if not block_unit:
+        caption += "; time: attention's share of the block's time"
     table = Table(
-        title=f"{what} redundancy — {result.model_class} ({result.n_samples} samples, {result.n_tokens} tokens)"
+        title=f"{what} redundancy — {result.model_class} ({result.n_samples} samples, {result.n_tokens} tokens)",
+        caption=f"{caption}; ✔: the {result.k} that pc prune --k {result.k} takes; rank by {result.unit} cos",
     )
     table.add_column("layer", justify="right")
     if not block_unit:
-        table.add_column("attention cosine mean ± std", justify="right")
-    table.add_column("block cosine mean ± std", justify="right")
+        table.add_column("attention cos", justify="right", no_wrap=True)
+    table.add_column("block cos", justify="right", no_wrap=True)
     if not block_unit:
-        table.add_column("attention time share", justify="right")
-    table.add_column(f"rank ({result.unit})", justify="right")
-    table.add_column(f"prune (k={result.k})", justify="center")
+        table.add_column("time", justify="right")
+    table.add_column("rank", justify="right")
+    table.add_column("prune", justify="center")
     for layer in result.layers:
         share = "—" if layer.attention_time_share is None else f"{100 * layer.attention_time_share:.1f}%"
         block = "—"
