@@ -1,19 +1,19 @@
 """Structural baselines trained with PyKEEN on our splits, evaluated with *our* evaluator.
 
-    python benchmarks/mkgc_baselines.py --dataset FB15k-237 --models transe rotate --minutes 20
-    python benchmarks/mkgc_baselines.py --dataset nations --models transe rotate complex --epochs 50
+    python -m benchmarks.mkgc_baselines --dataset FB15k-237 --models transe rotate --minutes 20
+    python -m benchmarks.mkgc_baselines --dataset nations --models transe rotate complex --epochs 50
 
 Each model trains (PyKEEN's sLCWA loop, one epoch at a time) until ``--epochs`` or the wall-clock
 ``--minutes`` budget is spent, whichever comes first, with the last epoch's model kept; it is then
 ranked by ``recipes.mkgc.evaluate`` (filtered, both directions, realistic ties) on valid and test.
-Writes ``benchmarks/results/<model>_<dataset>.json`` in the metrics.json schema, with the command,
+Writes ``OUT/<model>_<dataset>.json`` (``--out``; a checkout commits them in ``benchmarks/elmm/results``
+and ``benchmarks/tofu/results``) in the metrics.json schema, with the command,
 budget and hyper-parameters inside, and prints one table of all runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from prune_compensate_recipes.mkgc.cli import load_any  # noqa: E402
-from prune_compensate_recipes.mkgc.data import relation_categories  # noqa: E402
-from prune_compensate_recipes.mkgc.evaluate import evaluate_link_prediction, metrics_document, metrics_table  # noqa: E402
-from prune_compensate_recipes.mkgc.kge import KGE_SETTINGS, kge_features, kge_scores, train_kge  # noqa: E402
+from benchmarks.common import write_result
+from prune_compensate_recipes.mkgc.cli import load_any
+from prune_compensate_recipes.mkgc.data import relation_categories
+from prune_compensate_recipes.mkgc.evaluate import evaluate_link_prediction, metrics_document, metrics_table
+from prune_compensate_recipes.mkgc.kge import KGE_SETTINGS, kge_features, kge_scores, train_kge
 
 MODELS = KGE_SETTINGS  # hyper-parameters: common published settings scaled to a CPU budget
 
@@ -89,7 +88,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-batch-size", type=int, default=64, help="queries scored at once (memory bound)")
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--out", required=True, help="folder for <model>_<dataset>.json")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1: a run beside another)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -117,14 +116,14 @@ def main() -> None:
             valid,
             model=name,
             dataset=data.name,
-            command="python benchmarks/mkgc_baselines.py " + " ".join(sys.argv[1:]),
+            command="python -m benchmarks.mkgc_baselines " + " ".join(sys.argv[1:]),
             budget={"epochs_max": args.epochs, "minutes_per_model": args.minutes, "threads": args.threads},
             training=info,
             eval_seconds=time.perf_counter() - start,
         )
         out = Path(args.out) / f"{name}_{data.name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(document, indent=2) + "\n")
+        write_result(out, document, args)
         rows[f"{name} ({info['epochs']} ep)"] = document
         Console().print(f"{name}: {info['epochs']} epochs in {info['train_seconds']:.0f}s -> {out}")
     Console().print(metrics_table(rows, title=f"{data.name}: PyKEEN baselines, our evaluator"))

@@ -77,10 +77,7 @@ def cli_error(args: list[str]) -> str:
 
 
 def load_tool(name: str):  # noqa: ANN201 - the module
-    """Import ``tools/NAME.py`` (not a package) by path, for tests that check what a tool writes."""
-    import importlib.util
+    """``tools.NAME``, for tests that check what a tool writes."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"tools.{name}")

@@ -59,8 +59,10 @@ PACKAGES = {
     "prune_compensate": ROOT / "prune_compensate",
     "prune_compensate_recipes": ROOT / "recipes" / "prune_compensate_recipes",
     "pc_testkit": ROOT / "testkit" / "pc_testkit",
+    "benchmarks": ROOT / "benchmarks",
+    "tools": ROOT / "tools",
 }
-SCRIPT_FOLDERS = ("benchmarks", "tools", "tests", "examples")
+SCRIPT_FOLDERS = ("tests", "examples")
 
 # The core's stages, lowest first: a module imports only its own stage and lower ones. Every
 # top-level module and subpackage of the core is placed here; a new one fails the test until it is.
@@ -80,8 +82,9 @@ STAGES = [
 
 
 def repository_graph() -> dict[str, set[str]]:
-    """Every module the repository has: both packages, and each folder of scripts as a flat
-    namespace (prefixed by the folder, so ``tools.results_table`` and a benchmark never collide)."""
+    """Every module the repository has: its packages (the core, the recipes, the test kit, the
+    benchmarks and the tools), and each folder of scripts (``tests``, ``examples``) as a flat
+    namespace, prefixed by the folder."""
     modules = {}
     for package, root in PACKAGES.items():
         modules |= package_modules(root, package)

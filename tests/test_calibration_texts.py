@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import itertools
 import json
 from pathlib import Path
@@ -19,11 +19,7 @@ pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="the staged datasets
 
 
 def _benchmark(name: str):  # noqa: ANN202 - the module
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.core.{name}")
 
 
 def test_the_shipped_calibration_is_what_the_tool_verbalises() -> None:

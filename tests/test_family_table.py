@@ -20,7 +20,7 @@ def _tool():
 
 
 def test_table_lists_every_registered_family() -> None:
-    data = json.loads((ROOT / "benchmarks" / "results" / "families.json").read_text())
+    data = json.loads((ROOT / "benchmarks" / "families" / "results" / "families.json").read_text())
     listed = {row["model_type"] for row in data["rows"]}
     missing = sorted(set(registered_families()) - listed)
     assert not missing, f"transformers registers families the table lacks: {missing}; run tools/family_table.py"
@@ -375,7 +375,7 @@ def test_survey_fills_what_published_checkpoints_carry() -> None:
 
 
 def _rows(**match: str) -> list[dict]:
-    rows = json.loads((ROOT / "benchmarks" / "results" / "families.json").read_text())["rows"]
+    rows = json.loads((ROOT / "benchmarks" / "families" / "results" / "families.json").read_text())["rows"]
     return [row for row in rows if all(row.get(k) == v for k, v in match.items())]
 
 

@@ -27,7 +27,9 @@ def test_core_table_is_computed_from_the_files() -> None:
     """One cell recomputed by hand: lstsq's error over none's at K = 3."""
     import json
 
-    error = json.loads((ROOT / "benchmarks" / "results" / "prune_error.json").read_text())["minilm"]["downstream"]
+    error = json.loads((ROOT / "benchmarks" / "core" / "results" / "prune_error.json").read_text())["minilm"][
+        "downstream"
+    ]
     ratio = error["lstsq"]["relative"] / error["none"]["relative"]
     row = next(line for line in _tool().core_block() if line.startswith("| lstsq |"))
     assert f"| {ratio:.4f} |" in row
@@ -37,13 +39,17 @@ def test_core_table_averages_the_seeds_of_one_heal_run(tmp_path: Path, monkeypat
     """Two seeds of one run make one row of mean ± half-range, computed here by hand, never the
     luckier seed; a run with other settings, or with more long samples (``--extra-triples``), stays apart."""
     import json
+    import shlex
+
+    from benchmarks.common import settings_of
+    from benchmarks.core.heal_minilm import options
 
     tool = _tool()
     errors = {init: {"relative": value} for init, value in (("none", 0.5), ("mean", 0.3), ("lstsq", 0.1))}
     (tmp_path / "prune_error.json").write_text(json.dumps({"minilm": {"downstream": errors}}))
     runs = [{"k": 3, "init": init, "mrr_retention": 0.9} for init in errors]
     (tmp_path / "minilm_retrieval_sweep.json").write_text(json.dumps({"runs": runs}))
-    command = "python benchmarks/heal_minilm.py --data-dir DIR --k 3 --calib mix --task-texts 750"
+    command = "python -m benchmarks.core.heal_minilm --data-dir DIR --k 3 --calib mix --task-texts 750"
     for name, extra, (relative, retention) in (
         ("a", " --seed 0 --tag a", (0.070, 0.950)),
         ("b", " --seed 1 --tag b", (0.080, 0.970)),
@@ -59,9 +65,10 @@ def test_core_table_averages_the_seeds_of_one_heal_run(tmp_path: Path, monkeypat
             "mrr_retention": retention,
             "heal": {"steps_run": 10, "best_step": 10},
         }
-        document = {"command": command + extra, "calibration": "mix", "rows": [row]}
+        settings = settings_of(options().parse_args(shlex.split(command + extra)[3:]))  # as the script records
+        document = {"command": command + extra, "settings": settings, "calibration": "mix", "rows": [row]}
         (tmp_path / f"heal_minilm_{name}.json").write_text(json.dumps(document))
-    monkeypatch.setattr(tool, "RESULTS", tmp_path)
+    monkeypatch.setattr(tool, "CORE", tmp_path)
     (row,) = [line for line in tool.core_block() if "mix of 750" in line]
     assert "lr 5e-1" in row and "| 0.060 | 0.1200 | 0.500 |" in row  # the lowest mean error wins
     (tmp_path / "heal_minilm_c.json").unlink()

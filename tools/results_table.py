@@ -1,6 +1,6 @@
 """Markdown tables from committed result files, so the numbers in the docs are the JSONs'.
 
-    python tools/results_table.py benchmarks/results/elmm_umls_*.json   # rows for any metrics.json files
+    python tools/results_table.py benchmarks/elmm/results/elmm_umls_*.json   # rows for any metrics.json files
     python tools/results_table.py --blocks            # print every generated block of the docs
     python tools/results_table.py --write             # rewrite those blocks in README.md and benchmarks/README.md
 
@@ -11,7 +11,6 @@ A generated block sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAM
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +35,10 @@ def budget(document: dict) -> str:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+# each area's committed result files (benchmarks/<area>/results)
+CORE = ROOT / "benchmarks" / "core" / "results"
+ELMM = ROOT / "benchmarks" / "elmm" / "results"
+TOFU = ROOT / "benchmarks" / "tofu" / "results"
 DOCS = (ROOT / "README.md", ROOT / "benchmarks" / "README.md")
 
 
@@ -57,28 +59,27 @@ def metrics_rows(paths: list[Path], names: list[str] | None = None) -> list[str]
 
 def core_block() -> list[str]:
     """MiniLM, K = 3: held-out error (× none) and retrieval retention per init."""
-    error = json.loads((RESULTS / "prune_error.json").read_text())["minilm"]["downstream"]
-    sweep = json.loads((RESULTS / "minilm_retrieval_sweep.json").read_text())
+    error = json.loads((CORE / "prune_error.json").read_text())["minilm"]["downstream"]
+    sweep = json.loads((CORE / "minilm_retrieval_sweep.json").read_text())
     retention = {run["init"]: run["mrr_retention"] for run in sweep["runs"] if run["k"] == 3}
 
     def heal_rows(calibration: str) -> list[dict]:
-        """K = 3 heal rows of one calibration, each with its run's settings: schedule, learning rate, norms."""
+        """K = 3 heal rows of one calibration, each with its run's settings (as the script parsed its
+        options, recorded in the file): schedule, learning rate, norms, the mix's texts."""
         found = []
-        for path in sorted(RESULTS.glob("heal_minilm*.json")):
+        for path in sorted(CORE.glob("heal_minilm*.json")):
             data = json.loads(path.read_text())
-            if data.get("calibration", "embedded") != calibration:
+            settings = data["settings"]
+            if settings["calib"] != calibration:
                 continue
-            lr = re.search(r"--lr (\S+)", data["command"])
-            setting = ", cosine" if "--schedule cosine" in data["command"] else ""
-            setting += f", lr {lr.group(1) if lr else '1e-3'}"  # heal_minilm.py's default
-            setting += ", norms too" if "--train-norms" in data["command"] else ""
-            texts = re.search(r"--task-texts (\d+)", data["command"])  # the mix's; 1,000 is heal_minilm.py's default
-            task_texts = (int(texts.group(1)) if texts else 1000) if calibration == "mix" else None
-            extra = re.search(r"--extra-triples (\d+)", data["command"])  # more long fitting samples
-            mix = (task_texts, int(extra.group(1)) if extra else 0)
+            setting = ", cosine" if settings["schedule"] == "cosine" else ""
+            setting += f", lr {_exponent(settings['lr'])}"
+            setting += ", norms too" if settings["train_norms"] else ""
+            # the mix's task texts and more long samples (--extra-triples); None outside the mix
+            mix = (settings["task_texts"] if calibration == "mix" else None, settings["extra_triples"])
             rows = [row for row in data["rows"] if len(row["layers"]) == 3 and "heal" in row["relative"]]
             # the run's settings without its seed and file name: the seeds of one run share this key
-            run = re.sub(r" --(seed|tag) \S+", "", data["command"])
+            run = json.dumps({k: v for k, v in settings.items() if k not in ("seed", "tag")}, sort_keys=True)
             found += [{**row, "setting": setting, "mix": mix, "run": run} for row in rows]
         return found
 
@@ -122,7 +123,13 @@ def mkgc_block() -> list[str]:
     """FB15k-237: the ELMM recipe beside the structural baselines (same evaluator)."""
     names = ["ELMM (MiniLM, K = 3)", "TransE (PyKEEN)", "RotatE (PyKEEN)"]
     files = ["elmm_FB15k-237_minilm_k3.json", "transe_FB15k-237.json", "rotate_FB15k-237.json"]
-    return metrics_rows([RESULTS / f for f in files], names)
+    return metrics_rows([ELMM / f for f in files], names)
+
+
+def _exponent(value: float) -> str:
+    """A learning rate as a command line writes it: 1e-3, 3e-4, 5e-1."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def _mean_spread(values: list[float], digits: int = 3) -> str:
@@ -162,7 +169,7 @@ def _versus(values: list[float], reference: list[float]) -> str:
 
 def tofu_block() -> list[str]:
     """TOFU transductive beside RotatE on the three MMKGs: same budget, full test split, seeds 0 and 1
-    as mean ± half-range, MR as the mean (``benchmarks/tofu_transductive.sh``). Where several TOFU
+    as mean ± half-range, MR as the mean (``benchmarks/tofu/tofu_transductive.sh``). Where several TOFU
     variants ran (``tofu_<graph>_full[_<tag>]_seed<S>.json``), the row is the one with the best mean
     valid MRR (the selection the runs made), named with its GP depth."""
     rows = [
@@ -172,12 +179,12 @@ def tofu_block() -> list[str]:
     ]
     for dataset in ("DB15K", "MKG-W", "MKG-Y"):
         variants = {}
-        for path in sorted(RESULTS.glob(f"tofu_{dataset}_full*_seed0.json")):
+        for path in sorted(TOFU.glob(f"tofu_{dataset}_full*_seed0.json")):
             pair = [path, path.with_name(path.name.replace("_seed0", "_seed1"))]
             if pair[1].is_file():
                 variants[path.name] = [json.loads(p.read_text()) for p in pair]
         tofu = max(variants.values(), key=lambda docs: sum(d["training"]["best_valid_mrr"] for d in docs) / len(docs))
-        rotate = [json.loads((RESULTS / f"rotate_{dataset}_seed{s}.json").read_text()) for s in (0, 1)]
+        rotate = [json.loads((TOFU / f"rotate_{dataset}_seed{s}.json").read_text()) for s in (0, 1)]
 
         minutes = rotate[0]["budget"]["minutes_per_model"]
         model = tofu[0]["config"]["model"]
@@ -203,7 +210,7 @@ def steptime_block() -> list[str]:
     entries = [
         (label, entry)
         for name in ("tofu_step_time.json", "tofu_step_time_gpu.json")
-        for label, entry in json.loads((RESULTS / name).read_text())["entries"].items()
+        for label, entry in json.loads((TOFU / name).read_text())["entries"].items()
     ]
     # the settings every entry shares (the benchmark's CPU settings) go unsaid; each row shows the rest
     shared = set.intersection(*(set(entry["settings"]) for _, entry in entries))
@@ -225,7 +232,7 @@ def steptime_block() -> list[str]:
 
 def zeroshot_block() -> list[str]:
     """One TOFU checkpoint zero-shot on the 12 GraIL inductive test graphs, beside PPR."""
-    data = json.loads((RESULTS / "inductive_zero_shot.json").read_text())
+    data = json.loads((TOFU / "inductive_zero_shot.json").read_text())
     rows = [
         "| test graph (unseen) | PPR MRR | TOFU zero-shot MRR | PPR Hits@10 | TOFU Hits@10 | test triples |",
         "|---|---|---|---|---|---|",
@@ -255,14 +262,14 @@ ABLATION_ROWS = {
 
 
 def ablation_block() -> list[str]:
-    """TOFU ablations on MKG-Y (``benchmarks/tofu_ablation.sh SEED MKG-Y``), seeds 0 and 1 as
+    """TOFU ablations on MKG-Y (``benchmarks/tofu/tofu_ablation.sh SEED MKG-Y``), seeds 0 and 1 as
     mean ± half-range, and whether the difference to the full model exceeds both spreads."""
     rows = [
         "| variant (MKG-Y, ≤ 1,000 steps, seeds 0 and 1) | test MRR | Hits@10 | MR | best valid MRR | MRR vs full |",
         "|---|---|---|---|---|---|",
     ]
     docs = {
-        name: [json.loads((RESULTS / f"tofu_MKG-Y_ablation_{name}_seed{s}.json").read_text()) for s in (0, 1)]
+        name: [json.loads((TOFU / f"tofu_MKG-Y_ablation_{name}_seed{s}.json").read_text()) for s in (0, 1)]
         for name in ABLATION_ROWS
     }
 
@@ -280,7 +287,7 @@ def ablation_block() -> list[str]:
 
 def elmm_budget_block() -> list[str]:
     """ELMM beside the PyKEEN baselines at one wall-clock budget, each on one thread
-    (``benchmarks/elmm_vs_rotate.sh``; TransE where ``BASELINES`` named it): per dataset and budget,
+    (``benchmarks/elmm/elmm_vs_rotate.sh``; TransE where ``BASELINES`` named it): per dataset and budget,
     every seed present as mean ± half-range, MR as the mean, "—" for a baseline not run at that budget.
     "RotatE part" is the valid MRR of ELMM's own RotatE stage alone (its step-0 validation on the same
     1,000 valid triples), what the text was added to."""
@@ -290,17 +297,17 @@ def elmm_budget_block() -> list[str]:
         "| ELMM's RotatE stage; its training |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for path in sorted(RESULTS.glob("elmm_*_prior_*min_seed0.json")):
+    for path in sorted(ELMM.glob("elmm_*_prior_*min_seed0.json")):
         stem = path.name.removesuffix("_seed0.json")  # elmm_<DS>_prior_<M>min
         dataset, minutes = stem.removeprefix("elmm_").rsplit("_prior_", 1)
         elmm, rotate, transe = [], [], []
         for seed in range(10):
-            mine = RESULTS / f"{stem}_seed{seed}.json"
-            theirs = RESULTS / f"rotate_{dataset}_{minutes}_1thread_seed{seed}.json"
+            mine = ELMM / f"{stem}_seed{seed}.json"
+            theirs = ELMM / f"rotate_{dataset}_{minutes}_1thread_seed{seed}.json"
             if mine.is_file() and theirs.is_file():
                 elmm.append(json.loads(mine.read_text()))
                 rotate.append(json.loads(theirs.read_text()))
-                other = RESULTS / f"transe_{dataset}_{minutes}_1thread_seed{seed}.json"
+                other = ELMM / f"transe_{dataset}_{minutes}_1thread_seed{seed}.json"
                 if other.is_file():
                     transe.append(json.loads(other.read_text()))
         if not elmm:
@@ -336,7 +343,7 @@ ELMM_ABLATION_ROWS = {
 
 
 def elmm_ablation_block() -> list[str]:
-    """Leave-one-out ELMM ablations at a short fixed budget (``benchmarks/elmm_budget_ablation.sh``):
+    """Leave-one-out ELMM ablations at a short fixed budget (``benchmarks/elmm/elmm_budget_ablation.sh``):
     per dataset and budget, the variants with both seeds, as mean ± half-range, on the fixed test
     sample the script ranks; the difference to "full" and whether every seed agrees on its sign."""
     rows = [
@@ -344,11 +351,11 @@ def elmm_ablation_block() -> list[str]:
         "| steps | MRR vs full |",
         "|---|---|---|---|---|---|---|",
     ]
-    for path in sorted(RESULTS.glob("elmm_*_ablation_full_*min_seed0.json")):
+    for path in sorted(ELMM.glob("elmm_*_ablation_full_*min_seed0.json")):
         dataset, minutes = path.name.removeprefix("elmm_").removesuffix("_seed0.json").split("_ablation_full_")
         docs = {}
         for name in ELMM_ABLATION_ROWS:
-            pair = [RESULTS / f"elmm_{dataset}_ablation_{name}_{minutes}_seed{s}.json" for s in (0, 1)]
+            pair = [ELMM / f"elmm_{dataset}_ablation_{name}_{minutes}_seed{s}.json" for s in (0, 1)]
             if all(p.is_file() for p in pair):
                 docs[name] = [json.loads(p.read_text()) for p in pair]
         if "full" not in docs:

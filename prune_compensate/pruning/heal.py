@@ -13,7 +13,7 @@ sit in) so that the pruned model's output matches the original's on the calibrat
   (the geometry a retrieval ranks by, free to rotate the space).
 
 For encoders the pooled embedding is what retrieval consumes, yet matching every token's state
-serves it better: on MiniLM (K = 3, ``benchmarks/heal_minilm.py``) the hidden objective kept 0.944
+serves it better: on MiniLM (K = 3, ``benchmarks/core/heal_minilm.py``) the hidden objective kept 0.944
 of the retrieval MRR against 0.924 for the embedding objective, with a lower held-out error (0.183
 vs 0.272 of no compensation) — one pooled vector per sample is a much thinner signal than every
 token's state, and matching the states also matches their mean. That holds while the maps can match
@@ -33,7 +33,7 @@ lowest held-out loss are kept, and training stops after ``patience`` evaluations
 apart from the pairs they report on, scored by retrieval MRR (``scoring.retrieval``) at every
 evaluation; the step kept is the one with the highest MRR, the start itself (step 0) included, so a
 heal never keeps maps that rank that task worse than its start. Why: on MiniLM the held-out hidden-state
-error keeps falling long after retrieval has stopped gaining (``benchmarks/heal_minilm.py``), so the
+error keeps falling long after retrieval has stopped gaining (``benchmarks/core/heal_minilm.py``), so the
 lowest-loss step is not the best one for the task users run. The pairs must be drawn like the ones
 reported on: on MiniLM, pairs of entities that the calibration text names kept steps that did not
 help entities it never names.
