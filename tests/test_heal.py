@@ -91,7 +91,7 @@ def test_pc_prune_heal_writes_the_curve(family_dirs: dict, tmp_path: Path) -> No
 
 def test_auto_objective_is_kl_for_lms_and_hidden_for_encoders(family_dirs: dict) -> None:
     """Encoders distil every token's final state by default: on MiniLM it served retrieval better
-    than the pooled embedding's cosine (benchmarks/heal_minilm.py)."""
+    than the pooled embedding's cosine (benchmarks/core/heal_minilm.py)."""
     from prune_compensate.pruning.heal import resolve_objective
 
     assert resolve_objective(load_model().model, "auto") == "hidden"  # the embedded MiniLM

@@ -23,6 +23,14 @@ def elmm(
         Path | None,
         typer.Option("--config", "-c", help="a YAML file, or the name of a shipped config (e.g. elmm_minilm_umls)"),
     ] = None,
+    baselines: Annotated[
+        Path | None,
+        typer.Option(
+            "--baselines",
+            help="a folder of baseline results (<model>_<dataset>.json) to show beside the run, "
+            "e.g. benchmarks/elmm/results in a checkout",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """Prune the backbone with the core, train MVTC + LoRA + KGC head, report filtered metrics."""
@@ -36,7 +44,7 @@ def elmm(
         document = run_elmm(cfg, show_progress=not quiet, command=shlex.join(["pc", *sys.argv[1:]]))
     except PCError as err:
         fail(err)
-    print_results(document, committed_baselines(document["dataset"]))
+    print_results(document, committed_baselines(document["dataset"], baselines))
     timing = document.get("timing") or {}
     if "speedup" in timing:
         typer.echo(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -224,19 +225,21 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str = "Link prediction
     return table
 
 
-def committed_baselines(dataset: str, models: tuple[str, ...] = ("transe", "rotate")) -> dict[str, dict[str, Any]]:
-    """The PyKEEN baseline results committed for ``dataset`` (``benchmarks/results/<model>_<dataset>.json``
-    in the working directory, i.e. a checkout run from its root, or ``$PC_RESULTS_DIR``; written by
-    ``benchmarks/mkgc_baselines.py``), keyed ``"<model> <dataset> (baseline)"`` for a recipe's results
-    table; missing files are skipped."""
+def committed_baselines(
+    dataset: str, root: str | Path | None, models: tuple[str, ...] = ("transe", "rotate")
+) -> dict[str, dict[str, Any]]:
+    """The baseline results in the folder ``root`` (``<model>_<dataset>.json`` files, as
+    ``benchmarks/mkgc_baselines.py`` writes them; a checkout commits them under
+    ``benchmarks/elmm/results`` and ``benchmarks/tofu/results``), keyed ``"<model> <dataset>
+    (baseline)"`` for a recipe's results table. ``root`` is what the user passed
+    (``pc run … --baselines DIR``); ``None`` shows none. Missing files are skipped."""
     import json
-    import os
-    from pathlib import Path
 
-    root = Path(os.environ.get("PC_RESULTS_DIR") or Path.cwd() / "benchmarks" / "results")
+    if root is None:
+        return {}
     rows = {}
     for name in models:
-        path = root / f"{name}_{dataset}.json"
+        path = Path(root) / f"{name}_{dataset}.json"
         if path.is_file():
             rows[f"{name} {dataset} (baseline)"] = json.loads(path.read_text(encoding="utf-8"))
     return rows

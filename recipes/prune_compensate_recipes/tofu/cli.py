@@ -22,6 +22,14 @@ def tofu(
         Path | None,
         typer.Option("--config", "-c", help="a YAML file, or the name of a shipped config (e.g. tofu_umls)"),
     ] = None,
+    baselines: Annotated[
+        Path | None,
+        typer.Option(
+            "--baselines",
+            help="a folder of baseline results (<model>_<dataset>.json) to show beside the run, "
+            "e.g. benchmarks/tofu/results in a checkout",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """TOFU: token-based MMKG foundation model (train, zero-shot on unseen graphs, fine-tune)."""
@@ -37,6 +45,6 @@ def tofu(
         fail(err)
     rows = {}
     for doc in documents:
-        rows.update(committed_baselines(doc["dataset"]))
+        rows.update(committed_baselines(doc["dataset"], baselines))
     print_results(documents, rows)
     typer.echo(f"metrics: {Path(cfg.out) / 'metrics.json'}  checkpoint: {Path(cfg.out) / 'checkpoint'}")
