@@ -165,3 +165,19 @@ def test_cuda_without_gpu_is_a_clear_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
     assert "no CUDA device is visible" in cli_error(["profile", "--device", "cuda", "--quiet"])
+
+
+def test_configs_refuse_bad_values_when_built() -> None:
+    """Validation lives in the configs, before any model is loaded: one rule and one message for
+    ``k`` (at least 0 to profile, 1 to prune), and ``rank`` below 1 refused at once."""
+    from prune_compensate import PCError, ProfileConfig, PruneConfig, SaveConfig
+
+    with pytest.raises(PCError, match=r"--k must be at least 1, got 0"):
+        PruneConfig(k=0)
+    with pytest.raises(PCError, match=r"--k must be at least 0, got -1"):
+        ProfileConfig(k=-1)
+    assert ProfileConfig(k=0).k == 0
+    with pytest.raises(PCError, match=r"--rank must be at least 1, got 0"):
+        PruneConfig(rank=0)
+    with pytest.raises(PCError, match=r"unknown --save 'half'"):
+        SaveConfig("out", mode="half")

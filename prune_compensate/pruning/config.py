@@ -63,6 +63,8 @@ class PruneConfig(PlacementConfig):
             raise PCError(f"unknown --order {self.order!r}", f"use one of {', '.join(ORDERS)}")
         if not 0.0 <= self.held_out < 1.0:
             raise PCError(f"held-out share must be in [0, 1), got {self.held_out}", "pass e.g. --held-out 0.2")
+        if self.rank is not None and self.rank < 1:
+            raise PCError(f"--rank must be at least 1, got {self.rank}", "pass a positive rank or leave it out")
         if self.ridge < 0:
             raise PCError(f"--ridge must be non-negative, got {self.ridge}", "pass e.g. --ridge 1e-4")
         if self.target not in TARGETS:

@@ -44,7 +44,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -187,6 +187,90 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@contextmanager
+def _advancer(
+    work: WorkProgress | None, show_progress: bool, label: str, total: int
+) -> Iterator[Callable[[int], None]]:
+    """``advance(n)`` of a stage of ``work`` when given (units: samples), else of a bar of its own."""
+    if work is not None:
+        with work.stage(label, total) as advance:
+            yield advance
+        return
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+@dataclass
+class _Student:
+    """The maps (and norms) being healed inside ``model``, and the teacher: the same model with its
+    original cores and norms (``swap.restore`` / ``norms.as_original``), so no second copy is held."""
+
+    model: nn.Module
+    layout: DecoderLayout
+    swap: CoreSwap
+    modules: dict[int, LinearCompensation]
+    norms: TrainedNorms
+    objective: str
+
+    def loss(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The objective between the teacher's and the student's final outputs on one batch;
+        gradients flow through the student only."""
+        mask = real_tokens(inputs)
+        with torch.no_grad(), self.norms.as_original():
+            self.swap.restore()
+            teacher = forward_final(self.model, self.layout, inputs)
+        self.swap.install(self.modules)
+        return objective_loss(self.objective, teacher, forward_final(self.model, self.layout, inputs), mask)
+
+    def held_out_loss(self, encoder: BatchEncoder, held: list[CalibrationSample], batch_size: int) -> float:
+        """Mean loss over ``held`` (weighted by batch size), no gradients."""
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch in batches(held, batch_size):
+                total += float(self.loss(encoder(batch))) * len(batch)
+                count += len(batch)
+        return total / count
+
+
+def _scheduler(optimiser: torch.optim.Optimizer, config: HealConfig) -> Any:
+    """Cosine decay to zero over ``config.steps`` (``schedule="cosine"``), else none: a constant rate."""
+    if config.schedule != "cosine":
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.steps, 1))
+
+
+def _trainable(
+    layout: DecoderLayout, modules: dict[int, LinearCompensation], config: HealConfig, norms: TrainedNorms | None
+) -> tuple[TrainedNorms, list[nn.Parameter]]:
+    """The norms trained beside the maps (made here when not given) and every parameter the heal
+    trains; refuses a heal with nothing to train."""
+    if norms is None:
+        norms = TrainedNorms(norm_parameters(layout, sorted(modules), config))
+    params = [p for m in modules.values() for p in m.parameters()] + norms.params
+    if not params:
+        raise PCError("there is nothing to heal (init none has no maps)", "use --init zero, mean or lstsq with --heal")
+    return norms, params
+
+
+@contextmanager
+def _training(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
+    """Gradients for ``params`` only and no dropout (the student must match the teacher's
+    deterministic output); every flag and the training mode restored on the way out."""
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    trainable = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    was_training = model.training
+    model.train(False)
+    try:
+        yield
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(flags.get(id(p), True))
+        model.train(was_training)
+
+
 def heal_(
     model: nn.Module,
     layout: DecoderLayout,
@@ -206,49 +290,21 @@ def heal_(
     norms to train beside the maps (``train_norms``), made here when not given; the teacher runs
     with their original values. ``task_score``: higher is better, called on ``model`` with the
     maps installed at every evaluation; when given it, not the held-out loss, picks the step kept."""
-
     objective = resolve_objective(model, config.objective)
     if not held:
         raise PCError("healing needs held-out calibration samples for early stopping", "pass --held-out above 0")
-    if norms is None:
-        norms = TrainedNorms(norm_parameters(layout, sorted(modules), config))
-    params = [p for m in modules.values() for p in m.parameters()] + norms.params
-    if not params:
-        raise PCError("there is nothing to heal (init none has no maps)", "use --init zero, mean or lstsq with --heal")
-    flags = {id(p): p.requires_grad for p in model.parameters()}
-    trainable = {id(p) for p in params}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in trainable)
+    norms, params = _trainable(layout, modules, config, norms)
+    student = _Student(model, layout, swap, modules, norms, objective)
     optimiser = torch.optim.Adam(params, lr=config.lr)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.steps, 1))
-        if config.schedule == "cosine"
-        else None
-    )
+    scheduler = _scheduler(optimiser, config)
     report = HealReport(objective, trained_parameters=sum(p.numel() for p in params))
     if task_score is not None:
         report.selected_by = "task score"
-    rng = random.Random(config.seed)
     start = time.perf_counter()
-
-    def held_out_loss() -> float:
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for batch in batches(held, config.batch_size):
-                inputs = encoder(batch)
-                mask = real_tokens(inputs)
-                swap.restore()
-                with norms.as_original():
-                    teacher = forward_final(model, layout, inputs)
-                swap.install(modules)
-                student = forward_final(model, layout, inputs)
-                total += float(objective_loss(objective, teacher, student, mask)) * len(batch)
-                count += len(batch)
-        return total / count
 
     def evaluation(step: int) -> float:
         """The selection criterion at ``step``, lower is better; both curves are recorded."""
-        loss = held_out_loss()
+        loss = student.held_out_loss(encoder, held, config.batch_size)
         report.curve.append((step, loss))
         if task_score is None:
             return loss
@@ -257,33 +313,19 @@ def heal_(
         report.task_curve.append((step, score))
         return -score
 
-    best_state = {k: v.detach().clone() for k, v in _state(params).items()}  # the start, kept on any failure
-    stale, step = 0, 0
-    was_training = model.training
-    model.train(False)  # no dropout: the student must match the teacher's deterministic output
+    def snapshot() -> dict[int, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in _state(params).items()}
+
+    best_state, stale, step, rng = snapshot(), 0, 0, random.Random(config.seed)  # the start, kept on any failure
+    bar = _advancer(work, show_progress, f"heal ({objective})", config.steps * config.batch_size)
     try:
-        best = evaluation(0)
-        with ExitStack() as stack:
-            if work is not None:
-                advance = stack.enter_context(work.stage(f"heal ({objective})", config.steps * config.batch_size))
-            else:
-                progress = stack.enter_context(progress_bar(show_progress))
-                task = progress.add_task(f"heal ({objective})", total=config.steps * config.batch_size)
-
-                def advance(n: int) -> None:
-                    progress.advance(task, n)
-
+        with _training(model, params), bar as advance:
+            best = evaluation(0)
             while step < config.steps and stale < config.patience:
                 order = list(fit)
                 rng.shuffle(order)
                 for batch in batches(order, config.batch_size):
-                    inputs = encoder(batch)
-                    mask = real_tokens(inputs)
-                    with torch.no_grad(), norms.as_original():
-                        swap.restore()
-                        teacher = forward_final(model, layout, inputs)
-                    swap.install(modules)
-                    loss = objective_loss(objective, teacher, forward_final(model, layout, inputs), mask)
+                    loss = student.loss(encoder(batch))
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     optimiser.step()
@@ -294,8 +336,7 @@ def heal_(
                     if step % config.eval_every == 0 or step == config.steps:
                         current = evaluation(step)
                         if current < best:
-                            best, stale, report.best_step = current, 0, step
-                            best_state = {k: v.detach().clone() for k, v in _state(params).items()}
+                            best, stale, report.best_step, best_state = current, 0, step, snapshot()
                         else:
                             stale += 1
                     if step >= config.steps or stale >= config.patience:
@@ -304,10 +345,7 @@ def heal_(
         with torch.no_grad():
             for key, param in _state(params).items():
                 param.copy_(best_state[key])
-        for p in model.parameters():
-            p.requires_grad_(flags.get(id(p), True))
         swap.install(modules)
-        model.train(was_training)
     report.steps_run = step
     report.last_lr = float(optimiser.param_groups[0]["lr"])
     report.seconds = round(time.perf_counter() - start, 2)

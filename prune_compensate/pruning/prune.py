@@ -283,6 +283,118 @@ def _prune_both_stacks(
     return rounds[-1]  # (the encoder's alone when every chosen unit sits in the encoder)
 
 
+def _ranking(
+    model: nn.Module,
+    encoder: BatchEncoder,
+    fit: list[CalibrationSample],
+    config: PruneConfig,
+    k: int,
+    layout: DecoderLayout,
+    work: WorkProgress,
+) -> tuple[list[int] | None, dict[int, float]]:
+    """The ranking the K layers are taken from, and each layer's score: none for ``layers``; a saved
+    profile, checked against the model; or a fresh profile of the fitting samples."""
+    if config.layers is not None:
+        return None, {}
+    result = config.profile
+    if result is None:
+        result = profile_samples(model, encoder, fit, _profile_config(config, k), layout, work=work)
+    elif [layer.index for layer in result.layers] != layout.attention_layers or (
+        result.model_class != type(model).__name__
+    ):
+        raise PCError(
+            f"the profile is for {result.model_class} with {len(result.layers)} {result.unit} units, "
+            f"not {type(model).__name__} with {len(layout.attention_layers)}",
+            "profile this model with `pc profile` first",
+        )
+    elif result.unit != config.unit:
+        raise PCError(
+            f"the profile ranks {result.unit} units, not {config.unit} units",
+            f"profile with `pc profile --unit {config.unit}`, or prune with --unit {result.unit}",
+        )
+    return result.ranking, {layer.index: layer.cosine_mean for layer in result.layers}
+
+
+def _check_layers_fit(
+    model: nn.Module, layout: DecoderLayout, attention: DecoderLayout, layers: list[int], config: PruneConfig
+) -> None:
+    """Refuse, before any fit, dropping blocks that leave a generating model no attention."""
+    already = set(replaced_layers(attention))
+    live = [i for i in attention.attention_layers if i not in layers and i not in already]
+    if config.unit == "block" and not live and layout.caches and _generates(model):
+        raise PCError(
+            f"dropping blocks {layers} leaves {type(model).__name__} no block with attention, and generate needs one",
+            "prune fewer blocks, or name them with --layers",
+        )
+
+
+def _check_rank(config: PruneConfig, signatures: dict[int, CoreSignature]) -> None:
+    """``rank`` below every chosen layer's width (known once the cores are probed, before any fit)."""
+    for sig in signatures.values():
+        if config.rank is not None and config.rank >= min(sig.dim_in, sig.dim_out):
+            raise PCError(
+                f"--rank {config.rank} is not below the layer width {min(sig.dim_in, sig.dim_out)}",
+                "use a smaller rank, or none for a full W",
+            )
+
+
+@dataclass
+class _Fitted:
+    """Every compared init's maps (and the healed ones), their held-out error, the heal's report."""
+
+    swap: CoreSwap
+    signatures: dict[int, CoreSignature]
+    variants: dict[str, dict[int, LinearCompensation]]
+    error: dict[str, dict[str, float]]
+    heal: HealReport | None
+
+
+def _fitted(
+    model: nn.Module,
+    layout: DecoderLayout,
+    layers: list[int],
+    encoder: BatchEncoder,
+    fit: list[CalibrationSample],
+    held: list[CalibrationSample],
+    config: PruneConfig,
+    work: WorkProgress,
+    task_score: Callable[[nn.Module], float] | None,
+) -> _Fitted:
+    """Probe the chosen cores, fit each init bottom-up, heal the chosen one when asked, and measure
+    every variant's held-out error against the original (the model is left with its originals)."""
+    probe = encoder(probe_batch(fit, config.calibration.batch_size))
+    signatures = probe_cores(model, layout, layers, probe)
+    _check_rank(config, signatures)
+    maps = residual_maps(model, layout, layers, probe)
+    swap = CoreSwap(model, layout, layers)
+    names = list(dict.fromkeys([*config.compare, config.init]))
+    variants = {
+        name: fit_variant(model, layout, swap, layers, signatures, maps, name, encoder, fit, config, work)
+        for name in names
+    }
+    heal_report = None
+    norms = TrainedNorms(norm_parameters(layout, layers, config.heal) if config.heal.steps > 0 else [])
+    if config.heal.steps > 0:
+        variants["heal"], heal_report = _healed(
+            model, layout, swap, variants[config.init], signatures, encoder, fit, config, norms, work, task_score
+        )
+    error: dict[str, dict[str, float]] = {}
+    if held:
+        batch_size, progress = config.calibration.batch_size, config.show_progress
+        error = held_out_error(
+            model, layout, swap, variants, encoder, held, batch_size, progress, work, original_norms=norms.as_original
+        )
+    return _Fitted(swap, signatures, variants, error, heal_report)
+
+
+def _task_score(encoder: BatchEncoder, config: PruneConfig) -> Callable[[nn.Module], float] | None:
+    """The heal's step selection on the user's pairs (read now: a bad file fails before any forward)."""
+    if config.heal.steps == 0 or config.heal.select_pairs is None:
+        return None
+    pooling = config.heal.pooling or "mean"
+    return pairs_mrr(encoder.tokenizer, config.heal.select_pairs, pooling, max_length=encoder.max_length)
+
+
 def prune_samples(
     model: nn.Module, encoder: BatchEncoder, samples: list[CalibrationSample], config: PruneConfig
 ) -> PruneResult:
@@ -292,11 +404,7 @@ def prune_samples(
     attention_layout = find_decoder(model, config.decoder, config.stack)
     layout = block_units(attention_layout) if config.unit == "block" else attention_layout
     k = check_choice(layout, model, config)  # before any forward pass
-    task_score = None
-    if config.heal.steps > 0 and config.heal.select_pairs is not None:  # a bad file fails before any forward
-        task_score = pairs_mrr(
-            encoder.tokenizer, config.heal.select_pairs, config.heal.pooling or "mean", max_length=encoder.max_length
-        )
+    task_score = _task_score(encoder, config)
     fit_encoder_to(encoder, model, layout)
     calibration = one_sample_batches(model, layout, encoder, samples, config.calibration)
     if calibration is not config.calibration:
@@ -305,91 +413,27 @@ def prune_samples(
     fit, held = split_samples(samples, config.held_out)
     if not fit:
         raise PCError("no calibration samples left to fit on", "pass more samples or a smaller held-out share")
-    if config.rank is not None and config.rank < 1:
-        raise PCError(f"--rank must be at least 1, got {config.rank}", "pass a positive rank or leave it out")
-    names = list(dict.fromkeys([*config.compare, config.init]))
-    fitted_passes = sum(name in FITTED for name in names) * (k if config.order == "bottom-up" else 1)
+    fitted_passes = sum(name in FITTED for name in {*config.compare, config.init})
+    fitted_passes *= k if config.order == "bottom-up" else 1
     needs_profile = config.layers is None and config.profile is None
     total = len(fit) * (fitted_passes + needs_profile) + len(held) + config.heal.steps * config.heal.batch_size
     with WorkProgress(total, "pruning", enabled=config.show_progress) as work:
-        ranking, scores_by_layer = None, {}
-        if config.layers is None:
-            result = config.profile
-            if result is None:
-                result = profile_samples(model, encoder, fit, _profile_config(config, k), layout, work=work)
-            elif [layer.index for layer in result.layers] != layout.attention_layers or (
-                result.model_class != type(model).__name__
-            ):
-                raise PCError(
-                    f"the profile is for {result.model_class} with {len(result.layers)} {result.unit} units, "
-                    f"not {type(model).__name__} with {len(layout.attention_layers)}",
-                    "profile this model with `pc profile` first",
-                )
-            elif result.unit != config.unit:
-                raise PCError(
-                    f"the profile ranks {result.unit} units, not {config.unit} units",
-                    f"profile with `pc profile --unit {config.unit}`, or prune with --unit {result.unit}",
-                )
-            ranking = result.ranking
-            scores_by_layer = {layer.index: layer.cosine_mean for layer in result.layers}
+        ranking, scores = _ranking(model, encoder, fit, config, k, layout, work)
         layers = choose_layers(config, k, ranking, replaced)
         params_before = _count(model)
         kv_before = kv_bytes_per_token(model, attention_layout, attention_layout.attention_layers)
-        kept = [i for i in attention_layout.attention_layers if i not in layers]
-        already = set(replaced_layers(attention_layout))
-        live_attention = [i for i in kept if i not in already]
-        if config.unit == "block" and not live_attention and layout.caches and _generates(model):
-            raise PCError(
-                f"dropping blocks {layers} leaves {type(model).__name__} no block with attention, "
-                "and generate needs one",
-                "prune fewer blocks, or name them with --layers",
-            )
-        probe = encoder(probe_batch(fit, config.calibration.batch_size))
-        signatures = probe_cores(model, layout, layers, probe)
-        for layer in layers:
-            sig = signatures[layer]
-            if config.rank is not None and config.rank >= min(sig.dim_in, sig.dim_out):
-                raise PCError(
-                    f"--rank {config.rank} is not below the layer width {min(sig.dim_in, sig.dim_out)}",
-                    "use a smaller rank, or none for a full W",
-                )
-        maps = residual_maps(model, layout, layers, probe)
-        swap = CoreSwap(model, layout, layers)
-        variants = {
-            name: fit_variant(model, layout, swap, layers, signatures, maps, name, encoder, fit, config, work)
-            for name in names
-        }
-        heal_report = None
-        norms = TrainedNorms(norm_parameters(layout, layers, config.heal) if config.heal.steps > 0 else [])
-        if config.heal.steps > 0:
-            variants["heal"], heal_report = _healed(
-                model, layout, swap, variants[config.init], signatures, encoder, fit, config, norms, work, task_score
-            )
-        error: dict[str, dict[str, float]] = {}
-        if held:
-            batch_size = config.calibration.batch_size
-            error = held_out_error(
-                model,
-                layout,
-                swap,
-                variants,
-                encoder,
-                held,
-                batch_size,
-                config.show_progress,
-                work,
-                original_norms=norms.as_original,
-            )
-    chosen = "heal" if heal_report is not None else config.init
-    for layer, module in variants[chosen].items():
-        module.dropped_params = [name for name, _ in swap.originals[layer].named_parameters()]
-    swap.install(variants[chosen])
-    has_cache = layout.caches and _generates(model)
+        _check_layers_fit(model, layout, attention_layout, layers, config)
+        fitted = _fitted(model, layout, layers, encoder, fit, held, config, work, task_score)
+    chosen = "heal" if fitted.heal is not None else config.init
+    for layer, module in fitted.variants[chosen].items():
+        module.dropped_params = [name for name, _ in fitted.swap.originals[layer].named_parameters()]
+    fitted.swap.install(fitted.variants[chosen])
+    kept = [i for i in attention_layout.attention_layers if i not in layers]
     kv = {"before": kv_before, "after": kv_bytes_per_token(model, attention_layout, kept)}
     return PruneResult(
         pruned_layers=layers,
         previously_pruned=replaced,
-        scores={i: scores_by_layer[i] for i in layers if i in scores_by_layer},
+        scores={i: scores[i] for i in layers if i in scores},
         init=config.init,
         unit=config.unit,
         k=len(layers),
@@ -397,27 +441,36 @@ def prune_samples(
         ridge=config.ridge,
         bias=config.bias,
         rank=config.rank,
-        signatures=signatures,
-        error=error,
-        heal=heal_report.to_dict() if heal_report is not None else None,
+        signatures=fitted.signatures,
+        error=fitted.error,
+        heal=fitted.heal.to_dict() if fitted.heal is not None else None,
         parameters={"before": params_before, "after": _count(model)},
-        kv_cache_bytes_per_token=kv if has_cache else None,
-        calibration={
-            "source": config.calibration.source,
-            "n_fit": len(fit),
-            "n_held_out": len(held),
-            "max_length": config.calibration.max_length,
-            "seed": config.calibration.seed,
-        },
-        decoder={
-            "blocks": layout.blocks_path,
-            "num_layers": layout.num_layers,
-            "attention_layers": layout.attention_layers,
-            "core_names": layout.core_names,
-            "caches": layout.caches,
-        },
+        kv_cache_bytes_per_token=kv if layout.caches and _generates(model) else None,
+        calibration=_calibration_record(config, fit, held),
+        decoder=_decoder_record(layout),
         model_class=type(model).__name__,
     )
+
+
+def _calibration_record(config: PruneConfig, fit: list, held: list) -> dict[str, Any]:
+    calibration = config.calibration
+    return {
+        "source": calibration.source,
+        "n_fit": len(fit),
+        "n_held_out": len(held),
+        "max_length": calibration.max_length,
+        "seed": calibration.seed,
+    }
+
+
+def _decoder_record(layout: DecoderLayout) -> dict[str, Any]:
+    return {
+        "blocks": layout.blocks_path,
+        "num_layers": layout.num_layers,
+        "attention_layers": layout.attention_layers,
+        "core_names": layout.core_names,
+        "caches": layout.caches,
+    }
 
 
 def prune_(
