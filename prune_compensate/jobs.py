@@ -22,7 +22,7 @@ from .checkpoint.format import MANIFEST, read_manifest
 from .checkpoint.save import check_out_dir, save_pruned
 from .errors import PCError
 from .eval import EvalConfig, EvalResult, evaluate
-from .eval.run import check_disjoint
+from .eval.run import check_disjoint, check_not_calibration
 from .model.load import LoadedModel, load_model
 from .pruning.config import PruneConfig
 from .pruning.profile import ProfileConfig, ProfileResult, profile
@@ -91,7 +91,7 @@ def profile_model(
     return profile(load(model, options), config, samples)
 
 
-def _check_prune_job(config: PruneConfig, save: SaveConfig) -> None:
+def _check_prune_job(config: PruneConfig, save: SaveConfig, evaluation: EvalConfig | None) -> None:
     """Rules between the configs, checked before any work: the rest live in each config."""
     if save.mode == "delta" and config.heal.train_norms and config.heal.steps > 0:
         raise PCError(
@@ -99,6 +99,8 @@ def _check_prune_job(config: PruneConfig, save: SaveConfig) -> None:
             "use --save full or drop --heal-norms",
         )
     check_out_dir(save.out.resolve(), save.overwrite)
+    if evaluation is not None:
+        check_not_calibration(config.calibration.source, evaluation, None)
 
 
 def prune_and_save(
@@ -114,7 +116,7 @@ def prune_and_save(
     config = config or PruneConfig()
     save = save or SaveConfig(Path("pruned"))
     options = options or LoadConfig()
-    _check_prune_job(config, save)
+    _check_prune_job(config, save, evaluation)
     samples = read_samples(config.calibration)
     loaded = load(model, options)
     if save.mode == "delta" and loaded.origin is None:

@@ -218,12 +218,17 @@ def check_disjoint(model: str | None, config: EvalConfig) -> None:
 
     if model is None or not (Path(model) / MANIFEST).is_file():
         return
-    calibration = (read_manifest(model).get("calibration") or {}).get("source")
+    check_not_calibration((read_manifest(model).get("calibration") or {}).get("source"), config, model)
+
+
+def check_not_calibration(calibration: str | None, config: EvalConfig, model: str | None) -> None:
+    """Refuse an evaluation source that is the file ``calibration`` names (what ``model`` was, or is
+    about to be, fitted on)."""
     if not calibration or calibration == eval_data.EMBEDDED or not Path(calibration).exists():
         return
     for flag, source in (("--text", config.text), ("--pairs", config.pairs), ("--captions", config.captions)):
         if source and Path(source).exists() and Path(source).resolve() == Path(calibration).resolve():
             raise PCError(
-                f"{flag} {source} is the calibration data {model} was fitted on",
+                f"{flag} {source} is the calibration data {model or 'the model'} was fitted on",
                 "evaluate on held-out data (a file with none of the calibration samples)",
             )
