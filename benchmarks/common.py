@@ -57,3 +57,27 @@ def write_result(path: Path, document: dict[str, Any], args: argparse.Namespace 
         out.write(text)
     os.replace(tmp, path)
     return path
+
+
+def keep(source: Path, dest: Path, run: dict[str, Any]) -> Path:
+    """Commit a run's metrics file as a result, with ``run`` inside: what the run was (``kind``,
+    ``dataset``, ``group``, ``variant``, ``seed``, ``minutes``), the fields the results tables
+    select on (``tools/results_table.results_of``), so a file's name carries no setting."""
+    document = json.loads(Path(source).read_text(encoding="utf-8"))
+    rest = {key: value for key, value in document.items() if key != "run"}
+    return write_result(Path(dest), {"run": dict(sorted(run.items())), **rest})
+
+
+def _run_fields(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` words as a run record; integers (seed, minutes) as numbers."""
+    fields: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        fields[key] = int(value) if value.isdigit() else value
+    return fields
+
+
+if __name__ == "__main__":  # python -m benchmarks.common keep SOURCE DEST kind=tofu dataset=DB15K seed=0 ...
+    if len(sys.argv) < 4 or sys.argv[1] != "keep":
+        raise SystemExit("usage: python -m benchmarks.common keep SOURCE DEST key=value ...")
+    print(keep(Path(sys.argv[2]), Path(sys.argv[3]), _run_fields(sys.argv[4:])))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import AREAS, results_dir, write_result
+from benchmarks.common import AREAS, keep, results_dir, write_result
 from benchmarks.tofu.cpu_settings import overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +52,19 @@ def test_tofu_scripts_read_the_one_settings_file() -> None:
         if "pc run tofu" in text and "${CPU[@]}" in text:
             assert "python -m benchmarks.tofu.cpu_settings" in text, script.name
             assert "model.se_layers=" not in text, f"{script.name} repeats a CPU setting of cpu.yaml"
+
+
+def test_tables_select_on_the_run_record_not_the_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TOFU table built from the same files under meaningless names is the same table; a file
+    whose run record says another seed moves its row."""
+    import shutil
+
+    from tools import results_table as tool
+
+    expected = tool.tofu_block()
+    for index, path in enumerate(sorted(results_dir("tofu").glob("*.json"))):
+        shutil.copy(path, tmp_path / f"result{index:03d}.json")
+    monkeypatch.setattr(tool, "TOFU", tmp_path)
+    assert tool.tofu_block() == expected
+    kept = keep(results_dir("tofu") / "rotate_MKG-Y_seed1.json", tmp_path / "x.json", {"kind": "other"})
+    assert json.loads(kept.read_text())["run"] == {"kind": "other"}  # keep records what the run was

@@ -42,6 +42,23 @@ TOFU = ROOT / "benchmarks" / "tofu" / "results"
 DOCS = (ROOT / "README.md", ROOT / "benchmarks" / "README.md")
 
 
+def results_of(folder: Path, **match: object) -> list[dict]:
+    """The result documents in ``folder`` whose ``run`` record (what the run was: kind, dataset,
+    group, variant, seed, minutes; written by ``benchmarks.common.keep``) has every ``match`` field,
+    in file-name order."""
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        run = document.get("run")
+        if isinstance(run, dict) and all(run.get(key) == value for key, value in match.items()):
+            found.append(document)
+    return found
+
+
+def by_seed(documents: list[dict]) -> dict[int, dict]:
+    return {document["run"]["seed"]: document for document in documents}
+
+
 def metrics_rows(paths: list[Path], names: list[str] | None = None) -> list[str]:
     rows = [
         "| run | test MR | MRR | Hits@1 | Hits@3 | Hits@10 | valid MRR | training |",
@@ -178,13 +195,13 @@ def tofu_block() -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for dataset in ("DB15K", "MKG-W", "MKG-Y"):
-        variants = {}
-        for path in sorted(TOFU.glob(f"tofu_{dataset}_full*_seed0.json")):
-            pair = [path, path.with_name(path.name.replace("_seed0", "_seed1"))]
-            if pair[1].is_file():
-                variants[path.name] = [json.loads(p.read_text()) for p in pair]
-        tofu = max(variants.values(), key=lambda docs: sum(d["training"]["best_valid_mrr"] for d in docs) / len(docs))
-        rotate = [json.loads((TOFU / f"rotate_{dataset}_seed{s}.json").read_text()) for s in (0, 1)]
+        variants: dict[str, dict[int, dict]] = {}
+        for document in results_of(TOFU, kind="tofu", group="transductive", dataset=dataset):
+            variants.setdefault(document["run"]["variant"], {})[document["run"]["seed"]] = document
+        pairs = [[seeds[0], seeds[1]] for seeds in variants.values() if 0 in seeds and 1 in seeds]
+        tofu = max(pairs, key=lambda docs: sum(d["training"]["best_valid_mrr"] for d in docs) / len(docs))
+        rotate_runs = by_seed(results_of(TOFU, kind="rotate", group="transductive", dataset=dataset))
+        rotate = [rotate_runs[s] for s in (0, 1)]
 
         minutes = rotate[0]["budget"]["minutes_per_model"]
         model = tofu[0]["config"]["model"]
@@ -269,7 +286,9 @@ def ablation_block() -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     docs = {
-        name: [json.loads((TOFU / f"tofu_MKG-Y_ablation_{name}_seed{s}.json").read_text()) for s in (0, 1)]
+        name: [
+            by_seed(results_of(TOFU, kind="tofu", group="ablation", dataset="MKG-Y", variant=name))[s] for s in (0, 1)
+        ]
         for name in ABLATION_ROWS
     }
 
@@ -297,19 +316,19 @@ def elmm_budget_block() -> list[str]:
         "| ELMM's RotatE stage; its training |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for path in sorted(ELMM.glob("elmm_*_prior_*min_seed0.json")):
-        stem = path.name.removesuffix("_seed0.json")  # elmm_<DS>_prior_<M>min
-        dataset, minutes = stem.removeprefix("elmm_").rsplit("_prior_", 1)
+    for first in results_of(ELMM, kind="elmm", group="budget", variant="prior", seed=0):
+        dataset, budget = first["run"]["dataset"], first["run"]["minutes"]
+        minutes = f"{budget}min"
+        same = dict(group="budget", dataset=dataset, minutes=budget)
+        mine = by_seed(results_of(ELMM, kind="elmm", variant="prior", **same))
+        theirs, others = (by_seed(results_of(ELMM, kind=kind, **same)) for kind in ("rotate", "transe"))
         elmm, rotate, transe = [], [], []
         for seed in range(10):
-            mine = ELMM / f"{stem}_seed{seed}.json"
-            theirs = ELMM / f"rotate_{dataset}_{minutes}_1thread_seed{seed}.json"
-            if mine.is_file() and theirs.is_file():
-                elmm.append(json.loads(mine.read_text()))
-                rotate.append(json.loads(theirs.read_text()))
-                other = ELMM / f"transe_{dataset}_{minutes}_1thread_seed{seed}.json"
-                if other.is_file():
-                    transe.append(json.loads(other.read_text()))
+            if seed in mine and seed in theirs:
+                elmm.append(mine[seed])
+                rotate.append(theirs[seed])
+                if seed in others:
+                    transe.append(others[seed])
         if not elmm:
             continue
 
@@ -351,13 +370,16 @@ def elmm_ablation_block() -> list[str]:
         "| steps | MRR vs full |",
         "|---|---|---|---|---|---|---|",
     ]
-    for path in sorted(ELMM.glob("elmm_*_ablation_full_*min_seed0.json")):
-        dataset, minutes = path.name.removeprefix("elmm_").removesuffix("_seed0.json").split("_ablation_full_")
+    for first in results_of(ELMM, kind="elmm", group="ablation", variant="full", seed=0):
+        dataset, budget = first["run"]["dataset"], first["run"]["minutes"]
+        minutes = f"{budget}min"
         docs = {}
         for name in ELMM_ABLATION_ROWS:
-            pair = [ELMM / f"elmm_{dataset}_ablation_{name}_{minutes}_seed{s}.json" for s in (0, 1)]
-            if all(p.is_file() for p in pair):
-                docs[name] = [json.loads(p.read_text()) for p in pair]
+            seeds = by_seed(
+                results_of(ELMM, kind="elmm", group="ablation", dataset=dataset, minutes=budget, variant=name)
+            )
+            if 0 in seeds and 1 in seeds:
+                docs[name] = [seeds[0], seeds[1]]
         if "full" not in docs:
             continue
         full = _test_metric(docs["full"], "mrr")

@@ -46,7 +46,8 @@ for variant in $variants; do
     # shellcheck disable=SC2086
     (pc run elmm --config elmm_minilm_fb15k237.yaml "data=$ds" "${ELMM[@]}" "eval.test_triples=$test_triples" \
       ${VARIANTS[$variant]} "train.seed=$seed" "out=$out" --quiet > "$out.log" 2>&1 \
-      && cp "$out/metrics.json" "$result") &
+      && python -m benchmarks.common keep "$out/metrics.json" "$result" \
+      kind=elmm group=ablation "dataset=$ds" "variant=$variant" "minutes=$minutes" "seed=$seed") &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid" || echo "a run of $variant failed: see its log in runs/" >&2; done

@@ -28,7 +28,8 @@ for seed in $seeds; do
     rm -rf "$out"
     # shellcheck disable=SC2086
     (pc run elmm --config elmm_minilm_fb15k237.yaml "data=$ds" "${ELMM[@]}" "train.seed=$seed" "$@" "out=$out" \
-      --quiet > "$out.log" 2>&1 && cp "$out/metrics.json" "$elmm") &
+      --quiet > "$out.log" 2>&1 && python -m benchmarks.common keep "$out/metrics.json" "$elmm" \
+      kind=elmm group=budget "dataset=$ds" "variant=$tag" "minutes=$minutes" "seed=$seed") &
     pids+=($!)
   fi
   for model in ${BASELINES:-rotate}; do
@@ -37,7 +38,8 @@ for seed in $seeds; do
     base="runs/elmm_vs_rotate/${model}_${ds}_${minutes}min_seed$seed"
     mkdir -p "$base"
     (python -m benchmarks.mkgc_baselines --dataset "$ds" --models "$model" --minutes "$minutes" --seed "$seed" \
-      --threads 1 --out "$base" > "$base.log" 2>&1 && cp "$base/${model}_$ds.json" "$result") &
+      --threads 1 --out "$base" > "$base.log" 2>&1 && python -m benchmarks.common keep "$base/${model}_$ds.json" "$result" \
+      "kind=$model" group=budget "dataset=$ds" "minutes=$minutes" "seed=$seed") &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid"; done

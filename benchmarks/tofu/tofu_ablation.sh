@@ -39,7 +39,8 @@ elif [[ $graph == MKG-Y ]]; then
     rm -rf "$out"
     # shellcheck disable=SC2086
     pc run tofu --config tofu_mkgy.yaml "${CPU[@]}" "train.seed=$seed" ${VARIANTS[$name]} "out=$out" --quiet
-    cp "$out/metrics_MKG-Y_transductive.json" "$result"
+    python -m benchmarks.common keep "$out/metrics_MKG-Y_transductive.json" "$result" \
+      kind=tofu group=ablation dataset=MKG-Y "variant=$name" "seed=$seed"
   done
 else
   echo "tofu_ablation.sh: unknown graph '$graph' (use umls or MKG-Y)" >&2; exit 2

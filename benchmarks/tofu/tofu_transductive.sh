@@ -27,7 +27,8 @@ for seed in $seeds; do
       # shellcheck disable=SC2086
       pc run tofu --config "tofu_${SLUG[$ds]}.yaml" "${CPU[@]}" ${EXTRA[$ds]} "train.max_minutes=${MINUTES[$ds]}" \
         "train.seed=$seed" "$@" "out=$out" --quiet
-      cp "$out/metrics_${ds}_transductive.json" "$result"
+      python -m benchmarks.common keep "$out/metrics_${ds}_transductive.json" "$result" \
+        kind=tofu group=transductive "dataset=$ds" "variant=full${tag}" "seed=$seed"
     fi
     result="benchmarks/tofu/results/rotate_${ds}_seed$seed.json"
     if [[ -f $result && -z ${FORCE:-} ]]; then
@@ -36,7 +37,7 @@ for seed in $seeds; do
       base="runs/baselines/seed$seed"
       python -m benchmarks.mkgc_baselines --dataset "$ds" --models rotate --minutes "${MINUTES[$ds]}" \
         --seed "$seed" --out "$base"
-      cp "$base/rotate_$ds.json" "$result"
+      python -m benchmarks.common keep "$base/rotate_$ds.json" "$result" kind=rotate group=transductive "dataset=$ds" "seed=$seed"
     fi
   done
 done
