@@ -70,6 +70,12 @@ AllowBaseOpt = Annotated[
         rich_help_panel=LOADING,
     ),
 ]
+GgufOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The GGUF file in MODEL's folder to load (a .gguf MODEL names it itself).", rich_help_panel=LOADING
+    ),
+]
 DtypeOpt = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.", rich_help_panel=LOADING)]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (accelerate device map).", rich_help_panel=LOADING)]
 CalibOpt = Annotated[str, typer.Option("--calib", help="Calibration data: JSONL file, datasets folder, or 'embedded'.")]
@@ -151,11 +157,17 @@ def _check_outputs(json_path: Path | None, plot: Path | None) -> None:
 
 
 def _load_config(
-    dtype: str, device: str, revision: str | None, trust_remote_code: bool, offline: bool, allow_base_change: bool
+    dtype: str,
+    device: str,
+    revision: str | None,
+    trust_remote_code: bool,
+    offline: bool,
+    allow_base_change: bool,
+    gguf_file: str | None,
 ) -> Any:
     from .jobs import LoadConfig
 
-    return LoadConfig(dtype, device, revision, trust_remote_code, offline, allow_base_change)
+    return LoadConfig(dtype, device, revision, trust_remote_code, offline, allow_base_change, gguf_file)
 
 
 @app.command("profile")
@@ -187,6 +199,7 @@ def profile_command(
     trust_remote_code: TrustOpt = False,
     offline: OfflineOpt = False,
     allow_base_change: AllowBaseOpt = False,
+    gguf_file: GgufOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Rank attention sub-layers (or whole blocks) by input/output cosine similarity on calibration data."""
@@ -201,7 +214,7 @@ def profile_command(
         config = ProfileConfig(
             k=k, calibration=calibration, show_progress=not quiet, decoder=decoder, stack=stack, unit=unit
         )
-        options = _load_config(dtype, device, revision, trust_remote_code, offline, allow_base_change)
+        options = _load_config(dtype, device, revision, trust_remote_code, offline, allow_base_change, gguf_file)
         result = profile_model(model, config, options)
         print_profile(result, console)
         _write_outputs(result, "profile", json_path, plot, plot_profile)
@@ -338,6 +351,7 @@ def prune_command(
     trust_remote_code: TrustOpt = False,
     offline: OfflineOpt = False,
     allow_base_change: AllowBaseOpt = False,
+    gguf_file: GgufOpt = None,
     save: SaveOpt = "full",
     overwrite: OverwriteOpt = False,
     eval_max_examples: EvalMaxOpt = None,
@@ -369,7 +383,7 @@ def prune_command(
             show_progress=not quiet,
             profile=ProfileResult.from_json(profile_json) if profile_json else None,
         )
-        options = _load_config(dtype, device, revision, trust_remote_code, offline, allow_base_change)
+        options = _load_config(dtype, device, revision, trust_remote_code, offline, allow_base_change, gguf_file)
         done = prune_and_save(model, config, SaveConfig(out, save, overwrite), options, evaluation)
         print_prune(done.prune, console)
         if done.eval is not None:
@@ -427,6 +441,7 @@ def eval_command(
     trust_remote_code: TrustOpt = False,
     offline: OfflineOpt = False,
     allow_base_change: AllowBaseOpt = False,
+    gguf_file: GgufOpt = None,
     plot: RetentionPlotOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -454,7 +469,7 @@ def eval_command(
         )
         if plot is not None and (alone or (against is None and base_of(model)[0] is None)):
             raise PCError("--plot draws retention, which needs an original", "pass --against or drop --plot")
-        options = _load_config(dtype, device, revision, trust_remote_code, offline, allow_base_change)
+        options = _load_config(dtype, device, revision, trust_remote_code, offline, allow_base_change, gguf_file)
         result = evaluate_model(model, config, against, alone, options)
         print_eval(result, console)
         _write_outputs(result, "eval", json_path, plot, plot_retention)

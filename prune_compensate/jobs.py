@@ -34,7 +34,8 @@ SAVE_MODES = ("full", "delta")
 @dataclass
 class LoadConfig:
     """How to load the model a job works on (``load_model``'s options). ``allow_base_change``:
-    apply a delta checkpoint's maps even if its base model changed since they were fitted."""
+    apply a delta checkpoint's maps even if its base model changed since they were fitted.
+    ``gguf_file``: the GGUF file in a model folder (a ``.gguf`` path names it by itself)."""
 
     dtype: str = "auto"
     device: str = "cpu"
@@ -42,6 +43,7 @@ class LoadConfig:
     trust_remote_code: bool = False
     offline: bool = False
     allow_base_change: bool = False
+    gguf_file: str | None = None
 
 
 @dataclass
@@ -78,7 +80,9 @@ def load(model: str | None, options: LoadConfig | None = None) -> LoadedModel:
     settings = dict(dtype=options.dtype, device=options.device, trust_remote_code=options.trust_remote_code)
     if model is not None and is_delta(model):
         return load_delta(model, allow_base_change=options.allow_base_change, offline=options.offline, **settings)
-    return load_model(model, revision=options.revision, offline=options.offline, **settings)
+    return load_model(
+        model, revision=options.revision, offline=options.offline, gguf_file=options.gguf_file, **settings
+    )
 
 
 def profile_model(
@@ -150,6 +154,8 @@ def base_of(model: str | None) -> tuple[str | None, str | None]:
     base = manifest.get("base") or {}
     if base.get("hub_id"):
         return base["hub_id"], base.get("commit") or base.get("revision")
+    if base.get("gguf_file"):  # the GGUF file itself names the model, folder and file
+        return str(Path(base["path"]) / base["gguf_file"]), None
     return base.get("path") or manifest.get("model"), None
 
 

@@ -13,7 +13,6 @@ one-line error unless ``allow_base_change``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 
 from .. import output_dir
 from ..errors import PCError
-from ..model.hub import ModelOrigin
+from ..model.hub import ModelOrigin, file_sha256
 from ..model.load import LoadedModel, load_model
 from ..pruning.compensation import compensation_from_spec, replace_module
 from .format import MANIFEST, compensation_spec, package_versions, replaced_modules
@@ -33,25 +32,20 @@ DELTA_FILE = "prune_delta.json"
 WEIGHTS_FILE = "compensation.safetensors"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def local_fingerprint(folder: Path) -> dict[str, str]:
-    """SHA-256 of a local model's config and weight files (what the maps depend on)."""
+def local_fingerprint(folder: Path, gguf_file: str | None = None) -> dict[str, str]:
+    """SHA-256 of a local model's config and weight files (what the maps depend on); of its GGUF
+    file alone when it is one."""
+    if gguf_file is not None:
+        return {gguf_file: file_sha256(folder / gguf_file)}
     files = [folder / "config.json", *sorted(folder.glob("*.safetensors")), *sorted(folder.glob("*.bin"))]
-    return {f.name: _sha256(f) for f in files if f.is_file()}
+    return {f.name: file_sha256(f) for f in files if f.is_file()}
 
 
 def base_record(origin: ModelOrigin) -> dict[str, Any]:
     """What a delta records about its base (see module docstring)."""
     record: dict[str, Any] = dict(origin.to_manifest())
     if origin.repo_id is None:
-        record["sha256"] = local_fingerprint(origin.local_dir)
+        record["sha256"] = local_fingerprint(origin.local_dir, origin.gguf_file)
     elif not origin.commit:
         raise PCError(f"the commit of base {origin.repo_id} is unknown", "save with --save full instead")
     return record
@@ -100,18 +94,18 @@ def _load_base(base: dict[str, Any], allow_base_change: bool, **options: Any) ->
             if not allow_base_change:
                 raise
             return load_model(base["hub_id"], revision=base.get("revision"), **options)
-    folder = Path(base["path"])
-    if not (folder / "config.json").is_file():
+    folder, gguf_file = Path(base["path"]), base.get("gguf_file")
+    if not (folder / (gguf_file or "config.json")).is_file():
         raise PCError(f"the base model {folder} of this delta checkpoint is gone", "restore it, or re-prune")
     if not allow_base_change:
-        found = local_fingerprint(folder)
+        found = local_fingerprint(folder, gguf_file)
         if found != base.get("sha256"):
             changed = sorted(k for k in {*found, *base.get("sha256", {})} if found.get(k) != base["sha256"].get(k))
             raise PCError(
                 f"the base model {folder} changed since the maps were fitted ({', '.join(changed)} differ)",
                 "restore the original base, or pass --allow-base-change to apply the maps anyway",
             )
-    return load_model(folder, **options)
+    return load_model(folder, gguf_file=gguf_file, **options)
 
 
 def load_delta(

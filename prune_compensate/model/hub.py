@@ -11,10 +11,13 @@ resolved commit, which the checkpoint manifest records so a pruned model can be 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from ..errors import PCError
@@ -33,16 +36,38 @@ class ModelOrigin:
     revision: str | None = None
     commit: str | None = None
     local_only: bool = False
+    gguf_file: str | None = None  # a GGUF checkpoint in ``local_dir``, dequantised by transformers on load
 
     @property
     def source(self) -> str:
         """What ``from_pretrained`` is given: the repo id, or the local folder."""
         return self.repo_id or str(self.local_dir)
 
-    def to_manifest(self) -> dict[str, str | None]:
+    def to_manifest(self) -> dict[str, Any]:
+        if self.gguf_file is not None:
+            gguf = self.local_dir / self.gguf_file
+            # the hash keyed by file, as a delta checkpoint fingerprints a local base
+            sha256 = {self.gguf_file: file_sha256(gguf)}
+            return {"path": str(self.local_dir.resolve()), "gguf_file": self.gguf_file, "sha256": sha256}
         if self.repo_id is None:
             return {"path": str(self.local_dir.resolve())}
         return {"hub_id": self.repo_id, "revision": self.revision or "main", "commit": self.commit}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks; remembered per (path, size, mtime) within a process,
+    so a multi-GB GGUF named by a manifest and by a delta's base record is read once."""
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def looks_like_path(name: str) -> bool:
@@ -159,16 +184,37 @@ def _origin(repo_id: str, revision: str | None, config_file: Path, local_only: b
 
 
 def resolve_origin(
-    name_or_path: str, revision: str | None = None, offline: bool = False, cache_dir: str | None = None
+    name_or_path: str,
+    revision: str | None = None,
+    offline: bool = False,
+    cache_dir: str | None = None,
+    gguf_file: str | None = None,
 ) -> ModelOrigin:
-    """A local folder if one exists by that name; else a hub id (see ``resolve_hub``)."""
+    """A local folder if one exists by that name; else a hub id (see ``resolve_hub``). A ``.gguf``
+    file, or a folder plus ``gguf_file``, is a GGUF checkpoint (the way transformers takes one)."""
     path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        if gguf_file is not None and gguf_file != path.name:
+            raise PCError(f"{name_or_path} is a GGUF file and --gguf-file names {gguf_file}", "pass one of them")
+        path, gguf_file = path.parent, path.name
+    if gguf_file is not None:
+        if not path.is_dir():
+            raise PCError(
+                f"--gguf-file needs a local folder, and {name_or_path} is none",
+                "pass the folder that holds the .gguf file, or the .gguf file itself",
+            )
+        if not (path / gguf_file).is_file():
+            raise PCError(f"{path} holds no GGUF file {gguf_file}", "check --gguf-file (the file name in the folder)")
+        return ModelOrigin(path, local_only=True, gguf_file=gguf_file)
     if path.exists():
         if not (path / "config.json").is_file():
-            raise PCError(
-                f"{name_or_path} has no config.json, so it is not a Hugging Face model directory",
-                "point at the folder that holds config.json and the weights",
+            ggufs = sorted(p.name for p in path.glob("*.gguf")) if path.is_dir() else []
+            hint = (
+                f"pass --gguf-file {ggufs[0]} to load its GGUF file"
+                if ggufs
+                else "point at the folder that holds config.json and the weights, or at a .gguf file"
             )
+            raise PCError(f"{name_or_path} has no config.json, so it is not a Hugging Face model directory", hint)
         return ModelOrigin(path, local_only=True)
     if looks_like_path(name_or_path):
         raise PCError(f"model folder {name_or_path} does not exist", "check the path, or pass a hub id (org/name)")

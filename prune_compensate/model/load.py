@@ -8,6 +8,7 @@ three kinds with the head users expect (``generate`` works where the model has a
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
@@ -95,6 +96,8 @@ def _pretrained_kwargs(origin: ModelOrigin, trust_remote_code: bool, cache_dir: 
     if origin.repo_id is not None:
         kwargs["revision"] = origin.commit or origin.revision
         kwargs["cache_dir"] = cache_dir
+    if origin.gguf_file is not None:
+        kwargs["gguf_file"] = origin.gguf_file
     return kwargs
 
 
@@ -116,6 +119,12 @@ def _load_config(origin: ModelOrigin, kwargs: dict[str, Any]) -> Any:
         remote = _remote_code_error(origin.source, err)
         if remote is not None:
             raise remote from err
+        if origin.gguf_file is not None:
+            raise PCError(
+                f"transformers cannot read {origin.gguf_file} ({str(err).splitlines()[0]})",
+                "use a GGUF of an architecture transformers dequantises (Llama, Mistral, Qwen2, …), "
+                "or the model's safetensors folder",
+            ) from err
         raise PCError(
             f"cannot read the config of {origin.source!r} ({str(err).splitlines()[0]})",
             "check that it is a transformers model (a newer model type may need a newer transformers)",
@@ -159,13 +168,26 @@ def _load_weights(
     )
 
 
+def _forget_gguf_quantizer(model: torch.nn.Module) -> None:
+    """A model read from GGUF holds plain dequantised tensors, yet transformers keeps its GGUF
+    quantizer attached (``hf_quantizer``, ``config.quantization_config``), which makes
+    ``save_pretrained`` refuse it as "quantized with gguf and not serializable". Dropping the
+    record makes it the float model it is, so it prunes and saves like any other;
+    ``tests/test_decoder.py`` saves one and fails loudly if transformers changes this."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+
+
 def _load_processor(source: str, kwargs: dict[str, Any]) -> Any:
     from transformers import AutoProcessor, AutoTokenizer
 
-    try:
-        return AutoProcessor.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        log.debug("AutoProcessor failed for %s: %s; falling back to AutoTokenizer", source, err)
+    if "gguf_file" not in kwargs:  # a GGUF file holds a tokenizer, never an image processor
+        try:
+            return AutoProcessor.from_pretrained(source, **kwargs)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            log.debug("AutoProcessor failed for %s: %s; falling back to AutoTokenizer", source, err)
     try:
         return AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as err:
@@ -184,6 +206,7 @@ def load_model(
     trust_remote_code: bool = False,
     offline: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    gguf_file: str | None = None,
 ) -> LoadedModel:
     """Load a model and its processor from a local folder or a Hugging Face Hub id.
 
@@ -192,7 +215,9 @@ def load_model(
     ``revision``; ``offline=True`` (or ``HF_HUB_OFFLINE=1``) uses the cache only.
     ``trust_remote_code`` runs a repository's own modelling code (off unless asked for).
     ``device='auto'`` hands the placement to accelerate's device map, for models larger than one
-    device. Every failure a user can fix is a one-line ``PCError``.
+    device. ``name_or_path`` may be a ``.gguf`` file, or a folder with ``gguf_file`` naming one:
+    transformers dequantises it to float32 (for the architectures it can read; another is one
+    line). Every failure a user can fix is a one-line ``PCError``.
     """
     if dtype not in DTYPES:
         raise PCError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
@@ -202,13 +227,20 @@ def load_model(
         raise PCError(f"device {device!r} asked for but no CUDA device is visible", "use --device cpu")
     cache = str(cache_dir) if cache_dir is not None else None
     source = str(default_model_path()) if name_or_path is None else str(name_or_path)
-    origin = resolve_origin(source, revision=revision, offline=offline, cache_dir=cache)
-    if origin.repo_id is None:
+    origin = resolve_origin(source, revision=revision, offline=offline, cache_dir=cache, gguf_file=gguf_file)
+    if origin.gguf_file is not None and importlib.util.find_spec("gguf") is None:
+        raise PCError(
+            f"reading {origin.gguf_file} needs the gguf package, which is not installed",
+            "pip install 'prune-compensate[gguf]' (or pip install gguf)",
+        )
+    if origin.repo_id is None and origin.gguf_file is None:
         _check_local_files(origin.local_dir)
     kwargs = _pretrained_kwargs(origin, trust_remote_code, cache)
     config = _load_config(origin, kwargs)
     device_map = "auto" if device == "auto" else None
     model = _load_weights(origin.source, config, DTYPES[dtype], device_map, kwargs)
+    if origin.gguf_file is not None:
+        _forget_gguf_quantizer(model)
     if device_map is None:
         model = model.to(device)
     model.eval()
