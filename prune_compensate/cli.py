@@ -45,73 +45,51 @@ ModelArg = Annotated[
     str | None,
     typer.Argument(help="Local model folder or Hugging Face Hub id (downloaded once); omitted: the embedded MiniLM."),
 ]
-RevisionOpt = Annotated[
-    str | None, typer.Option(help="Hub branch, tag or commit (default: main).", rich_help_panel=LOADING)
-]
+RevisionOpt = Annotated[str | None, _option("Hub branch, tag or commit (default: main).", LOADING)]
 TrustOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-remote-code",
-        help="Run the model repository's own code (only for repos you trust).",
-        rich_help_panel=LOADING,
-    ),
+    bool, _option("Run the model repository's own code (only for repos you trust).", LOADING, "--trust-remote-code")
 ]
-OfflineOpt = Annotated[
-    bool,
-    typer.Option(
-        "--offline", help="Never touch the network: use the Hugging Face cache only.", rich_help_panel=LOADING
-    ),
-]
+OfflineOpt = Annotated[bool, _option("Never touch the network: use the Hugging Face cache only.", LOADING, "--offline")]
 AllowBaseOpt = Annotated[
     bool,
-    typer.Option(
+    _option(
+        "Apply a delta checkpoint's maps even if its base model changed since they were fitted.",
+        LOADING,
         "--allow-base-change",
-        help="Apply a delta checkpoint's maps even if its base model changed since they were fitted.",
-        rich_help_panel=LOADING,
     ),
 ]
-GgufOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="The GGUF file in MODEL's folder to load (a .gguf MODEL names it itself).", rich_help_panel=LOADING
-    ),
-]
-DtypeOpt = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.", rich_help_panel=LOADING)]
-DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (accelerate device map).", rich_help_panel=LOADING)]
-CalibOpt = Annotated[str, typer.Option("--calib", help="Calibration data: JSONL file, datasets folder, or 'embedded'.")]
-NSamplesOpt = Annotated[int, typer.Option(help="Calibration samples to draw.", rich_help_panel=CALIBRATION)]
-MaxLengthOpt = Annotated[int, typer.Option(help="Max text tokens per sample.", rich_help_panel=CALIBRATION)]
-BatchSizeOpt = Annotated[int, typer.Option(help="Calibration batch size.", rich_help_panel=CALIBRATION)]
-SeedOpt = Annotated[int, typer.Option(help="Seed of the calibration draw.", rich_help_panel=CALIBRATION)]
-TextColumnOpt = Annotated[str, typer.Option(help="Text column/field name.", rich_help_panel=CALIBRATION)]
-ImageColumnOpt = Annotated[
-    str | None, typer.Option(help="Image column/field name (JSONL default: images).", rich_help_panel=CALIBRATION)
-]
+GgufOpt = Annotated[str | None, _option("The GGUF file in MODEL's folder to load (a .gguf MODEL names it).", LOADING)]
+DtypeOpt = Annotated[str, _option("auto, float32, bfloat16 or float16.", LOADING)]
+DeviceOpt = Annotated[str, _option("cpu, cuda, or auto (accelerate device map).", LOADING)]
+CalibOpt = Annotated[str, _option("Calibration data: JSONL file, datasets folder, or 'embedded'.", None, "--calib")]
+NSamplesOpt = Annotated[int, _option("Calibration samples to draw.", CALIBRATION)]
+MaxLengthOpt = Annotated[int, _option("Max text tokens per sample.", CALIBRATION)]
+BatchSizeOpt = Annotated[int, _option("Calibration batch size.", CALIBRATION)]
+SeedOpt = Annotated[int, _option("Seed of the calibration draw.", CALIBRATION)]
+TextColumnOpt = Annotated[str, _option("Text column/field name.", CALIBRATION)]
+ImageColumnOpt = Annotated[str | None, _option("Image column/field name (JSONL default: images).", CALIBRATION)]
 DecoderOpt = Annotated[
     str | None,
-    typer.Option(
-        help="Dotted path of the block list to prune (skips the search), e.g. model.language_model.layers.",
-        rich_help_panel=PLACE,
-    ),
+    _option("Dotted path of the block list to prune (skips the search), e.g. model.language_model.layers.", PLACE),
 ]
 StackOpt = Annotated[
     str,
-    typer.Option(
-        help="Encoder–decoders: prune the decoder (default), the encoder, or both (pc prune: the K most "
+    _option(
+        "Encoder–decoders: prune the decoder (default), the encoder, or both (pc prune: the K most "
         "redundant units over the two stacks, the encoder fitted first).",
-        rich_help_panel=PLACE,
+        PLACE,
     ),
 ]
 UnitOpt = Annotated[
     str,
-    typer.Option(
-        help="What to rank and drop: attention sub-layers (the paper) or whole blocks (residual cosine across "
+    _option(
+        "What to rank and drop: attention sub-layers (the paper) or whole blocks (residual cosine across "
         "the block, replaced by x + linear map).",
-        rich_help_panel=PLACE,
+        PLACE,
     ),
 ]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the result JSON here.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.", rich_help_panel=OUTPUT)]
+JsonOpt = Annotated[Path | None, _option("Write the result JSON here.", None, "--json")]
+QuietOpt = Annotated[bool, _option("No progress bars.", OUTPUT, "--quiet")]
 
 
 def _show_version(value: bool) -> None:
@@ -176,15 +154,13 @@ def profile_command(
     calib: CalibOpt = "embedded",
     k: Annotated[
         int | None,
-        typer.Option(
-            "--k", help="Mark the layers `pc prune --k K` would take (default: half of them).", show_default=False
+        _option(
+            "Mark the layers `pc prune --k K` would take (default: half of them).", None, "--k", show_default=False
         ),
     ] = None,
     n_samples: Annotated[int, _option("Calibration samples to draw.")] = 1000,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write the profile JSON (every column) here.")
-    ] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write a PNG plot here.")] = None,
+    json_path: Annotated[Path | None, _option("Write the profile JSON (every column) here.", None, "--json")] = None,
+    plot: Annotated[Path | None, _option("Write a PNG plot here.")] = None,
     unit: UnitOpt = "attention",
     decoder: DecoderOpt = None,
     stack: StackOpt = "decoder",
