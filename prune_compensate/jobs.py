@@ -109,16 +109,14 @@ def _check_prune_job(config: PruneConfig, save: SaveConfig, evaluation: EvalConf
 
 def prune_and_save(
     model: str | None,
-    config: PruneConfig | None = None,
-    save: SaveConfig | None = None,
+    config: PruneConfig,
+    save: SaveConfig,
     options: LoadConfig | None = None,
     evaluation: EvalConfig | None = None,
 ) -> PruneJobResult:
     """``pc prune``: check the output folder, read the calibration samples, load ``model``, prune
     it (``prune_``), optionally evaluate it against a second copy of the original (``evaluation``:
     its result goes into the manifest), and write the checkpoint atomically (``save.mode``)."""
-    config = config or PruneConfig()
-    save = save or SaveConfig(Path("pruned"))
     options = options or LoadConfig()
     _check_prune_job(config, save, evaluation)
     samples = read_samples(config.calibration)
