@@ -68,3 +68,18 @@ def test_tables_select_on_the_run_record_not_the_file_name(tmp_path: Path, monke
     assert tool.tofu_block() == expected
     kept = keep(results_dir("tofu") / "rotate_MKG-Y_seed1.json", tmp_path / "x.json", {"kind": "other"})
     assert json.loads(kept.read_text())["run"] == {"kind": "other"}  # keep records what the run was
+
+
+def test_recipe_baselines_come_from_the_folder_given(tmp_path: Path) -> None:
+    """``pc run elmm|tofu --baselines DIR`` reads the baselines there; none without the flag; a
+    path that is no folder is one line before the run starts."""
+    from conftest import cli_error
+
+    from prune_compensate_recipes.mkgc.evaluate import committed_baselines
+
+    rows = committed_baselines("MKG-Y", results_dir("tofu"), models=("rotate",))
+    assert list(rows) == ["rotate MKG-Y (baseline)"] and rows["rotate MKG-Y (baseline)"]["test"]
+    assert committed_baselines("MKG-Y", None) == {}
+    for recipe, config in (("elmm", "elmm_minilm_umls"), ("tofu", "tofu_umls")):
+        error = cli_error(["run", recipe, "--baselines", str(tmp_path / "none"), "--config", config])
+        assert f"--baselines {tmp_path / 'none'} is not a folder" in error

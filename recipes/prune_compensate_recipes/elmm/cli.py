@@ -12,7 +12,7 @@ import typer
 
 from prune_compensate import PCError
 
-from ..mkgc.evaluate import committed_baselines
+from ..mkgc.evaluate import check_baselines, committed_baselines
 
 
 def elmm(
@@ -40,6 +40,7 @@ def elmm(
     from .run import print_results, run_elmm
 
     try:
+        check_baselines(baselines)
         cfg = load_config(config, overrides or [])
         document = run_elmm(cfg, show_progress=not quiet, command=shlex.join(["pc", *sys.argv[1:]]))
     except PCError as err:

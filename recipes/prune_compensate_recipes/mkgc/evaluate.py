@@ -225,6 +225,14 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str = "Link prediction
     return table
 
 
+def check_baselines(root: str | Path | None) -> None:
+    """``--baselines DIR`` must be a folder, checked before a run that may take an hour."""
+    if root is not None and not Path(root).is_dir():
+        from prune_compensate import PCError
+
+        raise PCError(f"--baselines {root} is not a folder", "pass a folder of <model>_<dataset>.json results")
+
+
 def committed_baselines(
     dataset: str, root: str | Path | None, models: tuple[str, ...] = ("transe", "rotate")
 ) -> dict[str, dict[str, Any]]:

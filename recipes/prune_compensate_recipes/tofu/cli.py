@@ -11,7 +11,7 @@ import typer
 
 from prune_compensate import PCError
 
-from ..mkgc.evaluate import committed_baselines
+from ..mkgc.evaluate import check_baselines, committed_baselines
 
 
 def tofu(
@@ -39,6 +39,7 @@ def tofu(
     from .run import print_results, run_tofu
 
     try:
+        check_baselines(baselines)
         cfg = load_config(config, overrides or [])
         documents = run_tofu(cfg, show_progress=not quiet, command=shlex.join(["pc", *sys.argv[1:]]))
     except PCError as err:
