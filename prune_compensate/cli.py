@@ -61,7 +61,13 @@ AllowBaseOpt = Annotated[
 GgufOpt = Annotated[str | None, _option("The GGUF file in MODEL's folder to load (a .gguf MODEL names it).", LOADING)]
 DtypeOpt = Annotated[str, _option("auto, float32, bfloat16 or float16.", LOADING)]
 DeviceOpt = Annotated[str, _option("cpu, cuda, or auto (accelerate device map).", LOADING)]
-CalibOpt = Annotated[str, _option("Calibration data: JSONL file, datasets folder, or 'embedded'.", None, "--calib")]
+CalibOpt = Annotated[
+    str,
+    _option(
+        "Calibration data: JSONL file, datasets folder, NAME[:CONFIG] datasets id, or 'embedded'.", None, "--calib"
+    ),
+]
+CalibSplitOpt = Annotated[str, _option("Split of a datasets id given to --calib.", CALIBRATION, "--calib-split")]
 NSamplesOpt = Annotated[int, _option("Calibration samples to draw.", CALIBRATION)]
 MaxLengthOpt = Annotated[int, _option("Max text tokens per sample.", CALIBRATION)]
 BatchSizeOpt = Annotated[int, _option("Calibration batch size.", CALIBRATION)]
@@ -169,6 +175,7 @@ def profile_command(
     seed: SeedOpt = 0,
     text_column: TextColumnOpt = "text",
     image_column: ImageColumnOpt = None,
+    calib_split: CalibSplitOpt = "train",
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "cpu",
     revision: RevisionOpt = None,
@@ -186,7 +193,9 @@ def profile_command(
 
     try:
         _check_outputs(json_path, plot)  # before the (slow) profile, not after it
-        calibration = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column)
+        calibration = CalibrationConfig(
+            calib, n_samples, max_length, batch_size, seed, text_column, image_column, calib_split
+        )
         config = ProfileConfig(
             k=k, calibration=calibration, show_progress=not quiet, decoder=decoder, stack=stack, unit=unit
         )
@@ -321,6 +330,7 @@ def prune_command(
     seed: SeedOpt = 0,
     text_column: TextColumnOpt = "text",
     image_column: ImageColumnOpt = None,
+    calib_split: CalibSplitOpt = "train",
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "cpu",
     revision: RevisionOpt = None,
@@ -350,11 +360,12 @@ def prune_command(
         place = dict(k=k, layers=_layer_list(layers), decoder=decoder, stack=stack, unit=unit)
         fit = dict(init=init, order=order, target=target, ridge=ridge, bias=not no_bias, rank=rank, held_out=held_out)
         heal = dict(steps=heal_steps, lr=heal_lr, objective=heal_objective, train_norms=heal_norms)
+        data = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column, calib_split)
         config = PruneConfig(
             **place,
             **fit,
             compare=_names(compare),
-            calibration=CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column),
+            calibration=data,
             heal=HealConfig(**heal, select_pairs=heal_select_pairs, schedule=heal_schedule),
             show_progress=not quiet,
             profile=ProfileResult.from_json(profile_json) if profile_json else None,

@@ -181,3 +181,33 @@ def test_configs_refuse_bad_values_when_built() -> None:
         PruneConfig(rank=0)
     with pytest.raises(PCError, match=r"unknown --save 'half'"):
         SaveConfig("out", mode="half")
+
+
+def test_a_datasets_id_is_a_calibration_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--calib NAME[:CONFIG]`` (with ``--calib-split``) reads that split through
+    ``datasets.load_dataset``, the way online users calibrate on WikiText or C4; blank rows (WikiText
+    keeps empty lines between paragraphs) are left out. A file name that does not exist is still
+    a missing file, not a dataset id."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):  # noqa: ANN001, ANN202 - datasets' signature
+        calls.append((name, config, split))
+        return datasets.Dataset.from_dict({"text": [" = A river = \n", "", "  \n", " It flows south . \n"]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    config = CalibrationConfig(source="wikitext:wikitext-2-raw-v1", n_samples=10, split="validation")
+    with pytest.warns(UserWarning, match="holds 2 samples"):
+        samples = read_samples(config)
+    assert calls == [("wikitext", "wikitext-2-raw-v1", "validation")]
+    assert [s.text for s in samples] == [" = A river = \n", " It flows south . \n"]
+    assert samples[1].origin == "wikitext:wikitext-2-raw-v1:validation[3]"
+    with pytest.raises(PCError, match="calibration source missing.jsonl does not exist"):
+        read_samples(CalibrationConfig(source="missing.jsonl"))
+
+
+def test_an_unreadable_datasets_id_is_one_line() -> None:
+    assert "cannot read calibration dataset 'no-such-org/no-such-set'" in cli_error(
+        ["profile", "--calib", "no-such-org/no-such-set", "--quiet"]
+    )

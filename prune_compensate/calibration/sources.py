@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PCError
+from ..model.hub import looks_like_path
 
 EMBEDDED = "embedded"
 DATA = Path(str(files("prune_compensate") / "data"))  # the package's data folder, wherever it is installed
@@ -48,7 +49,9 @@ class CalibrationSample:
 class CalibrationConfig:
     """Where calibration data comes from and how it is batched.
 
-    ``source``: a JSONL file, a ``datasets`` directory (``save_to_disk`` or loadable files), or
+    ``source``: a JSONL file, a ``datasets`` directory (``save_to_disk`` or loadable files), a
+    ``datasets`` hub id as ``NAME[:CONFIG]`` (its ``split``, blank rows left out; e.g.
+    ``wikitext:wikitext-2-raw-v1``, downloaded once into the ``datasets`` cache), or
     ``"embedded"``. ``n_samples`` are drawn with ``seed`` when the source has more.
     """
 
@@ -59,6 +62,7 @@ class CalibrationConfig:
     seed: int = 0
     text_column: str = "text"
     image_column: str | None = None
+    split: str = "train"
 
     def __post_init__(self) -> None:
         for name in ("n_samples", "max_length", "batch_size"):
@@ -120,10 +124,15 @@ def _read_dataset(path: Path, text_column: str, image_column: str | None) -> lis
     if isinstance(data, datasets.DatasetDict):
         split = "train" if "train" in data else next(iter(data))
         data = data[split]
+    return _rows_as_samples(data, str(path), text_column, image_column)
+
+
+def _rows_as_samples(data: Any, origin: str, text_column: str, image_column: str | None) -> list[CalibrationSample]:
+    """A ``datasets.Dataset``'s rows as samples (the image column, when named, as a list of images)."""
     for column in (text_column, image_column):
         if column is not None and column not in data.column_names:
             raise PCError(
-                f"dataset {path} has no column {column!r} (columns: {', '.join(data.column_names)})",
+                f"dataset {origin} has no column {column!r} (columns: {', '.join(data.column_names)})",
                 "set --text-column / --image-column",
             )
     samples = []
@@ -133,8 +142,34 @@ def _read_dataset(path: Path, text_column: str, image_column: str | None) -> lis
             images = []
         elif not isinstance(images, list):
             images = [images]
-        samples.append(CalibrationSample(str(row[text_column]), images, f"{path}[{index}]"))
+        samples.append(CalibrationSample(str(row[text_column]), images, f"{origin}[{index}]"))
     return samples
+
+
+def _read_hub_dataset(source: str, split: str, text_column: str, image_column: str | None) -> list[CalibrationSample]:
+    """``NAME[:CONFIG]``'s ``split`` through ``datasets.load_dataset`` (its cache, its offline
+    switch ``HF_DATASETS_OFFLINE``), blank rows left out: WikiText keeps empty lines between
+    paragraphs, which would calibrate on nothing."""
+    import datasets
+
+    name, _, config = source.partition(":")
+    try:
+        data = datasets.load_dataset(name, config or None, split=split)
+    except Exception as err:  # datasets raises many types for missing, private or unreachable data
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PCError(
+            f"cannot read calibration dataset {source!r} ({reason})",
+            "pass a JSONL file, a saved dataset folder, or a datasets id as NAME[:CONFIG] (with --calib-split)",
+        ) from err
+    samples = _rows_as_samples(data, f"{source}:{split}", text_column, image_column)
+    return [sample for sample in samples if sample.text.strip() or sample.images]
+
+
+def _is_dataset_id(source: str) -> bool:
+    """A name that is no file and can only be meant as a ``datasets`` hub id (``wikitext:wikitext-2-raw-v1``,
+    ``allenai/c4``): not path-like, no file suffix, at most one ``/``."""
+    path = Path(source)
+    return not path.exists() and not looks_like_path(source) and path.suffix == "" and source.count("/") <= 1
 
 
 class SourceSamples(list):
@@ -148,6 +183,9 @@ class SourceSamples(list):
 def read_samples(config: CalibrationConfig) -> SourceSamples:
     """Read all samples of ``config.source`` and draw ``n_samples`` of them (seeded): the one
     reader of every calibration source, called once per job, before any model is loaded."""
+    if config.source != EMBEDDED and _is_dataset_id(config.source):
+        hub = _read_hub_dataset(config.source, config.split, config.text_column, config.image_column)
+        return _drawn(hub, config)
     source = embedded_calibration_path() if config.source == EMBEDDED else Path(config.source)
     if not source.exists():
         raise PCError(f"calibration source {source} does not exist", "pass a JSONL file or dataset directory")
@@ -155,13 +193,19 @@ def read_samples(config: CalibrationConfig) -> SourceSamples:
         samples = _read_dataset(source, config.text_column, config.image_column)
     else:
         samples = _read_jsonl(source, config.text_column, config.image_column)
+    return _drawn(samples, config, str(source))
+
+
+def _drawn(samples: list[CalibrationSample], config: CalibrationConfig, source: str | None = None) -> SourceSamples:
+    """``n_samples`` of ``samples``, drawn with ``seed`` (all of them, with a warning, when fewer)."""
+    source = source or config.source
     if not samples:
         raise PCError(f"calibration source {source} holds no samples", "add at least one sample")
     if len(samples) < config.n_samples:
         warnings.warn(
             f"--n-samples {config.n_samples} asked for, but {source} holds {len(samples)} samples: using all of them",
             CalibrationWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of read_samples
         )
     if len(samples) > config.n_samples:
         rng = random.Random(config.seed)
