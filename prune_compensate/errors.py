@@ -17,6 +17,12 @@ class PCError(Exception):
         super().__init__(" ".join(message.split()))
 
 
+def first_line(err: BaseException) -> str:
+    """A library's exception as the reason inside a one-line error: its first line, or its type
+    when it has no message."""
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
 def fail(err: PCError) -> NoReturn:
     """End a ``pc`` command (the core's or a plugin's) on ``err``: one line on stderr, exit code 2.
     User text is escaped, so ``[paths]`` is not read as rich markup."""

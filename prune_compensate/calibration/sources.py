@@ -15,7 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from ..errors import PCError
+from ..errors import PCError, first_line
 from ..model.hub import looks_like_path
 
 EMBEDDED = "embedded"
@@ -146,19 +146,25 @@ def _rows_as_samples(data: Any, origin: str, text_column: str, image_column: str
     return samples
 
 
+def load_dataset_id(source: str, split: str) -> Any:
+    """``split`` of the ``datasets`` hub id ``NAME[:CONFIG]`` (``wikitext:wikitext-2-raw-v1``): the one
+    reading of that form, for calibration here and for ``pc eval --text``. Raises what
+    ``datasets`` raises; each caller words its own one-line error."""
+    import datasets
+
+    name, _, config = source.partition(":")
+    return datasets.load_dataset(name, config or None, split=split)
+
+
 def _read_hub_dataset(source: str, split: str, text_column: str, image_column: str | None) -> list[CalibrationSample]:
     """``NAME[:CONFIG]``'s ``split`` through ``datasets.load_dataset`` (its cache, its offline
     switch ``HF_DATASETS_OFFLINE``), blank rows left out: WikiText keeps empty lines between
     paragraphs, which would calibrate on nothing."""
-    import datasets
-
-    name, _, config = source.partition(":")
     try:
-        data = datasets.load_dataset(name, config or None, split=split)
+        data = load_dataset_id(source, split)
     except Exception as err:  # datasets raises many types for missing, private or unreachable data
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise PCError(
-            f"cannot read calibration dataset {source!r} ({reason})",
+            f"cannot read calibration dataset {source!r} ({first_line(err)})",
             "pass a JSONL file, a saved dataset folder, or a datasets id as NAME[:CONFIG] (with --calib-split)",
         ) from err
     samples = _rows_as_samples(data, f"{source}:{split}", text_column, image_column)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from ..errors import PCError
+from ..calibration.sources import load_dataset_id
+from ..errors import PCError, first_line
 from ..scoring.pairs import EMBEDDED, read_records, string_field
 
 DATA = Path(str(files("prune_compensate") / "data"))
@@ -48,14 +49,10 @@ def _dataset_texts(source: str, text_column: str, split: str) -> list[str]:
     import datasets
 
     try:
-        if Path(source).is_dir():
-            data = datasets.load_from_disk(source)
-        else:
-            name, _, config = source.partition(":")
-            data = datasets.load_dataset(name, config or None, split=split)
+        data = datasets.load_from_disk(source) if Path(source).is_dir() else load_dataset_id(source, split)
     except Exception as err:  # datasets raises many types for missing or unreachable data
         raise PCError(
-            f"cannot read evaluation text {source!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            f"cannot read evaluation text {source!r}: {first_line(err)}",
             "pass a text/JSONL file, a saved dataset folder, or a datasets id as NAME[:CONFIG]",
         ) from err
     if isinstance(data, datasets.DatasetDict):
