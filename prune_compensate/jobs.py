@@ -171,16 +171,6 @@ def evaluate_model(
     check_disjoint(model, config)
     base, base_revision = (None, None) if alone else (against, None) if against else base_of(model)
     loaded = load(model, options)
-    original = None if base is None else load_model(base, **_plain(options, base_revision))
+    # the original at the revision its manifest records (a GGUF base is named by its file's path)
+    original = None if base is None else load(base, replace(options, revision=base_revision, gguf_file=None))
     return evaluate(loaded, original, config)
-
-
-def _plain(options: LoadConfig, revision: str | None) -> dict[str, Any]:
-    """``load_model``'s keywords for an original named by a manifest, at the revision it records."""
-    return dict(
-        dtype=options.dtype,
-        device=options.device,
-        trust_remote_code=options.trust_remote_code,
-        offline=options.offline,
-        revision=revision,
-    )

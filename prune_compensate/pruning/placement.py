@@ -42,11 +42,15 @@ def k_out_of_range(k: int, minimum: int, available: int | None = None, model_nam
     model is located (``resolve_k``), the lower bound already when the config is built."""
     if available is None:
         return PCError(f"--k must be at least {minimum}, got {k}", f"pass --k {minimum} or more (default: half)")
-    default = max(1, available // 2) if available else 0
     return PCError(
         f"--k {k} is out of range: {model_name} has {available} attention layers left to prune",
-        f"pass --k between {minimum} and {available} (default: half, {default})",
+        f"pass --k between {minimum} and {available} (default: half, {default_k(available)})",
     )
+
+
+def default_k(available: int) -> int:
+    """Half of the units left, the paper's ratio (16 of LLaVA-1.5-7B's 32); at least one if any."""
+    return max(1, available // 2) if available else 0
 
 
 def resolve_k(k: int | None, available: int, model_name: str, minimum: int = 0) -> int:
@@ -55,7 +59,7 @@ def resolve_k(k: int | None, available: int, model_name: str, minimum: int = 0) 
     if minimum > 0 and available == 0:
         raise PCError(f"every attention layer of {model_name} is already pruned", "there is nothing left to prune")
     if k is None:
-        return max(1, available // 2) if available else 0
+        return default_k(available)
     if not minimum <= k <= available:
         raise k_out_of_range(k, minimum, available, model_name)
     return k
