@@ -10,6 +10,7 @@ A generated block sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAM
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -46,13 +47,16 @@ def results_of(folder: Path, **match: object) -> list[dict]:
     """The result documents in ``folder`` whose ``run`` record (what the run was: kind, dataset,
     group, variant, seed, minutes; written by ``benchmarks.common.keep``) has every ``match`` field,
     in file-name order."""
-    found = []
-    for path in sorted(folder.glob("*.json")):
-        document = json.loads(path.read_text(encoding="utf-8"))
-        run = document.get("run")
-        if isinstance(run, dict) and all(run.get(key) == value for key, value in match.items()):
-            found.append(document)
-    return found
+    documents = _run_documents(folder, folder.stat().st_mtime_ns)
+    return [doc for doc in documents if all(doc["run"].get(key) == value for key, value in match.items())]
+
+
+@functools.lru_cache(maxsize=8)
+def _run_documents(folder: Path, mtime_ns: int) -> tuple[dict, ...]:
+    """Every document of ``folder`` with a ``run`` record, read once per state of the folder (a
+    table asks for many subsets; a file added or removed changes the folder's mtime)."""
+    documents = (json.loads(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.json")))
+    return tuple(doc for doc in documents if isinstance(doc.get("run"), dict))
 
 
 def by_seed(documents: list[dict]) -> dict[int, dict]:
