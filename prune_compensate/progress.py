@@ -67,3 +67,18 @@ class WorkProgress:
             yield advance
         finally:
             self.progress.remove_task(task)
+
+
+@contextmanager
+def stage_or_bar(
+    work: WorkProgress | None, description: str, total: int, enabled: bool = True
+) -> Iterator[Callable[[int], None]]:
+    """``advance(n)`` for one pass: a stage of ``work`` when the pass is part of a larger job, else
+    a bar of its own (shown when ``enabled``)."""
+    if work is not None:
+        with work.stage(description, total) as advance:
+            yield advance
+        return
+    with progress_bar(enabled) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import PCError
-from ..progress import WorkProgress, progress_bar
+from ..progress import WorkProgress, stage_or_bar
 from .sources import CalibrationSample
 
 
@@ -237,14 +237,7 @@ def encoded_batches(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Encode and yield batches, advancing a rich progress bar by samples (a stage of ``work``
     when the pass is part of a larger job, else a bar of its own)."""
-    if work is not None:
-        with work.stage(description, len(samples)) as advance:
-            for batch in batches(samples, batch_size):
-                yield encoder(batch)
-                advance(len(batch))
-        return
-    with progress_bar(show_progress) as progress:
-        task = progress.add_task(description, total=len(samples))
+    with stage_or_bar(work, description, len(samples), show_progress) as advance:
         for batch in batches(samples, batch_size):
             yield encoder(batch)
-            progress.advance(task, len(batch))
+            advance(len(batch))

@@ -55,7 +55,7 @@ from ..calibration.encode import BatchEncoder, batches, positions_mask, real_tok
 from ..calibration.sources import CalibrationSample
 from ..errors import PCError
 from ..model.locate import DecoderLayout, has_lm_head, is_norm
-from ..progress import WorkProgress, progress_bar
+from ..progress import WorkProgress, stage_or_bar
 from ..scoring.embedding import mean_pool
 from .compensation import LinearCompensation
 from .error import FinalOutputs, forward_final
@@ -187,20 +187,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-@contextmanager
-def _advancer(
-    work: WorkProgress | None, show_progress: bool, label: str, total: int
-) -> Iterator[Callable[[int], None]]:
-    """``advance(n)`` of a stage of ``work`` when given (units: samples), else of a bar of its own."""
-    if work is not None:
-        with work.stage(label, total) as advance:
-            yield advance
-        return
-    with progress_bar(show_progress) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
-
-
 @dataclass
 class _Student:
     """The maps (and norms) being healed inside ``model``, and the teacher: the same model with its
@@ -317,7 +303,7 @@ def heal_(
         return {k: v.detach().clone() for k, v in _state(params).items()}
 
     best_state, stale, step, rng = snapshot(), 0, 0, random.Random(config.seed)  # the start, kept on any failure
-    bar = _advancer(work, show_progress, f"heal ({objective})", config.steps * config.batch_size)
+    bar = stage_or_bar(work, f"heal ({objective})", config.steps * config.batch_size, show_progress)
     try:
         with _training(model, params), bar as advance:
             best = evaluation(0)
