@@ -124,7 +124,9 @@ def test_perplexity_is_exp_of_transformers_own_loss(smollm2_dir: Path, tmp_path:
             loss = loaded.model(input_ids=piece, labels=piece).loss  # mean over the window's last n - 1 tokens
         nll += float(loss) * (piece.shape[1] - 1)
         tokens += piece.shape[1] - 1
-    assert result.value("text", "perplexity").pruned == pytest.approx(math.exp(nll / tokens), rel=1e-5)
+    # float32 logits through two attention paths (with and without a mask) differ by ~1e-5 on some
+    # CPUs; a window or shift mistake moves the perplexity by percents
+    assert result.value("text", "perplexity").pruned == pytest.approx(math.exp(nll / tokens), rel=1e-4)
 
 
 def test_compact_kv_cache_holds_the_kept_layers_share(smollm2_dir: Path) -> None:
