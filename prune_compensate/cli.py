@@ -64,7 +64,10 @@ DeviceOpt = Annotated[str, _option("cpu, cuda, or auto (accelerate device map)."
 CalibOpt = Annotated[
     str,
     _option(
-        "Calibration data: JSONL file, datasets folder, NAME[:CONFIG] datasets id, or 'embedded'.", None, "--calib"
+        "Calibration data: JSONL file, datasets folder, NAME[:CONFIG] datasets id, or 'embedded' "
+        "(prose for LMs, triples for encoders; or embedded:prose, embedded:triples).",
+        None,
+        "--calib",
     ),
 ]
 CalibSplitOpt = Annotated[str, _option("Split of a datasets id given to --calib.", CALIBRATION, "--calib-split")]

@@ -2,7 +2,8 @@
 embedded calibration set (``prune_compensate/data/default_calibration.jsonl``):
 
 * ``default_eval_text.jsonl``: 500 FB15k-237 *test* triples verbalised like the calibration lines
-  (which are *training* triples), for perplexity, next-token KL and top-1 agreement;
+  (which are *training* triples), ``pc eval --text embedded:triples`` (the default text is prose:
+  ``tools/make_default_prose.py``);
 * ``default_eval_pairs.jsonl``: 1,000 (entity name → its Wikidata description) retrieval pairs
   for encoders, from entities whose name appears in no calibration line, each description unique.
 

@@ -31,6 +31,7 @@ from ..model.locate import (
     block_attributes,
     block_input,
     first_tensor,
+    has_lm_head,
     record_child_order,
     residual_from_hook,
     residual_site_from_order,
@@ -364,7 +365,8 @@ def calibration_for(
             "was loaded with it, so it cannot be calibrated",
             "load it from a folder or hub id that holds its image processor (preprocessor_config.json)",
         )
-    return for_model(samples, config, encoder.has_images, model_needs_images(model, encoder))
+    needs_images = model_needs_images(model, encoder)
+    return for_model(samples, config, encoder.has_images, needs_images, predicts_tokens=has_lm_head(model))
 
 
 def feeds_decoder_text(model: nn.Module, layout: DecoderLayout) -> bool:

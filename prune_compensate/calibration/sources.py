@@ -1,5 +1,10 @@
 """Calibration sources: the one place samples are read — a JSONL file, a ``datasets`` folder,
-the embedded text set — and mixed with the embedded image set for a model that takes images.
+the embedded text sets — and mixed with the embedded image set for a model that takes images.
+
+Two text sets ship with the package: verbalised FB15k-237 triples (what an MKGC model reads) and
+WikiText-2 prose (what a language model reads). ``"embedded"`` picks by model once it is loaded:
+prose for a model that predicts tokens (an LM, a VLM's text decoder), triples for an encoder;
+``"embedded:prose"`` / ``"embedded:triples"`` name one.
 
 Only the raw samples (text and image paths) are held in memory; activations never are. Turning
 samples into model inputs is ``encode``; running them through the model with hooks is ``forward``.
@@ -10,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,8 @@ from ..errors import PCError, first_line
 from ..model.hub import looks_like_path
 
 EMBEDDED = "embedded"
+EMBEDDED_PROSE = "embedded:prose"
+EMBEDDED_TRIPLES = "embedded:triples"
 DATA = Path(str(files("prune_compensate") / "data"))  # the package's data folder, wherever it is installed
 
 
@@ -29,6 +36,13 @@ class CalibrationWarning(UserWarning):
 def embedded_calibration_path() -> Path:
     """1,500 verbalised FB15k-237 triples shipped with the package (see tools/make_default_calibration.py)."""
     return DATA / "default_calibration.jsonl"
+
+
+def embedded_prose_calibration_path() -> Path:
+    """1,257 paragraphs (at most 150 words) of 30 WikiText-2 test articles, CC BY-SA 3.0 (see
+    tools/make_default_prose.py and data/PROSE_LICENSE.md); the embedded evaluation text is 16
+    other articles of the same split."""
+    return DATA / "default_calibration_prose.jsonl"
 
 
 def embedded_image_calibration_path() -> Path:
@@ -51,8 +65,10 @@ class CalibrationConfig:
 
     ``source``: a JSONL file, a ``datasets`` directory (``save_to_disk`` or loadable files), a
     ``datasets`` hub id as ``NAME[:CONFIG]`` (its ``split``, blank rows left out; e.g.
-    ``wikitext:wikitext-2-raw-v1``, downloaded once into the ``datasets`` cache), or
-    ``"embedded"``. ``n_samples`` are drawn with ``seed`` when the source has more.
+    ``wikitext:wikitext-2-raw-v1``, downloaded once into the ``datasets`` cache), or an embedded
+    set (``"embedded"``: prose for a model that predicts tokens, triples for an encoder;
+    ``"embedded:prose"``, ``"embedded:triples"``). ``n_samples`` are drawn with ``seed`` when the
+    source has more.
     """
 
     source: str = EMBEDDED
@@ -188,11 +204,14 @@ class SourceSamples(list):
 
 def read_samples(config: CalibrationConfig) -> SourceSamples:
     """Read all samples of ``config.source`` and draw ``n_samples`` of them (seeded): the one
-    reader of every calibration source, called once per job, before any model is loaded."""
-    if config.source != EMBEDDED and _is_dataset_id(config.source):
+    reader of every calibration source, called once per job, before any model is loaded.
+    ``"embedded"`` reads the triples here; ``for_model`` swaps in the prose for a token predictor."""
+    embedded = {EMBEDDED: embedded_calibration_path(), EMBEDDED_TRIPLES: embedded_calibration_path()}
+    embedded[EMBEDDED_PROSE] = embedded_prose_calibration_path()
+    if config.source not in embedded and _is_dataset_id(config.source):
         hub = _read_hub_dataset(config.source, config.split, config.text_column, config.image_column)
         return _drawn(hub, config)
-    source = embedded_calibration_path() if config.source == EMBEDDED else Path(config.source)
+    source = embedded.get(config.source) or Path(config.source)
     if not source.exists():
         raise PCError(f"calibration source {source} does not exist", "pass a JSONL file or dataset directory")
     if source.is_dir():
@@ -220,19 +239,27 @@ def _drawn(samples: list[CalibrationSample], config: CalibrationConfig, source: 
 
 
 def for_model(
-    samples: list[CalibrationSample], config: CalibrationConfig, has_images: bool, needs_images: bool = False
+    samples: list[CalibrationSample],
+    config: CalibrationConfig,
+    has_images: bool,
+    needs_images: bool = False,
+    predicts_tokens: bool = False,
 ) -> list[CalibrationSample]:
     """The samples a model is calibrated on, given what it takes.
 
-    For a model with an image processor (``has_images``), the embedded default, as read from the
-    source (``SourceSamples``), becomes image + text: the embedded
+    The embedded default (``"embedded"``), as read from the source (``SourceSamples``), is the
+    prose for a model that ``predicts_tokens`` (an LM, a VLM's text decoder), drawn with the same
+    ``n_samples`` and ``seed``. For a model with an image processor (``has_images``), an embedded
+    set becomes image + text: the embedded
     image samples replace as many text samples (only images, when the model ``needs_images`` in
     every prompt), shuffled with ``config.seed`` so that both kinds fall in the fitting and the
     held-out parts. Any other set is checked by ``check_images``.
     """
+    if config.source == EMBEDDED and isinstance(samples, SourceSamples) and predicts_tokens:
+        samples = read_samples(replace(config, source=EMBEDDED_PROSE))
     if not has_images:
         return samples
-    if config.source == EMBEDDED and isinstance(samples, SourceSamples):
+    if config.source in (EMBEDDED, EMBEDDED_PROSE, EMBEDDED_TRIPLES) and isinstance(samples, SourceSamples):
         images = _read_jsonl(embedded_image_calibration_path(), "text", None)
         if needs_images:
             mixed = images[: config.n_samples]

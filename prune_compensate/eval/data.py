@@ -2,9 +2,10 @@
 files, ``datasets``, or the embedded defaults; (query, document) pairs (encoders) are read by
 ``scoring.pairs``, which the heal's step selection shares.
 
-The embedded sets are disjoint from the embedded calibration set by construction
-(``tools/make_default_eval.py``): the text is FB15k-237 *test* triples (calibration: training
-triples), the pairs are entities whose name appears in no calibration line.
+The embedded sets are disjoint from the embedded calibration sets by construction: the text is 16
+WikiText-2 test articles (the prose calibration set is 30 others, ``tools/make_default_prose.py``),
+the pairs are FB15k-237 entities whose name appears in no triples calibration line
+(``tools/make_default_eval.py``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from ..calibration.sources import load_dataset_id
+from ..calibration.sources import EMBEDDED_PROSE, EMBEDDED_TRIPLES, load_dataset_id
 from ..errors import PCError, first_line
 from ..scoring.pairs import EMBEDDED, read_records, string_field
 
 DATA = Path(str(files("prune_compensate") / "data"))
-EMBEDDED_TEXT = DATA / "default_eval_text.jsonl"
+EMBEDDED_TEXTS = {
+    EMBEDDED: DATA / "default_eval_prose.jsonl",  # CC BY-SA 3.0, see data/PROSE_LICENSE.md
+    EMBEDDED_PROSE: DATA / "default_eval_prose.jsonl",
+    EMBEDDED_TRIPLES: DATA / "default_eval_text.jsonl",  # 500 verbalised FB15k-237 test triples
+}
 
 
 @dataclass
@@ -31,10 +36,11 @@ class Caption:
 
 
 def read_texts(source: str, text_column: str = "text", split: str = "test") -> list[str]:
-    """Documents of a corpus: ``embedded``, a ``.txt`` file (one document), a JSONL file
+    """Documents of a corpus: ``embedded`` (= ``embedded:prose``; ``embedded:triples`` for the
+    verbalised test triples), a ``.txt`` file (one document), a JSONL file
     (``text_column`` per line), a ``datasets`` folder, or a ``datasets`` hub id as
     ``NAME[:CONFIG]`` (``split`` of it, e.g. ``wikitext:wikitext-2-raw-v1``)."""
-    path = EMBEDDED_TEXT if source == EMBEDDED else Path(source)
+    path = EMBEDDED_TEXTS.get(source) or Path(source)
     if path.is_file() and path.suffix != ".jsonl":
         try:
             return [path.read_text(encoding="utf-8")]
