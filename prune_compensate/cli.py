@@ -97,6 +97,14 @@ UnitOpt = Annotated[
         PLACE,
     ),
 ]
+RankingOpt = Annotated[
+    str,
+    _option(
+        "How units are ranked: cosine (the paper's input/output cosine) or drop-one (the output's KL, or "
+        "1 - cosine for encoders, with each unit alone removed; one forward per unit on 32 samples).",
+        PLACE,
+    ),
+]
 JsonOpt = Annotated[Path | None, _option("Write the result JSON here.", None, "--json")]
 QuietOpt = Annotated[bool, _option("No progress bars.", OUTPUT, "--quiet")]
 
@@ -171,6 +179,7 @@ def profile_command(
     json_path: Annotated[Path | None, _option("Write the profile JSON (every column) here.", None, "--json")] = None,
     plot: Annotated[Path | None, _option("Write a PNG plot here.")] = None,
     unit: UnitOpt = "attention",
+    ranking: RankingOpt = "cosine",
     decoder: DecoderOpt = None,
     stack: StackOpt = "decoder",
     max_length: MaxLengthOpt = 256,
@@ -188,7 +197,7 @@ def profile_command(
     gguf_file: GgufOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Rank attention sub-layers (or whole blocks) by input/output cosine similarity on calibration data."""
+    """Rank attention sub-layers (or whole blocks) by redundancy on calibration data."""
     from .calibration.sources import CalibrationConfig
     from .jobs import profile_model
     from .pruning.profile import ProfileConfig
@@ -200,7 +209,13 @@ def profile_command(
             calib, n_samples, max_length, batch_size, seed, text_column, image_column, calib_split
         )
         config = ProfileConfig(
-            k=k, calibration=calibration, show_progress=not quiet, decoder=decoder, stack=stack, unit=unit
+            k=k,
+            calibration=calibration,
+            show_progress=not quiet,
+            decoder=decoder,
+            stack=stack,
+            unit=unit,
+            ranking=ranking,
         )
         options = _load_config(dtype, device, revision, trust_remote_code, offline, allow_base_change, gguf_file)
         result = profile_model(model, config, options)
@@ -312,6 +327,7 @@ def prune_command(
     layers: LayersOpt = None,
     profile_json: ProfileJsonOpt = None,
     unit: UnitOpt = "attention",
+    ranking: RankingOpt = "cosine",
     decoder: DecoderOpt = None,
     stack: StackOpt = "decoder",
     order: OrderOpt = "bottom-up",
@@ -360,7 +376,7 @@ def prune_command(
         if eval_max_examples is not None and not eval_after:
             raise PCError("--eval-max-examples is set but --eval is not", "add --eval, or drop --eval-max-examples")
         evaluation = EvalConfig(max_examples=eval_max_examples, show_progress=not quiet) if eval_after else None
-        place = dict(k=k, layers=_layer_list(layers), decoder=decoder, stack=stack, unit=unit)
+        place = dict(k=k, layers=_layer_list(layers), decoder=decoder, stack=stack, unit=unit, ranking=ranking)
         fit = dict(init=init, order=order, target=target, ridge=ridge, bias=not no_bias, rank=rank, held_out=held_out)
         heal = dict(steps=heal_steps, lr=heal_lr, objective=heal_objective, train_norms=heal_norms)
         data = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column, calib_split)

@@ -24,9 +24,13 @@ def profile_table(result: ProfileResult) -> Table:
     caption = "cos: mean ± std over tokens of cos(residual before, after)"
     if not block_unit:
         caption += "; time: attention's share of the block's time"
+    drop_one = result.ranked_by == "drop-one"
+    if drop_one:
+        caption += "; drop: output divergence with the unit alone removed"
+    rank_by = "drop" if drop_one else f"{result.unit} cos"
     table = Table(
         title=f"{what} redundancy — {result.model_class} ({result.n_samples} samples, {result.n_tokens} tokens)",
-        caption=f"{caption}; ✔: the {result.k} that pc prune --k {result.k} takes; rank by {result.unit} cos",
+        caption=f"{caption}; ✔: the {result.k} that pc prune --k {result.k} takes; rank by {rank_by}",
     )
     table.add_column("layer", justify="right")
     if not block_unit:
@@ -34,6 +38,8 @@ def profile_table(result: ProfileResult) -> Table:
     table.add_column("block cos", justify="right", no_wrap=True)
     if not block_unit:
         table.add_column("time", justify="right")
+    if drop_one:
+        table.add_column("drop", justify="right")
     table.add_column("rank", justify="right")
     table.add_column("prune", justify="center")
     for layer in result.layers:
@@ -42,6 +48,8 @@ def profile_table(result: ProfileResult) -> Table:
         if layer.block_cosine_mean is not None:
             block = f"{layer.block_cosine_mean:.4f} ± {layer.block_cosine_std:.4f}"
         cells = [block] if block_unit else [f"{layer.cosine_mean:.4f} ± {layer.cosine_std:.4f}", block, share]
+        if drop_one:
+            cells.append("—" if layer.drop_one is None else f"{layer.drop_one:.4f}")
         table.add_row(str(layer.index), *cells, rank_of[layer.index], "✔" if layer.index in chosen else "")
     return table
 
@@ -104,7 +112,7 @@ def prune_tables(result: PruneResult) -> list[Table]:
     if earlier:
         layers.add_column("stack")
     layers.add_column("layer", justify="right")
-    layers.add_column("cosine (profile)", justify="right")
+    layers.add_column("score (profile)", justify="right")
     rounds = [(r["decoder"]["blocks"], r["pruned_layers"], r["scores"]) for r in earlier]
     rounds.append((result.decoder["blocks"], result.pruned_layers, result.scores))
     for blocks, pruned, scores in rounds:

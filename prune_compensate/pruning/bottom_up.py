@@ -24,7 +24,7 @@ from ..calibration.sources import CalibrationSample
 from ..calibration.statistics import CrossMoments, PositionalMeans
 from ..model.locate import DecoderLayout, output_map
 from ..progress import WorkProgress
-from .compensation import BlockCompensation, LinearCompensation
+from .compensation import LinearCompensation, make_compensation
 from .fit import solve_lstsq, solve_mean
 from .swap import CoreSwap
 
@@ -32,32 +32,6 @@ if TYPE_CHECKING:
     from .config import PruneConfig
 
 FITTED = ("lstsq", "mean")
-
-
-def make_compensation(sig: CoreSignature, init: str, rank: int | None, bias: bool) -> LinearCompensation:
-    """An unfitted replacement for a unit with signature ``sig``: a ``LinearCompensation`` for an
-    attention core, a ``BlockCompensation`` (``x + map(x)``) for a whole block."""
-    kind = "none" if init == "none" else ("lowrank" if rank else "linear")
-    if sig.unit == "block":
-        return BlockCompensation(
-            sig.dim_in,
-            sig.dim_out,
-            kind=kind,
-            rank=rank,
-            bias=bias and init != "mean",
-            output_arity=sig.output_arity,
-            layer_idx=sig.layer_idx,
-            attributes=sig.attributes,
-        )
-    return LinearCompensation(
-        sig.dim_in,
-        sig.dim_out,
-        kind=kind,
-        rank=rank,
-        bias=bias and init != "mean",  # Theorem 1 has no bias term
-        output_arity=sig.output_arity,
-        layer_idx=sig.layer_idx,
-    )
 
 
 @dataclass

@@ -12,11 +12,14 @@ sequence length (so pruning layer 0 still gives correct positions and masks duri
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from transformers.cache_utils import DummyLayer
+
+if TYPE_CHECKING:
+    from ..calibration.forward import CoreSignature
 
 KINDS = ("linear", "lowrank", "none")
 
@@ -146,6 +149,32 @@ def compensation_from_spec(spec: dict[str, Any], **factory: Any) -> LinearCompen
 
 
 CACHE_KWARGS = ("past_key_values", "past_key_value", "layer_past")
+
+
+def make_compensation(sig: CoreSignature, init: str, rank: int | None, bias: bool) -> LinearCompensation:
+    """An unfitted replacement for a unit with signature ``sig``: a ``LinearCompensation`` for an
+    attention core, a ``BlockCompensation`` (``x + map(x)``) for a whole block."""
+    kind = "none" if init == "none" else ("lowrank" if rank else "linear")
+    if sig.unit == "block":
+        return BlockCompensation(
+            sig.dim_in,
+            sig.dim_out,
+            kind=kind,
+            rank=rank,
+            bias=bias and init != "mean",
+            output_arity=sig.output_arity,
+            layer_idx=sig.layer_idx,
+            attributes=sig.attributes,
+        )
+    return LinearCompensation(
+        sig.dim_in,
+        sig.dim_out,
+        kind=kind,
+        rank=rank,
+        bias=bias and init != "mean",  # Theorem 1 has no bias term
+        output_arity=sig.output_arity,
+        layer_idx=sig.layer_idx,
+    )
 
 
 class EmptyCacheLayer(DummyLayer):

@@ -14,6 +14,8 @@ from typing import ClassVar
 from ..errors import PCError
 from ..model.locate import check_stack, check_unit
 
+RANKINGS = ("cosine", "drop-one")  # implemented in profile (cosine) and pruning.drop_one
+
 
 @dataclass
 class PlacementConfig:
@@ -21,7 +23,9 @@ class PlacementConfig:
     ratio, 16 of LLaVA-1.5-7B's 32). ``decoder``: dotted path of the block list, skipping the search
     (``find_decoder``). ``stack``: ``"decoder"`` or ``"encoder"`` of an encoder–decoder (a prune
     also takes ``"both"``). ``unit``: attention sub-layers (``"attention"``, the paper) or whole
-    blocks (``"block"``: ranked by the residual cosine across the block, ShortGPT's block influence)."""
+    blocks (``"block"``: ranked by the residual cosine across the block, ShortGPT's block influence).
+    ``ranking``: ``"cosine"`` (the paper's input/output cosine of each unit) or ``"drop-one"`` (the
+    output divergence when each unit alone is removed: ``pruning.drop_one``)."""
 
     MIN_K: ClassVar[int] = 1
 
@@ -29,10 +33,13 @@ class PlacementConfig:
     decoder: str | None = None
     stack: str = "decoder"
     unit: str = "attention"
+    ranking: str = "cosine"
 
     def __post_init__(self) -> None:
         check_stack(self.stack)
         check_unit(self.unit)
+        if self.ranking not in RANKINGS:
+            raise PCError(f"unknown --ranking {self.ranking!r}", f"use one of {', '.join(RANKINGS)}")
         if self.k is not None and self.k < self.MIN_K:
             raise k_out_of_range(self.k, self.MIN_K)
 

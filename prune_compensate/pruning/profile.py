@@ -2,7 +2,9 @@
 
 Redundancy (ELMM §3.4) is the mean per-token cosine similarity between the residual stream
 before and after the attention sub-block, over calibration tokens (padding excluded). The K most
-similar layers are the ones ``prune`` takes. With ``unit="block"`` the units are whole blocks,
+similar layers are the ones ``prune`` takes. ``ranking="drop-one"`` ranks by what removing each
+unit does to the model's output instead (``pruning.drop_one``); the cosines are reported either
+way. With ``unit="block"`` the units are whole blocks,
 ranked by the cosine of the residual stream across the block (ShortGPT's block influence); every
 profile reports both cosines per layer, so the two rankings can be compared on one table.
 """
@@ -35,6 +37,7 @@ from ..model.load import LoadedModel
 from ..model.locate import DecoderLayout, block_units, find_decoder, replaced_layers
 from ..output_dir import write_text_atomic
 from ..progress import WorkProgress
+from .drop_one import drop_one_scores
 from .placement import PlacementConfig, resolve_k
 
 SCHEMA = 1
@@ -76,6 +79,7 @@ class LayerProfile:
     n_tokens: int
     block_cosine_mean: float | None = None  # the residual across the whole block (``--unit block`` ranks by it)
     block_cosine_std: float | None = None
+    drop_one: float | None = None  # output divergence with this unit alone removed (``--ranking drop-one``)
 
 
 @dataclass
@@ -96,6 +100,7 @@ class ProfileResult:
     environment: dict[str, str] = field(default_factory=dict)
     replaced: list[int] = field(default_factory=list)
     unit: str = "attention"
+    ranked_by: str = "cosine"
 
     @property
     def chosen(self) -> list[int]:
@@ -179,13 +184,21 @@ def profile_samples(
             encoder, samples, config.calibration.batch_size, "profiling", config.show_progress, work
         ):
             run_forward(model, inputs, token_mask)
+    drop_one: dict[int, float] = {}
+    if config.ranking == "drop-one":
+        batch_size = config.calibration.batch_size
+        drop_one = drop_one_scores(model, layout, encoder, samples, prunable, batch_size, config.show_progress, work)
     layers = []
     for index in attention:  # the other blocks of a hybrid stack have no attention to rank
         stat, times = moments[index], taps.times[index]
         share = times.core_seconds / times.block_seconds if times.block_seconds > 0 else None
         block = stat if layout.unit == "block" else across_block[index]
-        layers.append(LayerProfile(index, stat.mean, stat.std, share, stat.count, block.mean, block.std))
-    ranking = sorted(prunable, key=lambda i: (-moments[i].mean, i))  # never a layer that must stay
+        layer = LayerProfile(index, stat.mean, stat.std, share, stat.count, block.mean, block.std, drop_one.get(index))
+        layers.append(layer)
+    if drop_one:  # never a layer that must stay: only prunable units are ranked
+        ranking = sorted(prunable, key=lambda i: (drop_one[i], i))
+    else:
+        ranking = sorted(prunable, key=lambda i: (-moments[i].mean, i))
     calibration = asdict(config.calibration)
     return ProfileResult(
         model=source,
@@ -206,6 +219,7 @@ def profile_samples(
         environment=_environment(),
         replaced=replaced,
         unit=layout.unit,
+        ranked_by=config.ranking,
     )
 
 

@@ -37,9 +37,10 @@ from ..model.load import LoadedModel
 from ..model.locate import DecoderLayout, block_units, find_decoder, replaced_layers
 from ..progress import WorkProgress
 from ..scoring.embedding import pooling_mode
-from .bottom_up import FITTED, fit_variant, make_compensation, residual_maps
-from .compensation import LinearCompensation
+from .bottom_up import FITTED, fit_variant, residual_maps
+from .compensation import LinearCompensation, make_compensation
 from .config import PruneConfig
+from .drop_one import DROP_ONE_SAMPLES
 from .error import held_out_error
 from .heal import HealReport, TrainedNorms, heal_, norm_parameters
 from .placement import resolve_k
@@ -248,6 +249,7 @@ def _profile_config(config: PruneConfig, k: int) -> ProfileConfig:
         decoder=config.decoder,
         stack=config.stack,
         unit=config.unit,
+        ranking=config.ranking,
     )
 
 
@@ -312,6 +314,8 @@ def _ranking(
             f"the profile ranks {result.unit} units, not {config.unit} units",
             f"profile with `pc profile --unit {config.unit}`, or prune with --unit {result.unit}",
         )
+    if result.ranked_by == "drop-one":
+        return result.ranking, {layer.index: layer.drop_one for layer in result.layers if layer.drop_one is not None}
     return result.ranking, {layer.index: layer.cosine_mean for layer in result.layers}
 
 
@@ -416,7 +420,9 @@ def prune_samples(
     fitted_passes = sum(name in FITTED for name in {*config.compare, config.init})
     fitted_passes *= k if config.order == "bottom-up" else 1
     needs_profile = config.layers is None and config.profile is None
-    total = len(fit) * (fitted_passes + needs_profile) + len(held) + config.heal.steps * config.heal.batch_size
+    drop_one = min(len(fit), DROP_ONE_SAMPLES) if needs_profile and config.ranking == "drop-one" else 0
+    heal_samples = config.heal.steps * config.heal.batch_size
+    total = len(fit) * (fitted_passes + needs_profile) + drop_one + len(held) + heal_samples
     with WorkProgress(total, "pruning", enabled=config.show_progress) as work:
         ranking, scores = _ranking(model, encoder, fit, config, k, layout, work)
         layers = choose_layers(config, k, ranking, replaced)
