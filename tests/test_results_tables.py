@@ -19,7 +19,9 @@ def test_generated_tables_match_the_result_files() -> None:
     tool = _tool()
     for doc in tool.DOCS:
         text = doc.read_text(encoding="utf-8")
-        assert "<!-- results:core -->" in text, doc
+        names = ("decodersummary",) if doc.parent == ROOT else ("decoder", "ranking", "core")
+        for name in names:
+            assert f"<!-- results:{name} -->" in text, (doc, name)
         assert tool.rewrite(text) == text, f"{doc.name} is stale: run python tools/results_table.py --write"
 
 
@@ -74,6 +76,31 @@ def test_core_table_averages_the_seeds_of_one_heal_run(tmp_path: Path, monkeypat
     (tmp_path / "heal_minilm_c.json").unlink()
     (row,) = [line for line in tool.core_block() if "mix of 750" in line]
     assert "2 seeds" in row and "| 0.075 ± 0.005 | 0.1500 ± 0.0100 | 0.960 ± 0.010 |" in row
+
+
+def test_decoder_tables_are_computed_from_the_files() -> None:
+    """One cell of each decoder table recomputed by hand from its result file: K = 8, lstsq."""
+    import json
+
+    tool = _tool()
+    rows = [
+        row
+        for path in sorted((ROOT / "benchmarks" / "core" / "results").glob("decoder_sweep*.json"))
+        for row in json.loads(path.read_text())["rows"]
+    ]
+    (row,) = [r for r in rows if (r["unit"], r["k"], r["init"]) == ("attention", 8, "lstsq")]
+    held = row["held_out"]
+    cell = f"{held['kl']:.3f} · {held['top1_agreement']:.3f} · {held['perplexity_retention']:.3f}"
+    (line,) = [line for line in tool.decoder_summary_block() if line.startswith("| 8 |")]
+    assert line.split(" | ")[3] == cell  # none, mean, then lstsq
+    ranking = json.loads((ROOT / "benchmarks" / "core" / "results" / "decoder_ranking.json").read_text())
+    for row in ranking["rows"]:
+        line = next(
+            line
+            for line in tool.ranking_block()
+            if line.startswith(f"| {row['ranking']} (") and f"| {row['init']} |" in line
+        )
+        assert f"| {row['valid']['kl']:.3f} | {row['valid']['top1_agreement']:.3f} |" in line
 
 
 def test_readme_is_short_and_self_contained() -> None:

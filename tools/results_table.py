@@ -140,6 +140,77 @@ def core_block() -> list[str]:
     return rows
 
 
+INIT_ORDER = {"none": 0, "mean": 1, "lstsq": 2}
+
+
+def _decoder_rows() -> list[dict]:
+    """The rows of every ``decoder_sweep*.json`` (a sweep may be split over several runs)."""
+    return [row for path in sorted(CORE.glob("decoder_sweep*.json")) for row in json.loads(path.read_text())["rows"]]
+
+
+def _decoder_cells(row: dict) -> str:
+    held, generation = row["held_out"], row["generation"]
+    return (
+        f"{held['perplexity_retention']:.3f} | {held['kl']:.3f} | {held['top1_agreement']:.3f} | "
+        f"{generation['prefix_share']:.3f} | {generation['identical']:.2f}"
+    )
+
+
+def decoder_block() -> list[str]:
+    """SmolLM2-135M by K: attention sub-layers and whole blocks at equal parameters, per init, on
+    held-out prose from another source than the calibration text (``decoder_sweep*.json``)."""
+    rows = [
+        "| SmolLM2-135M, 30 layers | init | params removed | ppl retention | KL(dense ‖ pruned) | top-1 agreement "
+        "| greedy prefix kept | greedy 32 identical |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ordered = sorted(
+        _decoder_rows(), key=lambda r: (r["k_attention_equivalent"], r["unit"] != "attention", INIT_ORDER[r["init"]])
+    )
+    for row in ordered:
+        what = f"{row['k']} attention" if row["unit"] == "attention" else f"{row['k']} block"
+        what += "s" if row["k"] > 1 else ""
+        params = f"{row['parameters_removed'] / 1e6:.2f} M"
+        k = row["k_attention_equivalent"]
+        rows.append(f"| K = {k}: {what} | {row['init']} | {params} | {_decoder_cells(row)} |")
+    return rows
+
+
+def decoder_summary_block() -> list[str]:
+    """The README's decoder table: one row per K, KL / top-1 / perplexity retention per init and
+    for whole blocks at equal parameters (lstsq), on the held-out prose."""
+    cell: dict[tuple[int, str, str], str] = {}
+    for row in _decoder_rows():
+        held = row["held_out"]
+        text = f"{held['kl']:.3f} · {held['top1_agreement']:.3f} · {held['perplexity_retention']:.3f}"
+        cell[(row["k_attention_equivalent"], row["unit"], row["init"])] = text
+    columns = [("attention", "none"), ("attention", "mean"), ("attention", "lstsq"), ("block", "lstsq")]
+    rows = [
+        "| attention layers removed (of 30) | none | mean (Theorem 1) | lstsq | whole blocks, lstsq, same parameters |",
+        "|---|---|---|---|---|",
+    ]
+    for k in sorted({key[0] for key in cell}):
+        rows.append(f"| {k} | " + " | ".join(cell.get((k, *column), "—") for column in columns) + " |")
+    return rows
+
+
+def ranking_block() -> list[str]:
+    """SmolLM2-135M, K = 8: the paper's cosine ranking against drop-one KL, on the validation prose
+    (where a choice is made) and the held-out prose (``decoder_ranking.json``)."""
+    data = json.loads((CORE / "decoder_ranking.json").read_text())
+    rows = [
+        "| ranking (layers dropped) | init | valid KL | valid top-1 | held-out ppl retention | held-out KL "
+        "| held-out top-1 | greedy prefix kept | greedy 32 identical |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(data["rows"], key=lambda r: (r["ranking"] != "cosine", INIT_ORDER[r["init"]])):
+        valid = row["valid"]
+        layers = ", ".join(map(str, row["layers"]))
+        cells = f"{valid['kl']:.3f} | {valid['top1_agreement']:.3f} | {_decoder_cells(row)}"
+        rows.append(f"| {row['ranking']} ({layers}) | {row['init']} | {cells} |")
+    return rows
+
+
 def mkgc_block() -> list[str]:
     """FB15k-237: the ELMM recipe beside the structural baselines (same evaluator)."""
     names = ["ELMM (MiniLM, K = 3)", "TransE (PyKEEN)", "RotatE (PyKEEN)"]
@@ -404,6 +475,9 @@ def elmm_ablation_block() -> list[str]:
 
 
 BLOCKS = {
+    "decodersummary": decoder_summary_block,
+    "decoder": decoder_block,
+    "ranking": ranking_block,
     "core": core_block,
     "elmmbudget": elmm_budget_block,
     "elmmablation": elmm_ablation_block,

@@ -1,7 +1,7 @@
 """Pruning a real decoder: SmolLM2-135M-Instruct (30 layers) by K, init, ranking and unit.
 
     python -m benchmarks.core.decoder_sweep --k 2 4 8 12 15 --inits none mean lstsq \\
-        --rankings cosine --block --out benchmarks/core/results/decoder_sweep.json
+        --units attention block --out benchmarks/core/results/decoder_sweep.json
 
 For each ranking (``cosine``: the paper's; ``drop-one``: the output KL with one layer removed), the
 layers are ranked once on the calibration samples; then for each K and init a fresh copy of the
@@ -17,10 +17,11 @@ and scored beside the dense model on:
   prompts whose first ``--new-tokens`` generated tokens equal the dense model's, and the mean
   share of positions before the first difference.
 
-``--block`` adds whole-block pruning (``--unit block``, ranked by the block cosine) at equal
+``--units block`` adds whole-block pruning (``--unit block``, ranked by the block cosine) at equal
 parameters removed: round(K × attention parameters / block parameters) blocks. Windows are
 ``--max-length`` tokens without overlap; the dense model's log-probabilities are computed once and
-kept (float16) for every comparison. Writes one JSON document (``--out``) and a plot beside it.
+kept (float16) for every comparison. Writes one JSON document (``--out``) and a plot beside it;
+``--replot FILE... --out PNG`` plots the rows of several result files together.
 """
 
 from __future__ import annotations
@@ -49,16 +50,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, nargs="+", default=[2, 4, 8, 12, 15])
     parser.add_argument("--inits", nargs="+", default=["none", "mean", "lstsq"])
     parser.add_argument("--rankings", nargs="+", default=["cosine"])
-    parser.add_argument("--block", action="store_true", help="add --unit block at equal parameters removed")
+    parser.add_argument("--units", nargs="+", default=["attention"], choices=["attention", "block"])
     parser.add_argument("--calib", default="embedded:prose")
     parser.add_argument("--n-samples", type=int, default=128)
     parser.add_argument("--calib-max-length", type=int, default=256)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--held-out-tokens", type=int, default=None, help="score the first N tokens only")
     parser.add_argument("--valid-tokens", type=int, default=8192, help="0: no validation scores")
-    parser.add_argument("--block-inits", nargs="+", default=None, help="inits for --block (default: --inits)")
+    parser.add_argument("--block-inits", nargs="+", default=None, help="inits for block units (default: --inits)")
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--replot", type=Path, nargs="+", help="only plot the rows of these result files to --out")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args()
 
@@ -128,7 +130,7 @@ def unit_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in layer.self_attn.parameters()), sum(p.numel() for p in layer.parameters())
 
 
-def plot(document: dict[str, Any], path: Path) -> Path:
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     """KL and top-1 agreement on the held-out prose against attention layers removed (blocks at
     their attention-equivalent K), one line per unit and init."""
     import matplotlib
@@ -138,7 +140,7 @@ def plot(document: dict[str, Any], path: Path) -> Path:
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     lines: dict[tuple[str, str, str], list[dict]] = {}
-    for row in document["rows"]:
+    for row in rows:
         lines.setdefault((row["unit"], row["ranking"], row["init"]), []).append(row)
     for (unit, ranking, init), rows in sorted(lines.items()):
         rows = sorted(rows, key=lambda r: r["k_attention_equivalent"])
@@ -163,6 +165,9 @@ def plot(document: dict[str, Any], path: Path) -> Path:
 
 def main() -> None:
     args = parse_args()
+    if args.replot:
+        plot([row for path in args.replot for row in json.loads(path.read_text())["rows"]], args.out)
+        return
     folder = smollm2.float32_folder()
     dense = load_model(folder)
     tokenizer = dense.tokenizer
@@ -218,13 +223,13 @@ def main() -> None:
         )
         write_result(args.out, document, args)
 
-    for ranking_name in args.rankings:
+    for ranking_name in args.rankings if "attention" in args.units else []:
         ranked = profile(dense, ProfileConfig(k=0, calibration=calibration, ranking=ranking_name), samples)
         document["rankings"][ranking_name] = ranked.to_dict()
         for k in args.k:
             for init in args.inits:
                 run("attention", ranking_name, ranked.ranking[:k], init, k)
-    if args.block:
+    if "block" in args.units:
         ranked = profile(dense, ProfileConfig(k=0, calibration=calibration, unit="block"), samples)
         document["rankings"]["block"] = ranked.to_dict()
         for k in args.k:
@@ -233,7 +238,7 @@ def main() -> None:
                 run("block", "cosine", ranked.ranking[:blocks], init, k)
     document["seconds"] = time.perf_counter() - started
     write_result(args.out, document, args)
-    plot(document, args.out.with_suffix(".png"))
+    plot(document["rows"], args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
