@@ -62,8 +62,8 @@ def paragraphs(article: list[str]) -> list[str]:
 def sentence_chunks(paragraph: str, max_words: int = MAX_SAMPLE_WORDS) -> list[str]:
     """``paragraph`` cut after whole sentences (WikiText writes `` . ``) into chunks of at most
     ``max_words`` words (a longer single sentence stays whole)."""
-    sentences = [s + " ." for s in paragraph.split(" . ") if s.strip()]
-    sentences[-1] = sentences[-1].removesuffix(" .") if not paragraph.endswith(" .") else sentences[-1][:-2]
+    pieces = [s for s in paragraph.split(" . ") if s.strip()]
+    sentences = [s + " ." for s in pieces[:-1]] + pieces[-1:]  # the last piece keeps its own ending
     chunks: list[list[str]] = [[]]
     for sentence in sentences:
         if chunks[-1] and sum(len(s.split()) for s in chunks[-1]) + len(sentence.split()) > max_words:
