@@ -39,6 +39,7 @@ import torch
 from benchmarks.common import write_result
 from pc_testkit import smollm2
 from prune_compensate import CalibrationConfig, PruneConfig, load_model, prune_, read_samples
+from prune_compensate.eval.data import read_texts
 from prune_compensate.eval.lm import TokenScores, windows
 from prune_compensate.pruning.profile import ProfileConfig, profile
 
@@ -66,9 +67,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def token_ids(tokenizer: Any, path: Path, limit: int | None = None) -> torch.Tensor:
-    """The documents of a JSONL file joined as ``pc eval`` joins them, tokenised, the first ``limit`` tokens."""
-    texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return tokenizer("\n\n".join(texts), return_tensors="pt")["input_ids"][0][:limit]
+    """The documents of a JSONL file, read and joined as ``pc eval`` does, tokenised, the first ``limit`` tokens."""
+    return tokenizer("\n\n".join(read_texts(str(path))), return_tensors="pt")["input_ids"][0][:limit]
 
 
 class DenseReference:
@@ -102,8 +102,7 @@ class DenseReference:
 
 
 def prompts(path: Path, n: int, words: int = 12) -> list[str]:
-    texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    paragraphs = [p for t in texts for p in t.split("\n") if len(p.split()) > 3 * words]
+    paragraphs = [p for t in read_texts(str(path)) for p in t.split("\n") if len(p.split()) > 3 * words]
     step = max(1, len(paragraphs) // n)
     return [" ".join(p.split()[:words]) for p in paragraphs[::step][:n]]
 
