@@ -7,7 +7,16 @@ from .checkpoint.reload import load_pruned
 from .checkpoint.save import save_pruned
 from .errors import PCError, fail
 from .eval import EvalConfig, EvalMetric, EvalResult, evaluate
-from .jobs import LoadConfig, PruneJobResult, SaveConfig, evaluate_model, profile_model, prune_and_save
+from .export import ExportConfig, ExportResult, export_
+from .jobs import (
+    LoadConfig,
+    PruneJobResult,
+    SaveConfig,
+    evaluate_model,
+    export_model,
+    profile_model,
+    prune_and_save,
+)
 from .model.load import LoadedModel, default_model_path, load_model
 from .model.locate import DecoderLayout, find_decoder
 from .output_dir import atomic_out_dir, clean_stale
@@ -24,6 +33,10 @@ __all__ = [
     "PruneJobResult",
     "SaveConfig",
     "evaluate_model",
+    "export_model",
+    "ExportConfig",
+    "ExportResult",
+    "export_",
     "profile_model",
     "prune_and_save",
     "EvalConfig",

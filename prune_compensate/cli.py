@@ -483,6 +483,51 @@ def eval_command(
         fail(err)
 
 
+FormatOpt = Annotated[str, _option("decilm (a Nemotron-NAS folder) or gguf (a llama.cpp file).", None, "--format")]
+ExportOutOpt = Annotated[Path, _option("Folder (decilm) or .gguf file to write.", None, "--out")]
+OuttypeOpt = Annotated[str, _option("GGUF tensor type: f32, f16 or q8_0 (norms stay f32).", OUTPUT)]
+DropBiasOpt = Annotated[
+    bool, _option("Leave out the maps' biases (no engine adds them; --no-bias fits without).", None, "--drop-bias")
+]
+VocabFromOpt = Annotated[
+    str | None,
+    _option("GGUF whose tokenizer the file gets (default: the base's, if a GGUF; none: no tokenizer).", OUTPUT),
+]
+ExportOverwriteOpt = Annotated[
+    bool, _option("Replace --out if it is an earlier export (a GGUF file or an export folder).", OUTPUT, "--overwrite")
+]
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[str, typer.Argument(help="A pruned checkpoint folder (pc prune --out), full or delta.")],
+    out: ExportOutOpt,
+    format: FormatOpt = "gguf",
+    drop_bias: DropBiasOpt = False,
+    outtype: OuttypeOpt = "f16",
+    vocab_from: VocabFromOpt = None,
+    overwrite: ExportOverwriteOpt = False,
+    json_path: JsonOpt = None,
+    dtype: DtypeOpt = "auto",
+    offline: OfflineOpt = False,
+    allow_base_change: AllowBaseOpt = False,
+) -> None:
+    """Write a pruned Llama-family decoder for an inference engine: llama.cpp (GGUF deci) or DeciLM."""
+    from .export import ExportConfig
+    from .jobs import export_model
+    from .report import print_export
+
+    try:
+        _check_outputs(json_path, None)
+        config = ExportConfig(out, format, outtype, drop_bias, vocab_from, overwrite)
+        options = _load_config(dtype, "cpu", None, False, offline, allow_base_change, None)
+        result = export_model(model, config, options)
+        print_export(result, console)
+        _write_outputs(result, "export", json_path, None, None)
+    except PCError as err:
+        fail(err)
+
+
 RECIPE_COMMANDS = ("run", "data")
 
 

@@ -23,6 +23,8 @@ from .checkpoint.save import check_out_dir, save_pruned
 from .errors import PCError
 from .eval import EvalConfig, EvalResult, evaluate
 from .eval.run import check_disjoint, check_not_calibration
+from .export import ExportConfig, ExportResult, export_
+from .export.run import check_out
 from .model.load import LoadedModel, load_model
 from .pruning.config import PruneConfig
 from .pruning.profile import ProfileConfig, ProfileResult, profile
@@ -174,3 +176,13 @@ def evaluate_model(
     # the original at the revision its manifest records (a GGUF base is named by its file's path)
     original = None if base is None else load(base, replace(options, revision=base_revision, gguf_file=None))
     return evaluate(loaded, original, config)
+
+
+def export_model(model: str, config: ExportConfig, options: LoadConfig | None = None) -> ExportResult:
+    """``pc export``: check the output, load the pruned checkpoint ``model`` (full or delta) and
+    write it in an engine's format (``export_``)."""
+    check_out(config)
+    if model is None or not (Path(model) / MANIFEST).is_file():
+        raise PCError(f"{model} is not a pruned checkpoint (no {MANIFEST})", "export a folder written by `pc prune`")
+    manifest = read_manifest(model)
+    return export_(load(model, options), config, manifest)

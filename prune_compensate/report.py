@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .export import ExportResult
 from .pruning.profile import ProfileResult
 from .pruning.prune import PruneResult
 
@@ -158,3 +159,26 @@ def print_prune(result: PruneResult, console: Console | None = None) -> None:
     console = console or Console()
     for table in prune_tables(result):
         console.print(table)
+
+
+def _spans(indices: list[int]) -> str:
+    return ", ".join(map(str, indices)) or "—"
+
+
+def print_export(result: ExportResult, console: Console | None = None) -> None:
+    """The layers of an export by kind, where it went, and how far its check was off."""
+    table = Table(title=f"pc export → {result.format}")
+    table.add_column("layers")
+    table.add_column("which")
+    table.add_row("attention", _spans(result.layers["attention"]))
+    table.add_row("linear map (replace_with_linear)", _spans(result.layers["linear"]))
+    table.add_row("no attention (no_op)", _spans(result.layers["no_op"]))
+    if result.layers.get("no_ffn"):
+        table.add_row("no MLP either", _spans(result.layers["no_ffn"]))
+    if result.dropped_bias:
+        table.add_row("map bias left out (--drop-bias)", _spans(result.dropped_bias))
+    table.caption = (
+        f"{result.out} ({result.bytes / 1e6:.1f} MB{', ' + result.outtype if result.outtype else ''}); "
+        f"checked against the model: max |Δ logit| {result.check_error:.1e} of the logits' range"
+    )
+    (console or Console()).print(table)

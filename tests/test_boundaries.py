@@ -73,6 +73,7 @@ STAGES = [
     {"scoring"},  # sentence embeddings, retrieval metrics and pairs: shared by pruning and eval
     {"pruning"},  # profile, fit, heal, prune
     {"checkpoint"},  # save, reload, delta
+    {"export"},  # engine formats (DeciLM, GGUF) written from a pruned model
     {"eval"},  # what pruning cost, pruned vs original
     {"report"},  # rich tables and plots of the results
     {"jobs"},  # one call per job: load, prune, evaluate, save

@@ -113,11 +113,12 @@ def _init(model_class: Any, config: Any) -> torch.nn.Module:
     return model_class(config).eval()
 
 
-def build_llama(out: Path, layers: int = LAYERS) -> Path:
+def build_llama(out: Path, layers: int = LAYERS, **extra: Any) -> Path:
+    """A random tiny Llama; ``extra`` overrides config fields (``intermediate_size``, ...)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = wordpiece()
-    config = LlamaConfig(**text_config("llama", len(tok), num_hidden_layers=layers))
+    config = LlamaConfig(**text_config("llama", len(tok), num_hidden_layers=layers, **extra))
     return _save(_init(LlamaForCausalLM, config), tok, out)
 
 
