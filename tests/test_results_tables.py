@@ -19,7 +19,11 @@ def test_generated_tables_match_the_result_files() -> None:
     tool = _tool()
     for doc in tool.DOCS:
         text = doc.read_text(encoding="utf-8")
-        names = ("decodersummary",) if doc.parent == ROOT else ("decoder", "ranking", "core")
+        names = (
+            ("decodersummary", "engine")
+            if doc.parent == ROOT
+            else ("decoder", "ranking", "core", "exportbias", "engineequal", "engine")
+        )
         for name in names:
             assert f"<!-- results:{name} -->" in text, (doc, name)
         assert tool.rewrite(text) == text, f"{doc.name} is stale: run python tools/results_table.py --write"
@@ -108,3 +112,20 @@ def test_readme_is_short_and_self_contained() -> None:
     assert len(text.splitlines()) <= 200
     for phrase in ("../shared", "this machine", "this session"):
         assert phrase not in text, phrase
+
+
+def test_engine_tables_are_computed_from_the_files() -> None:
+    """The decode speed-up at 16k and the bias cost, recomputed by hand from the result files."""
+    import json
+
+    tool = _tool()
+    results = ROOT / "benchmarks" / "core" / "results"
+    speed = json.loads((results / "engine_speed.json").read_text())["tokens_per_second_median"]
+    ratio = speed["k15-linear"]["decode_at_16384"] / speed["dense"]["decode_at_16384"]
+    ceiling = speed["k15-linear"]["decode_at_16384"] / speed["k15-no_op"]["decode_at_16384"]
+    (line,) = [line for line in tool.engine_block() if line.startswith("| K = 15, linear maps |")]
+    assert line.split(" | ")[5:7] == [f"{ratio:.2f}", f"{ceiling:.2f}"]
+    rows = json.loads((results / "export_llamacpp.json").read_text())["rows"]
+    (row,) = [r for r in rows if (r["k"], r["variant"]) == (8, "lstsq --no-bias")]
+    (line,) = [line for line in tool.export_bias_block() if line.startswith("| 8 | lstsq --no-bias |")]
+    assert f"| {row['held_out']['kl']:.3f} |" in line

@@ -211,6 +211,62 @@ def ranking_block() -> list[str]:
     return rows
 
 
+def export_bias_block() -> list[str]:
+    """SmolLM2: what the engines' bias-free map costs (``export_llamacpp.json``), held-out prose."""
+    data = json.loads((CORE / "export_llamacpp.json").read_text())
+    rows = ["| K | map | KL(dense ‖ pruned) | top-1 agreement | ppl retention |", "|---|---|---|---|---|"]
+    for row in data["rows"]:
+        held = row["held_out"]
+        cells = f"{held['kl']:.3f} | {held['top1_agreement']:.3f} | {held['perplexity_retention']:.3f}"
+        rows.append(f"| {row['k']} | {row['variant']} | {cells} |")
+    return rows
+
+
+def engine_equal_block() -> list[str]:
+    """llama.cpp running the exported f32 GGUF against ``load_pruned`` on the same prompts."""
+    data = json.loads((CORE / "export_llamacpp.json").read_text())
+    rows = [
+        "| K (layers) | prompts | max abs Δ logit (max abs logit) | top-1 on prompt tokens | identical greedy "
+        "continuations | identical tokenisation |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, run in sorted(data["engine"].items(), key=lambda item: int(item[0])):
+        layers = ", ".join(map(str, run["layers"]))
+        difference = f"{run['max_abs_logit_difference']:.3f} ({run['max_abs_logit']:.1f})"
+        rows.append(
+            f"| {k} ({layers}) | {run['prompts']} | {difference} | {run['top1_agreement_on_prompts']:.3f} | "
+            f"{run['identical_greedy_generations']:.2f} | {run['identical_tokenisation']:.2f} |"
+        )
+    return rows
+
+
+ENGINE_NAMES = {"dense": "dense", "linear": "linear maps", "no_op": "no attention (ceiling)"}
+
+
+def engine_block() -> list[str]:
+    """llama.cpp speed (tokens/s, medians) and KV cache of SmolLM2 q8_0 files (``engine_speed.json``)."""
+    data = json.loads((CORE / "engine_speed.json").read_text())
+    speed, kv = data["tokens_per_second_median"], data["kv_cache"]
+    rows = [
+        "| SmolLM2 q8_0 | prefill 512 | prefill 4k | decode at 4k | decode at 16k | × dense at 16k "
+        "| ÷ ceiling at 16k | KV cache (16k ctx) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    dense = speed["dense"]["decode_at_16384"]
+    for name, values in speed.items():
+        k, _, kind = name.partition("-")
+        label = "dense" if name == "dense" else f"K = {k[1:]}, {ENGINE_NAMES[kind]}"
+        ceiling = speed.get(f"{k}-no_op", {}).get("decode_at_16384")
+        versus = f"{values['decode_at_16384'] / ceiling:.2f}" if ceiling and kind != "no_op" else "—"
+        rows.append(
+            f"| {label} | {values['prefill_512']:.0f} | {values['prefill_4096']:.0f} | "
+            f"{values['decode_at_4096']:.1f} | "
+            f"{values['decode_at_16384']:.1f} | {values['decode_at_16384'] / dense:.2f} | {versus} | "
+            f"{kv[name]['total_mib']:.0f} MiB |"
+        )
+    return rows
+
+
 def mkgc_block() -> list[str]:
     """FB15k-237: the ELMM recipe beside the structural baselines (same evaluator)."""
     names = ["ELMM (MiniLM, K = 3)", "TransE (PyKEEN)", "RotatE (PyKEEN)"]
@@ -478,6 +534,9 @@ BLOCKS = {
     "decodersummary": decoder_summary_block,
     "decoder": decoder_block,
     "ranking": ranking_block,
+    "exportbias": export_bias_block,
+    "engineequal": engine_equal_block,
+    "engine": engine_block,
     "core": core_block,
     "elmmbudget": elmm_budget_block,
     "elmmablation": elmm_ablation_block,
