@@ -487,7 +487,7 @@ FormatOpt = Annotated[str, _option("decilm (a Nemotron-NAS folder) or gguf (a ll
 ExportOutOpt = Annotated[Path, _option("Folder (decilm) or .gguf file to write.", None, "--out")]
 OuttypeOpt = Annotated[str, _option("GGUF tensor type: f32, f16 or q8_0 (norms stay f32).", OUTPUT)]
 DropBiasOpt = Annotated[
-    bool, _option("Leave out the maps' biases (no engine adds them; --no-bias fits without).", None, "--drop-bias")
+    bool, _option("Leave out the maps' biases (risky: prefer pc prune --no-bias).", None, "--drop-bias")
 ]
 VocabFromOpt = Annotated[
     str | None,

@@ -141,7 +141,8 @@ def _layer(block: nn.Module, index: int, drop_bias: bool, tensors: dict[str, tor
                 raise PCError(
                     f"the map of layer {index} has a bias, which no engine format adds (llama.cpp loads "
                     "attn_output.bias on this path but never adds it)",
-                    "prune with --no-bias, or export with --drop-bias to leave it out",
+                    "prune with --no-bias (W fitted without one: as good on SmolLM2), or export with "
+                    "--drop-bias (a fitted map without its bias can be far worse than no map)",
                 )
             plan = LayerPlan("linear", map_weight=core.dense_weight().detach(), map_bias=bias)
     else:
