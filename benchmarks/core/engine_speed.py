@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=["dense", "k8-linear", "k8-no_op", "k15-linear", "k15-no_op"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--prefill", type=int, nargs="+", default=[512, 4096])
-    parser.add_argument("--long", type=int, default=16384)
+    parser.add_argument("--long", type=int, default=16384, help="0: no long-context part")
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--flash-attn", choices=["on", "off"], default="on")
@@ -62,7 +62,7 @@ def load(path: Path, args: argparse.Namespace) -> tuple[Any, dict[str, float]]:
     with contextlib.redirect_stderr(log):
         llm = Llama(
             str(path),
-            n_ctx=args.long + args.decode_tokens + 16,
+            n_ctx=max(args.long, *args.prefill) + args.decode_tokens + 16,
             n_threads=args.threads,
             n_threads_batch=args.threads,
             flash_attn=args.flash_attn == "on",
@@ -103,7 +103,7 @@ def main() -> None:
         return
     text = "\n\n".join(read_texts(str(PROSE)))
     tokens = models[args.models[0]].tokenize(text.encode(), add_bos=False)
-    need = args.long + args.decode_tokens
+    need = max(args.long, *args.prefill) + args.decode_tokens
     if len(tokens) < need:
         raise SystemExit(f"the prose has {len(tokens)} tokens, fewer than {need}")
     runs: dict[str, dict[str, list[float]]] = {name: {} for name in args.models}
@@ -119,11 +119,11 @@ def main() -> None:
                 timed(llm, tokens[context : context + args.decode_tokens], one_by_one=True)
             )
         print(f"short runs: {time.perf_counter() - started:.0f} s", flush=True)
-    for name in args.models:
+    for name in args.models if args.long else []:
         models[name].reset()
         runs[name][f"prefill_{args.long}"] = [timed(models[name], tokens[: args.long])]
         print(f"{name}: filled {args.long} tokens at {runs[name][f'prefill_{args.long}'][0]:.1f} tok/s", flush=True)
-    for order in orders(args.models, args.repeats):
+    for order in orders(args.models, args.repeats) if args.long else []:
         for name in order:
             llm = models[name]
             llm.n_tokens = args.long  # the next eval drops what the last decode added
@@ -133,7 +133,7 @@ def main() -> None:
     medians = {name: {key: statistics.median(values) for key, values in runs[name].items()} for name in args.models}
     document = {
         "engine": "llama-cpp-python (llama.cpp vendored in it), CPU",
-        "context": args.long + args.decode_tokens + 16,
+        "context": max(args.long, *args.prefill) + args.decode_tokens + 16,
         "tokens_per_second_median": medians,
         "runs": runs,
         "kv_cache": kv,
