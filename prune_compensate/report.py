@@ -162,7 +162,14 @@ def print_prune(result: PruneResult, console: Console | None = None) -> None:
 
 
 def _spans(indices: list[int]) -> str:
-    return ", ".join(map(str, indices)) or "—"
+    """``[0, 1, 2, 5, 7, 8]`` → ``0–2, 5, 7–8``."""
+    runs: list[list[int]] = []
+    for index in sorted(indices):
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return ", ".join(f"{run[0]}–{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs) or "—"
 
 
 def print_export(result: ExportResult, console: Console | None = None) -> None:

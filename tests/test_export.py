@@ -175,6 +175,7 @@ def test_cli_export(tmp_path: Path) -> None:
     args = ["export", str(checkpoint), "--out", str(tmp_path / "m.gguf"), "--vocab-from", "none"]
     result = CliRunner().invoke(app, [*args, "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
+    assert "│ 0, 3 " in result.output  # the attention layers; 1 has a map and 2 none
     assert json.loads((tmp_path / "r.json").read_text())["layers"]["linear"] == [1]
     assert "already exists" in cli_error(args)
     assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
