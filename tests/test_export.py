@@ -181,3 +181,23 @@ def test_cli_export(tmp_path: Path) -> None:
     assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
     error = cli_error(["export", str(tmp_path / "llama"), "--out", str(tmp_path / "x.gguf")])
     assert "not a pruned checkpoint" in error
+
+
+@pytest.mark.parametrize(
+    ("model_type", "why"),
+    [
+        ("qwen2", "no bias-free nn.Linear 'q_proj'"),  # q/k/v biases: no place for them in DeciLM
+        ("gemma", "MLP activation is gelu"),  # GeGLU, 1 + w norms, a scaled embedding
+        ("phi3", "also has"),  # fused qkv / gate_up projections (and more children)
+        ("mistral", "sliding window"),  # llama.cpp's deci graph has no sliding window
+    ],
+)
+def test_other_families_are_refused_by_structure(model_type: str, why: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from pc_testkit.shrink import tiny_config
+    from prune_compensate.export.plan import plan_decoder
+
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type))
+    with pytest.raises(PCError, match=why):
+        plan_decoder(model)
