@@ -161,15 +161,23 @@ def check_out_file(path: Path, flag: str) -> None:
         raise PCError(f"cannot write {flag} into {parent} ({err.strerror})", f"choose a writable {flag}") from err
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary sibling and a rename (no half-written file)."""
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; renamed onto ``path`` (mode as ``open`` would
+    give under the umask) when the block ends without error, removed otherwise (no half-written file)."""
     path = Path(path)
     handle, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.partial-")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & _default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file through a temporary sibling and a rename (no half-written file)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

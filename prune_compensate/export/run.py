@@ -7,8 +7,6 @@ the one call that loads a checkpoint first (``pc export``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,19 +118,6 @@ def _vocab_source(config: ExportConfig, manifest: dict[str, Any]) -> str:
     return str(base)
 
 
-def _write_file(path: Path, write: Any) -> None:
-    """``write(tmp)`` into a temporary sibling of ``path``, renamed into place when complete."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_(loaded: LoadedModel, config: ExportConfig, manifest: dict[str, Any] | None = None) -> ExportResult:
     """Write the pruned decoder ``loaded`` as ``config.format``: plan it (refusing what the format
     cannot hold), check the plan computes the model's logits, then write atomically. ``manifest``:
@@ -151,7 +136,8 @@ def export_(loaded: LoadedModel, config: ExportConfig, manifest: dict[str, Any] 
     result = ExportResult(str(out), config.format, _layers(plan), dropped, error)
     if config.format == "gguf":
         result.outtype, result.vocab = config.outtype, vocab.source
-        _write_file(out, lambda tmp: write_gguf(plan, vocab, tmp, config.outtype, name=out.stem))
+        with output_dir.atomic_file(out) as tmp:
+            write_gguf(plan, vocab, tmp, config.outtype, name=out.stem)
         result.bytes = out.stat().st_size
         return result
     with output_dir.atomic_out_dir(out, config.overwrite, owned=EXPORT_MANIFEST) as tmp:
