@@ -20,7 +20,7 @@ import torch
 from ..errors import PCError
 from .plan import DecoderPlan
 from .verify import rope_factors
-from .vocab import NO_VOCAB, Vocab
+from .vocab import NO_VOCAB, Vocab, require_gguf
 
 OUTTYPES = ("f32", "f16", "q8_0")
 Q8_BLOCK = 32
@@ -80,10 +80,7 @@ def _tensors(plan: DecoderPlan) -> list[tuple[str, torch.Tensor]]:
 
 def check_gguf(plan: DecoderPlan, vocab: Vocab) -> None:
     """What a GGUF of ``plan`` could not hold or llama.cpp could not load, refused in one line."""
-    import importlib.util
-
-    if importlib.util.find_spec("gguf") is None:
-        raise PCError("writing GGUF needs the gguf package, which is not installed", "pip install gguf")
+    require_gguf()
     config = plan.config
     if vocab.size is not None and vocab.size != config["vocab_size"]:
         raise PCError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ..errors import PCError, first_line
@@ -30,15 +31,20 @@ class Vocab:
     size: int | None = None
 
 
-def read_vocab(source: str | Path) -> Vocab:
-    """The ``tokenizer.*`` fields of the GGUF file ``source`` (``"none"``: no tokenizer)."""
-    if str(source) == NO_VOCAB:
-        return Vocab(NO_VOCAB)
+def require_gguf() -> ModuleType:
+    """The ``gguf`` package, or one line saying how to install it."""
     try:
         import gguf
     except ImportError as err:
         raise PCError("writing GGUF needs the gguf package, which is not installed", "pip install gguf") from err
+    return gguf
 
+
+def read_vocab(source: str | Path) -> Vocab:
+    """The ``tokenizer.*`` fields of the GGUF file ``source`` (``"none"``: no tokenizer)."""
+    if str(source) == NO_VOCAB:
+        return Vocab(NO_VOCAB)
+    gguf = require_gguf()
     path = Path(source)
     if not path.is_file():
         raise PCError(f"--vocab-from {path} is not a file", "pass a .gguf file of the same base model, or none")
