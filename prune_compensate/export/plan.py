@@ -92,7 +92,6 @@ def _llama_config(config: Any) -> dict[str, Any]:
         "rms_norm_eps": text.rms_norm_eps,
         "max_position_embeddings": text.max_position_embeddings,
         "rope_parameters": rope,
-        "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
         "bos_token_id": getattr(text, "bos_token_id", None),
         "eos_token_id": getattr(text, "eos_token_id", None),
     }
