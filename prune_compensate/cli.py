@@ -282,6 +282,14 @@ HealObjectiveOpt = Annotated[
 ]
 HealNormsOpt = Annotated[bool, _option("Heal also the norms of the blocks holding a map.", HEAL, "--heal-norms")]
 HealScheduleOpt = Annotated[str, _option("constant, or cosine (decayed to zero over --heal-steps).", HEAL)]
+HealTopKOpt = Annotated[
+    int,
+    _option(
+        "kl objective: run the original model once per sample and keep its top-k next-token "
+        "probabilities (plus the rest as one bin) instead of running it on every heal step (0 = off).",
+        HEAL,
+    ),
+]
 HealPairsOpt = Annotated[
     str | None,
     _option(
@@ -342,6 +350,7 @@ def prune_command(
     heal_objective: HealObjectiveOpt = "auto",
     heal_norms: HealNormsOpt = False,
     heal_schedule: HealScheduleOpt = "constant",
+    heal_teacher_top_k: HealTopKOpt = 0,
     heal_select_pairs: HealPairsOpt = None,
     n_samples: NSamplesOpt = 1000,
     max_length: MaxLengthOpt = 256,
@@ -379,13 +388,14 @@ def prune_command(
         place = dict(k=k, layers=_layer_list(layers), decoder=decoder, stack=stack, unit=unit, ranking=ranking)
         fit = dict(init=init, order=order, target=target, ridge=ridge, bias=not no_bias, rank=rank, held_out=held_out)
         heal = dict(steps=heal_steps, lr=heal_lr, objective=heal_objective, train_norms=heal_norms)
+        heal |= dict(teacher_top_k=heal_teacher_top_k, schedule=heal_schedule, select_pairs=heal_select_pairs)
         data = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column, calib_split)
         config = PruneConfig(
             **place,
             **fit,
             compare=_names(compare),
             calibration=data,
-            heal=HealConfig(**heal, select_pairs=heal_select_pairs, schedule=heal_schedule),
+            heal=HealConfig(**heal),
             show_progress=not quiet,
             profile=ProfileResult.from_json(profile_json) if profile_json else None,
         )

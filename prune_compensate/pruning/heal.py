@@ -60,6 +60,7 @@ from ..scoring.embedding import mean_pool
 from .compensation import LinearCompensation
 from .error import FinalOutputs, forward_final
 from .swap import CoreSwap
+from .teacher import TeacherCache, coarse_kl
 
 OBJECTIVES = ("auto", "embedding", "kl", "hidden", "similarity")
 SCHEDULES = ("constant", "cosine")
@@ -68,7 +69,10 @@ SCHEDULES = ("constant", "cosine")
 @dataclass
 class HealConfig:
     """``steps``: optimiser steps (0 = no heal); ``lr``: Adam learning rate; ``train_norms``: also
-    train the norms of the blocks that hold a replacement."""
+    train the norms of the blocks that hold a replacement. ``teacher_top_k`` (kl objective only):
+    above 0, the original model runs once per sample before training and its next-token
+    distributions are kept as their top-k bins plus the rest (``teacher.py``); the loss is then the
+    KL on those k + 1 bins. 0: the original runs on every batch and the loss is the full KL."""
 
     steps: int = 0
     lr: float = 3e-4
@@ -81,6 +85,7 @@ class HealConfig:
     select_pairs: str | None = None
     pooling: str | None = None
     schedule: str = "constant"
+    teacher_top_k: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -91,6 +96,10 @@ class HealConfig:
             raise PCError("heal lr, batch size and eval interval must be positive", "fix the heal options")
         if self.schedule not in SCHEDULES:
             raise PCError(f"unknown heal schedule {self.schedule!r}", f"use one of {', '.join(SCHEDULES)}")
+        if self.teacher_top_k < 0:
+            raise PCError(
+                f"--heal-teacher-top-k must be non-negative, got {self.teacher_top_k}", "pass 0 (off) or e.g. 64"
+            )
         if self.pooling not in (None, "mean", "cls"):
             raise PCError(f"unknown heal pooling {self.pooling!r}", "use mean or cls")
 
@@ -198,23 +207,35 @@ class _Student:
     modules: dict[int, LinearCompensation]
     norms: TrainedNorms
     objective: str
+    cache: TeacherCache | None = None
 
-    def loss(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The objective between the teacher's and the student's final outputs on one batch;
-        gradients flow through the student only."""
-        mask = real_tokens(inputs)
+    def teacher(self, inputs: dict[str, torch.Tensor]) -> FinalOutputs:
+        """The original model's outputs on one batch: original cores and norms, no gradients."""
         with torch.no_grad(), self.norms.as_original():
             self.swap.restore()
-            teacher = forward_final(self.model, self.layout, inputs)
-        self.swap.install(self.modules)
-        return objective_loss(self.objective, teacher, forward_final(self.model, self.layout, inputs), mask)
+            try:
+                return forward_final(self.model, self.layout, inputs)
+            finally:
+                self.swap.install(self.modules)
+
+    def loss(self, batch: list[CalibrationSample], inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The objective between the teacher's and the student's final outputs on one batch;
+        gradients flow through the student only. With a teacher cache, the teacher does not run."""
+        mask = real_tokens(inputs)
+        if self.cache is None:
+            teacher = self.teacher(inputs)
+            return objective_loss(self.objective, teacher, forward_final(self.model, self.layout, inputs), mask)
+        student = forward_final(self.model, self.layout, inputs)
+        assert student.logits is not None  # the cache is built for the kl objective only
+        mask = positions_mask(mask, student.logits.shape[1]).to(student.logits.device).bool()
+        return coarse_kl(self.cache.for_batch(batch), student.logits[mask])
 
     def held_out_loss(self, encoder: BatchEncoder, held: list[CalibrationSample], batch_size: int) -> float:
         """Mean loss over ``held`` (weighted by batch size), no gradients."""
         total, count = 0.0, 0
         with torch.no_grad():
             for batch in batches(held, batch_size):
-                total += float(self.loss(encoder(batch))) * len(batch)
+                total += float(self.loss(batch, encoder(batch))) * len(batch)
                 count += len(batch)
         return total / count
 
@@ -281,12 +302,17 @@ def heal_(
         raise PCError("healing needs held-out calibration samples for early stopping", "pass --held-out above 0")
     norms, params = _trainable(layout, modules, config, norms)
     student = _Student(model, layout, swap, modules, norms, objective)
+    if config.teacher_top_k and objective != "kl":
+        raise PCError(
+            f"--heal-teacher-top-k keeps next-token distributions; the {objective} objective has none",
+            "drop --heal-teacher-top-k or use --heal-objective kl",
+        )
+    start = time.perf_counter()
     optimiser = torch.optim.Adam(params, lr=config.lr)
     scheduler = _scheduler(optimiser, config)
     report = HealReport(objective, trained_parameters=sum(p.numel() for p in params))
     if task_score is not None:
         report.selected_by = "task score"
-    start = time.perf_counter()
 
     def evaluation(step: int) -> float:
         """The selection criterion at ``step``, lower is better; both curves are recorded."""
@@ -305,28 +331,33 @@ def heal_(
     best_state, stale, step, rng = snapshot(), 0, 0, random.Random(config.seed)  # the start, kept on any failure
     bar = stage_or_bar(work, f"heal ({objective})", config.steps * config.batch_size, show_progress)
     try:
-        with _training(model, params), bar as advance:
-            best = evaluation(0)
-            while step < config.steps and stale < config.patience:
-                order = list(fit)
-                rng.shuffle(order)
-                for batch in batches(order, config.batch_size):
-                    loss = student.loss(encoder(batch))
-                    optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimiser.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    step += 1
-                    advance(len(batch))
-                    if step % config.eval_every == 0 or step == config.steps:
-                        current = evaluation(step)
-                        if current < best:
-                            best, stale, report.best_step, best_state = current, 0, step, snapshot()
-                        else:
-                            stale += 1
-                    if step >= config.steps or stale >= config.patience:
-                        break
+        with _training(model, params):
+            if config.teacher_top_k:  # in eval mode, like every teacher forward; its cost is the heal's
+                student.cache = TeacherCache.build(
+                    student.teacher, encoder, fit + held, config.batch_size, config.teacher_top_k, show_progress, work
+                )
+            with bar as advance:
+                best = evaluation(0)
+                while step < config.steps and stale < config.patience:
+                    order = list(fit)
+                    rng.shuffle(order)
+                    for batch in batches(order, config.batch_size):
+                        loss = student.loss(batch, encoder(batch))
+                        optimiser.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimiser.step()
+                        if scheduler is not None:
+                            scheduler.step()
+                        step += 1
+                        advance(len(batch))
+                        if step % config.eval_every == 0 or step == config.steps:
+                            current = evaluation(step)
+                            if current < best:
+                                best, stale, report.best_step, best_state = current, 0, step, snapshot()
+                            else:
+                                stale += 1
+                        if step >= config.steps or stale >= config.patience:
+                            break
     finally:
         with torch.no_grad():
             for key, param in _state(params).items():

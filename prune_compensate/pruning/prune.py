@@ -422,6 +422,8 @@ def prune_samples(
     needs_profile = config.layers is None and config.profile is None
     drop_one = min(len(fit), DROP_ONE_SAMPLES) if needs_profile and config.ranking == "drop-one" else 0
     heal_samples = config.heal.steps * config.heal.batch_size
+    if config.heal.steps and config.heal.teacher_top_k:  # the teacher's one pass over the heal's samples
+        heal_samples += len(fit)
     total = len(fit) * (fitted_passes + needs_profile) + drop_one + len(held) + heal_samples
     with WorkProgress(total, "pruning", enabled=config.show_progress) as work:
         ranking, scores = _ranking(model, encoder, fit, config, k, layout, work)
