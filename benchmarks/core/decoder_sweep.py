@@ -17,6 +17,10 @@ and scored beside the dense model on:
   prompts whose first ``--new-tokens`` generated tokens equal the dense model's, and the mean
   share of positions before the first difference.
 
+An init ``X+heal`` prunes with init X, then heals the maps (KL distillation from the dense model on
+the calibration samples, ``--heal-*``; the step kept is chosen on the heal's own validation samples,
+the last tenth of the fitting ones); its row keeps the heal's report (curve, step kept, seconds, peak RSS).
+
 ``--units block`` adds whole-block pruning (``--unit block``, ranked by the block cosine) at equal
 parameters removed: round(K × attention parameters / block parameters) blocks. Windows are
 ``--max-length`` tokens without overlap; the dense model's log-probabilities are computed once and
@@ -38,7 +42,7 @@ import torch
 
 from benchmarks.common import write_result
 from pc_testkit import smollm2
-from prune_compensate import CalibrationConfig, PruneConfig, load_model, prune_, read_samples
+from prune_compensate import CalibrationConfig, HealConfig, PruneConfig, load_model, prune_, read_samples
 from prune_compensate.eval.data import read_texts
 from prune_compensate.eval.lm import TokenScores, windows
 from prune_compensate.pruning.profile import ProfileConfig, profile
@@ -49,7 +53,14 @@ DATA = Path(__file__).resolve().parent / "data"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k", type=int, nargs="+", default=[2, 4, 8, 12, 15])
-    parser.add_argument("--inits", nargs="+", default=["none", "mean", "lstsq"])
+    parser.add_argument(
+        "--inits", nargs="+", default=["none", "mean", "lstsq"], help="INIT+heal: that init, then the heal below"
+    )
+    parser.add_argument("--heal-steps", type=int, default=300)
+    parser.add_argument("--heal-lr", type=float, default=1e-3)
+    parser.add_argument("--heal-schedule", default="cosine")
+    parser.add_argument("--heal-norms", action="store_true", help="train the norms of the healed blocks too")
+    parser.add_argument("--heal-teacher-top-k", type=int, default=0, help="0: the teacher runs on every step")
     parser.add_argument("--rankings", nargs="+", default=["cosine"])
     parser.add_argument("--units", nargs="+", default=["attention"], choices=["attention", "block"])
     parser.add_argument("--calib", default="embedded:prose")
@@ -172,7 +183,9 @@ def main() -> None:
     tokenizer = dense.tokenizer
     started = time.perf_counter()
     references = {
-        "held_out": DenseReference(dense.model, token_ids(tokenizer, DATA / "pep_prose.jsonl"), args.max_length)
+        "held_out": DenseReference(
+            dense.model, token_ids(tokenizer, DATA / "pep_prose.jsonl", args.held_out_tokens), args.max_length
+        )
     }
     if args.valid_tokens:
         valid = token_ids(tokenizer, DATA / "wikitext2_valid_articles.jsonl", args.valid_tokens)
@@ -192,8 +205,23 @@ def main() -> None:
 
     def run(unit: str, ranking_name: str, layers: list[int], init: str, k_equiv: int) -> None:
         copy_ = dataclasses.replace(dense, model=copy.deepcopy(dense.model))
+        base, healed = init.removesuffix("+heal"), init.endswith("+heal")
+        heal = HealConfig(
+            steps=args.heal_steps if healed else 0,
+            lr=args.heal_lr,
+            schedule=args.heal_schedule,
+            objective="kl",
+            train_norms=args.heal_norms,
+            teacher_top_k=args.heal_teacher_top_k,
+        )
         config = PruneConfig(
-            layers=sorted(layers), init=init, unit=unit, compare=(), calibration=calibration, show_progress=False
+            layers=sorted(layers),
+            init=base,
+            unit=unit,
+            compare=(),
+            calibration=calibration,
+            heal=heal,
+            show_progress=False,
         )
         tick = time.perf_counter()
         result = prune_(copy_, config, samples)
@@ -208,6 +236,8 @@ def main() -> None:
             "parameters_removed": result.parameters["before"] - result.parameters["after"],
             "prune_seconds": prune_seconds,
         }
+        if healed:  # its curve, the step kept, seconds and peak RSS; the curve is the heal's own validation
+            row["heal"] = result.heal
         for name, ref in references.items():
             row[name] = ref.score(copy_.model)
         row["generation"] = generation_agreement(
