@@ -194,6 +194,32 @@ def decoder_summary_block() -> list[str]:
     return rows
 
 
+def heal_block() -> list[str]:
+    """SmolLM2-135M: the heal (KL distillation) beside the lstsq start it refines, in one run
+    (``decoder_heal*.json``): the step kept on the heal's own validation samples, its cost, the
+    validation prose and the held-out prose."""
+    rows = [
+        "| K | init | calibration samples | heal: steps kept / run, seconds, process peak RSS | valid KL | held-out KL "
+        "| held-out top-1 | held-out ppl retention | greedy prefix kept |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(CORE.glob("decoder_heal*.json")):
+        data = json.loads(path.read_text())
+        for row in data["rows"]:
+            heal = row.get("heal")
+            cost = "—"
+            if heal:
+                rss = heal["peak_rss_mb"] / 1024
+                cost = f"{heal['best_step']} / {heal['steps_run']}, {heal['seconds']:.0f} s, {rss:.1f} GB"
+            held = row["held_out"]
+            rows.append(
+                f"| {row['k']} | {row['init']} | {data['settings']['n_samples']} | {cost} | {row['valid']['kl']:.3f} "
+                f"| {held['kl']:.3f} | {held['top1_agreement']:.3f} | {held['perplexity_retention']:.3f} "
+                f"| {row['generation']['prefix_share']:.3f} |"
+            )
+    return rows
+
+
 def ranking_block() -> list[str]:
     """SmolLM2-135M, K = 8: the paper's cosine ranking against drop-one KL, on the validation prose
     (where a choice is made) and the held-out prose (``decoder_ranking.json``)."""
@@ -534,6 +560,7 @@ BLOCKS = {
     "decodersummary": decoder_summary_block,
     "decoder": decoder_block,
     "ranking": ranking_block,
+    "decoderheal": heal_block,
     "exportbias": export_bias_block,
     "engineequal": engine_equal_block,
     "engine": engine_block,
