@@ -25,7 +25,10 @@ still (0.913 at K = 3, 0.825 at K = 4, against 0.861 for hidden at K = 4): a 16 
 cosines per batch is thinner again, and the states it leaves free drift (held-out error 0.37 × none).
 
 The teacher is the same model with the original cores swapped back in (``CoreSwap``), run under
-``no_grad`` on each batch, so memory stays bounded by one batch. Every ``eval_every`` steps the
+``no_grad`` on each batch, so memory stays bounded by one batch; with ``teacher_top_k`` it runs once
+per sample before training instead, and only its top-k next-token distributions are kept
+(``teacher.py``: on SmolLM2, 4 steps of 16 prose samples took 92 s against 116 s, that one pass
+included; ``benchmarks/core/heal_step_time.py``). Every ``eval_every`` steps the
 objective is measured on held-out calibration samples (never trained on); the weights with the
 lowest held-out loss are kept, and training stops after ``patience`` evaluations without a gain.
 
