@@ -28,6 +28,11 @@ from .error import FinalOutputs
 LOG_TAIL_FLOOR = -80.0  # e^-80: no mass outside the top k (k = vocabulary) without 0 · -inf = nan
 
 
+def _log_tail(log_p: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` log of the mass of ``log_p`` ``(N, V)`` outside the tokens ``ids`` ``(N, k)``."""
+    return torch.logsumexp(log_p.scatter(-1, ids, float("-inf")), dim=-1).clamp(min=LOG_TAIL_FLOOR)
+
+
 @dataclass
 class TopKTargets:
     """One sample's (or one batch's, concatenated) teacher distributions over N real positions:
@@ -43,8 +48,7 @@ class TopKTargets:
         """The top-k bins of the distributions ``softmax(logits)``, ``logits`` ``(N, V)``."""
         log_p = torch.log_softmax(logits.float(), dim=-1)
         top, ids = log_p.topk(min(k, log_p.shape[-1]), dim=-1)
-        tail = torch.logsumexp(log_p.scatter(-1, ids, float("-inf")), dim=-1).clamp(min=LOG_TAIL_FLOOR)
-        return TopKTargets(top, ids, tail)
+        return TopKTargets(top, ids, _log_tail(log_p, ids))
 
     @staticmethod
     def cat(parts: list[TopKTargets]) -> TopKTargets:
@@ -61,7 +65,7 @@ def coarse_kl(targets: TopKTargets, logits: torch.Tensor) -> torch.Tensor:
     log_q = torch.log_softmax(logits.float(), dim=-1)
     ids = targets.ids.to(log_q.device)
     q_top = log_q.gather(-1, ids)
-    q_tail = torch.logsumexp(log_q.scatter(-1, ids, float("-inf")), dim=-1).clamp(min=LOG_TAIL_FLOOR)
+    q_tail = _log_tail(log_q, ids)
     p_top, p_tail = targets.log_probs.to(log_q.device), targets.log_tail.to(log_q.device)
     kl = (p_top.exp() * (p_top - q_top)).sum(-1) + p_tail.exp() * (p_tail - q_tail)
     return kl.mean()
