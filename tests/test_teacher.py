@@ -72,5 +72,11 @@ def test_teacher_top_k_needs_the_kl_objective(family_dirs: dict) -> None:
     loaded = load_model(family_dirs["llama"])
     heal = HealConfig(steps=2, batch_size=4, objective="hidden", teacher_top_k=8)
     config = PruneConfig(layers=[1], held_out=0.25, heal=heal, show_progress=False)
-    with pytest.raises(PCError, match="--heal-teacher-top-k"):
-        prune_(loaded, config, [CalibrationSample(f"{t} {i}") for i, t in enumerate(TEXTS * 4)])
+    forwards: list[int] = []
+    handle = loaded.model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        with pytest.raises(PCError, match="--heal-teacher-top-k"):
+            prune_(loaded, config, [CalibrationSample(f"{t} {i}") for i, t in enumerate(TEXTS * 4)])
+    finally:
+        handle.remove()
+    assert forwards == []  # refused before the fit spent any forward pass

@@ -193,6 +193,17 @@ def resolve_objective(model: nn.Module, objective: str) -> str:
     return "kl" if has_lm_head(model) else "hidden"
 
 
+def check_teacher_top_k(model: nn.Module, config: HealConfig) -> None:
+    """Refuse ``teacher_top_k`` unless the heal's objective (resolved for ``model``) is kl: only
+    next-token distributions are cached. Cheap, so callers run it before any forward pass."""
+    objective = resolve_objective(model, config.objective)
+    if config.steps and config.teacher_top_k and objective != "kl":
+        raise PCError(
+            f"--heal-teacher-top-k keeps next-token distributions; the {objective} objective has none",
+            "drop --heal-teacher-top-k or use --heal-objective kl",
+        )
+
+
 def _peak_rss_mb() -> float:
     import resource
 
@@ -305,11 +316,7 @@ def heal_(
         raise PCError("healing needs held-out calibration samples for early stopping", "pass --held-out above 0")
     norms, params = _trainable(layout, modules, config, norms)
     student = _Student(model, layout, swap, modules, norms, objective)
-    if config.teacher_top_k and objective != "kl":
-        raise PCError(
-            f"--heal-teacher-top-k keeps next-token distributions; the {objective} objective has none",
-            "drop --heal-teacher-top-k or use --heal-objective kl",
-        )
+    check_teacher_top_k(model, config)
     start = time.perf_counter()
     optimiser = torch.optim.Adam(params, lr=config.lr)
     scheduler = _scheduler(optimiser, config)

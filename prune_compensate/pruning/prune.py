@@ -42,7 +42,7 @@ from .compensation import LinearCompensation, make_compensation
 from .config import PruneConfig
 from .drop_one import DROP_ONE_SAMPLES
 from .error import held_out_error
-from .heal import HealReport, TrainedNorms, heal_, norm_parameters
+from .heal import HealReport, TrainedNorms, check_teacher_top_k, heal_, norm_parameters
 from .placement import resolve_k
 from .profile import ProfileConfig, profile_samples
 from .swap import CoreSwap
@@ -408,6 +408,7 @@ def prune_samples(
     attention_layout = find_decoder(model, config.decoder, config.stack)
     layout = block_units(attention_layout) if config.unit == "block" else attention_layout
     k = check_choice(layout, model, config)  # before any forward pass
+    check_teacher_top_k(model, config.heal)
     task_score = _task_score(encoder, config)
     fit_encoder_to(encoder, model, layout)
     calibration = one_sample_batches(model, layout, encoder, samples, config.calibration)
