@@ -281,6 +281,14 @@ HealObjectiveOpt = Annotated[
     str, _option("auto (kl for LMs, hidden for encoders), kl, embedding, similarity or hidden.", HEAL)
 ]
 HealNormsOpt = Annotated[bool, _option("Heal also the norms of the blocks holding a map.", HEAL, "--heal-norms")]
+HealMlpsOpt = Annotated[
+    bool,
+    _option(
+        "Heal also the rest of each block holding a map (its MLP): per-token capacity the maps lack.",
+        HEAL,
+        "--heal-mlps",
+    ),
+]
 HealScheduleOpt = Annotated[str, _option("constant, or cosine (decayed to zero over --heal-steps).", HEAL)]
 HealTopKOpt = Annotated[
     int,
@@ -349,6 +357,7 @@ def prune_command(
     heal_lr: HealLrOpt = 3e-4,
     heal_objective: HealObjectiveOpt = "auto",
     heal_norms: HealNormsOpt = False,
+    heal_mlps: HealMlpsOpt = False,
     heal_schedule: HealScheduleOpt = "constant",
     heal_teacher_top_k: HealTopKOpt = 0,
     heal_select_pairs: HealPairsOpt = None,
@@ -387,7 +396,9 @@ def prune_command(
         evaluation = EvalConfig(max_examples=eval_max_examples, show_progress=not quiet) if eval_after else None
         place = dict(k=k, layers=_layer_list(layers), decoder=decoder, stack=stack, unit=unit, ranking=ranking)
         fit = dict(init=init, order=order, target=target, ridge=ridge, bias=not no_bias, rank=rank, held_out=held_out)
-        heal = dict(steps=heal_steps, lr=heal_lr, objective=heal_objective, train_norms=heal_norms)
+        heal = dict(
+            steps=heal_steps, lr=heal_lr, objective=heal_objective, train_norms=heal_norms, train_mlps=heal_mlps
+        )
         heal |= dict(teacher_top_k=heal_teacher_top_k, schedule=heal_schedule, select_pairs=heal_select_pairs)
         data = CalibrationConfig(calib, n_samples, max_length, batch_size, seed, text_column, image_column, calib_split)
         config = PruneConfig(

@@ -99,10 +99,13 @@ def profile_model(
 
 def _check_prune_job(config: PruneConfig, save: SaveConfig, evaluation: EvalConfig | None) -> None:
     """Rules between the configs, checked before any work: the rest live in each config."""
-    if save.mode == "delta" and config.heal.train_norms and config.heal.steps > 0:
+    trained = [
+        flag for flag, on in (("--heal-norms", config.heal.train_norms), ("--heal-mlps", config.heal.train_mlps)) if on
+    ]
+    if save.mode == "delta" and trained and config.heal.steps > 0:
         raise PCError(
-            "--heal-norms trains norms that a delta checkpoint does not store",
-            "use --save full or drop --heal-norms",
+            f"{' and '.join(trained)} train base weights that a delta checkpoint does not store",
+            f"use --save full or drop {' and '.join(trained)}",
         )
     check_out_dir(save.out.resolve(), save.overwrite)
     if evaluation is not None:

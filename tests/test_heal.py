@@ -99,31 +99,54 @@ def test_auto_objective_is_kl_for_lms_and_hidden_for_encoders(family_dirs: dict)
     assert resolve_objective(load_model().model, "embedding") == "embedding"
 
 
-def test_heal_with_norms_keeps_the_teacher_and_the_report_on_the_original_norms(family_dirs: dict) -> None:
-    """Trained in place, the norms are shared with the teacher (the same model with the original
-    cores swapped back in): the report's reference and its none/lstsq rows must still run with the
-    original norms, so they equal those of a heal that trains the maps only; the model keeps the healed
-    norms, and the CLI refuses a delta save that would drop them."""
+def test_heal_of_base_weights_keeps_the_teacher_and_the_report_on_the_original_ones(family_dirs: dict) -> None:
+    """Trained in place, the norms (``train_norms``) and MLPs (``train_mlps``) are shared with the
+    teacher (the same model with the original cores swapped back in): the report's reference and its
+    none row must still run with the original weights, so they equal those of a heal that trains the
+    maps only; the model keeps the healed weights, and the CLI refuses a delta save that would drop them."""
     samples = [CalibrationSample(f"{t} {i}") for i, t in enumerate(TEXTS * 10)]
     results, models = [], []
-    for train_norms in (False, True):
+    for trained in ({}, {"train_norms": True}, {"train_mlps": True}):
         loaded = load_model(family_dirs["llama"])
-        heal = HealConfig(steps=40, lr=3e-3, batch_size=4, eval_every=10, patience=10, train_norms=train_norms)
+        heal = HealConfig(steps=40, lr=3e-3, batch_size=4, eval_every=10, patience=10, **trained)
         config = PruneConfig(layers=[1], init="none", held_out=0.25, heal=heal, show_progress=False)
         results.append(prune_(loaded, config, samples))
         models.append(loaded.model)
-    plain, with_norms = results
-    assert "none" in plain.error and set(plain.error) == set(with_norms.error)
-    for name in set(plain.error) - {"heal"}:
-        assert with_norms.error[name]["kl"] == pytest.approx(plain.error[name]["kl"], rel=1e-5, abs=1e-9)
-    assert with_norms.error["heal"]["kl"] < with_norms.error["none"]["kl"]
-    healed = dict(find_decoder(models[1]).blocks[1].named_parameters())
+    plain = results[0]
     original = dict(find_decoder(load_model(family_dirs["llama"]).model).blocks[1].named_parameters())
-    norms = [name for name in healed if "norm" in name]
-    assert norms and any(not torch.equal(healed[n], original[n]) for n in norms)  # the healed norms stay
-    args = ["prune", str(family_dirs["llama"]), "--k", "1", "--heal-steps", "2", "--heal-norms", "--save", "delta"]
-    result = runner.invoke(app, [*args, "--out", str(Path(family_dirs["llama"]).parent / "never")])
-    assert result.exit_code == 2 and "--heal-norms" in result.output and "--save full" in result.output
+    for result, model, kind in zip(results[1:], models[1:], ("norm", "mlp"), strict=True):
+        assert "none" in plain.error and set(plain.error) == set(result.error)
+        for name in set(plain.error) - {"heal"}:
+            assert result.error[name]["kl"] == pytest.approx(plain.error[name]["kl"], rel=1e-5, abs=1e-9)
+        assert result.error["heal"]["kl"] < result.error["none"]["kl"]
+        healed = dict(find_decoder(model).blocks[1].named_parameters())
+        changed = {n for n in healed if n in original and not torch.equal(healed[n], original[n])}
+        assert changed and all(kind in n for n in changed), changed  # only what was asked for moved
+    assert results[2].heal["trained_parameters"] - results[0].heal["trained_parameters"] == sum(
+        p.numel() for n, p in original.items() if n.startswith("mlp.")
+    )
+    for flag in ("--heal-norms", "--heal-mlps"):
+        args = ["prune", str(family_dirs["llama"]), "--k", "1", "--heal-steps", "2", flag, "--save", "delta"]
+        result = runner.invoke(app, [*args, "--out", str(Path(family_dirs["llama"]).parent / "never")])
+        assert result.exit_code == 2 and flag in result.output and "--save full" in result.output
+
+
+def test_base_parameters_are_the_blocks_norms_and_the_rest_but_the_core(family_dirs: dict) -> None:
+    """Found by structure: in a Llama block, --heal-norms is the two RMSNorms, --heal-mlps the
+    gate/up/down projections; the attention core (original or map) is never among them."""
+    from prune_compensate.pruning.heal import base_parameters
+
+    layout = find_decoder(load_model(family_dirs["llama"]).model)
+    block = dict(layout.blocks[0].named_parameters())
+
+    def names(**flags: bool) -> set[str]:
+        chosen = {id(p) for p in base_parameters(layout, [0], HealConfig(**flags))}
+        return {n for n, p in block.items() if id(p) in chosen}
+
+    assert names() == set()
+    assert names(train_norms=True) == {"input_layernorm.weight", "post_attention_layernorm.weight"}
+    assert names(train_mlps=True) == {f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")}
+    assert not any(n.startswith("self_attn") for n in names(train_norms=True, train_mlps=True))
 
 
 PAIRS = [

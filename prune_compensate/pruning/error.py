@@ -141,21 +141,22 @@ def held_out_error(
     batch_size: int,
     show_progress: bool = True,
     work: WorkProgress | None = None,
-    original_norms: Callable[[], AbstractContextManager[None]] = nullcontext,
+    original_base: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> dict[str, dict[str, float]]:
     """Error of each variant against the original model on ``samples`` (see ``evaluate``).
-    ``original_norms``: a context with the norms a heal trained set back to their original values
-    (``heal.TrainedNorms.as_original``), for the reference and every variant but ``"heal"``."""
+    ``original_base``: a context with the base parameters a heal trained (norms, MLPs) set back to
+    their original values (``heal.TrainedBase.as_original``), for the reference and every variant
+    but ``"heal"``."""
     errors = {name: OutputError() for name in variants}
     for inputs in encoded_batches(encoder, samples, batch_size, "held-out error", show_progress, work):
         mask = real_tokens(inputs)
         swap.restore()
         with torch.inference_mode():
-            with original_norms():
+            with original_base():
                 reference = forward_final(model, layout, inputs)
             for name, modules in variants.items():
                 swap.install(modules)
-                with nullcontext() if name == "heal" else original_norms():
+                with nullcontext() if name == "heal" else original_base():
                     errors[name].update(reference, forward_final(model, layout, inputs), mask)
     swap.restore()
     return {name: err.summary() for name, err in errors.items()}

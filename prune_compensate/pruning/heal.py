@@ -1,8 +1,8 @@
 """Heal: refine the fitted replacement maps by distillation from the original model.
 
 Why: each map is fitted in closed form to its *local* target; the model's output is what users
-consume. Healing trains only the replacement maps (optionally also the norms of the blocks they
-sit in) so that the pruned model's output matches the original's on the calibration samples:
+consume. Healing trains the replacement maps (optionally also the norms, and the MLPs, of the blocks
+they sit in) so that the pruned model's output matches the original's on the calibration samples:
 
 * LMs / VLMs (``"kl"``, the default for models with an LM head): KL(original ‖ pruned) of the
   next-token distributions over real tokens;
@@ -72,7 +72,9 @@ SCHEDULES = ("constant", "cosine")
 @dataclass
 class HealConfig:
     """``steps``: optimiser steps (0 = no heal); ``lr``: Adam learning rate; ``train_norms``: also
-    train the norms of the blocks that hold a replacement. ``teacher_top_k`` (kl objective only):
+    train the norms of the blocks that hold a replacement; ``train_mlps``: also train the rest of
+    those blocks, what is neither the map nor a norm (the MLP: per-token capacity the maps lack,
+    at 3 × hidden × intermediate parameters a block on Llama-like models). ``teacher_top_k`` (kl objective only):
     above 0, the original model runs once per sample before training and its next-token
     distributions are kept as their top-k bins plus the rest (``teacher.py``); the loss is then the
     KL on those k + 1 bins. 0: the original runs on every batch and the loss is the full KL."""
@@ -84,6 +86,7 @@ class HealConfig:
     patience: int = 4
     objective: str = "auto"
     train_norms: bool = False
+    train_mlps: bool = False
     seed: int = 0
     select_pairs: str | None = None
     pooling: str | None = None
@@ -150,12 +153,13 @@ def objective_loss(objective: str, teacher: FinalOutputs, student: FinalOutputs,
     return ((b - a) ** 2).sum() / (a**2).sum().clamp(min=1e-12)
 
 
-class TrainedNorms:
-    """The norm parameters a heal trains (``train_norms``) and their values before it.
+class TrainedBase:
+    """The base model's parameters a heal trains beside the maps (``train_norms``, ``train_mlps``)
+    and their values before it.
 
     Why: the teacher is the same model with the original cores swapped back in, so it shares these
-    norms; trained in place, they would move the teacher with the student, and the error report's
-    reference and its other variants (none, lstsq) would run with healed norms. The teacher, the
+    parameters; trained in place, they would move the teacher with the student, and the error
+    report's reference and its other variants (none, lstsq) would run with healed ones. The teacher, the
     reference and every variant but the heal run inside ``as_original()``."""
 
     def __init__(self, params: list[nn.Parameter]) -> None:
@@ -180,11 +184,22 @@ class TrainedNorms:
                     param.copy_(value)
 
 
-def norm_parameters(layout: DecoderLayout, layers: list[int], config: HealConfig) -> list[nn.Parameter]:
-    """The norms of the blocks holding a replacement, when ``config.train_norms`` (else none)."""
-    if not config.train_norms or layout.unit == "block":  # a replaced block keeps no norm of its own
+def base_parameters(layout: DecoderLayout, layers: list[int], config: HealConfig) -> list[nn.Parameter]:
+    """The base parameters a heal trains in the blocks holding a replacement: their norms
+    (``config.train_norms``) and everything else in them but the core (``config.train_mlps``).
+    Found by structure, so the core must be the original or a map: either is left out by name."""
+    if layout.unit == "block":  # a replaced block keeps nothing of its own
         return []
-    return [p for i in layers for m in layout.blocks[i].modules() if is_norm(m) for p in m.parameters(recurse=False)]
+    params: list[nn.Parameter] = []
+    for i in layers:
+        block, core = layout.blocks[i], layout.core_names[i]
+        norms = {id(p) for m in block.modules() if is_norm(m) for p in m.parameters(recurse=False)}
+        for name, param in block.named_parameters():
+            if core is not None and (name == core or name.startswith(core + ".")):
+                continue
+            if (config.train_norms and id(param) in norms) or (config.train_mlps and id(param) not in norms):
+                params.append(param)
+    return params
 
 
 def resolve_objective(model: nn.Module, objective: str) -> str:
@@ -212,20 +227,21 @@ def _peak_rss_mb() -> float:
 
 @dataclass
 class _Student:
-    """The maps (and norms) being healed inside ``model``, and the teacher: the same model with its
-    original cores and norms (``swap.restore`` / ``norms.as_original``), so no second copy is held."""
+    """The maps (and base parameters) being healed inside ``model``, and the teacher: the same model
+    with its original cores and parameters (``swap.restore`` / ``base.as_original``), so no second
+    copy is held."""
 
     model: nn.Module
     layout: DecoderLayout
     swap: CoreSwap
     modules: dict[int, LinearCompensation]
-    norms: TrainedNorms
+    base: TrainedBase
     objective: str
     cache: TeacherCache | None = None
 
     def teacher(self, inputs: dict[str, torch.Tensor]) -> FinalOutputs:
-        """The original model's outputs on one batch: original cores and norms, no gradients."""
-        with torch.no_grad(), self.norms.as_original():
+        """The original model's outputs on one batch: original cores and parameters, no gradients."""
+        with torch.no_grad(), self.base.as_original():
             self.swap.restore()
             try:
                 return forward_final(self.model, self.layout, inputs)
@@ -262,16 +278,16 @@ def _scheduler(optimiser: torch.optim.Optimizer, config: HealConfig) -> Any:
 
 
 def _trainable(
-    layout: DecoderLayout, modules: dict[int, LinearCompensation], config: HealConfig, norms: TrainedNorms | None
-) -> tuple[TrainedNorms, list[nn.Parameter]]:
-    """The norms trained beside the maps (made here when not given) and every parameter the heal
-    trains; refuses a heal with nothing to train."""
-    if norms is None:
-        norms = TrainedNorms(norm_parameters(layout, sorted(modules), config))
-    params = [p for m in modules.values() for p in m.parameters()] + norms.params
+    layout: DecoderLayout, modules: dict[int, LinearCompensation], config: HealConfig, base: TrainedBase | None
+) -> tuple[TrainedBase, list[nn.Parameter]]:
+    """The base parameters trained beside the maps (made here when not given) and every parameter
+    the heal trains; refuses a heal with nothing to train."""
+    if base is None:
+        base = TrainedBase(base_parameters(layout, sorted(modules), config))
+    params = [p for m in modules.values() for p in m.parameters()] + base.params
     if not params:
         raise PCError("there is nothing to heal (init none has no maps)", "use --init zero, mean or lstsq with --heal")
-    return norms, params
+    return base, params
 
 
 @contextmanager
@@ -303,19 +319,19 @@ def heal_(
     config: HealConfig,
     show_progress: bool = True,
     work: WorkProgress | None = None,
-    norms: TrainedNorms | None = None,
+    base: TrainedBase | None = None,
     task_score: Callable[[nn.Module], float] | None = None,
 ) -> HealReport:
     """Train ``modules`` (installed in ``model`` on return) against the original; see module doc.
-    Progress: a stage of ``work`` when given (units: samples), else a bar of its own. ``norms``: the
-    norms to train beside the maps (``train_norms``), made here when not given; the teacher runs
-    with their original values. ``task_score``: higher is better, called on ``model`` with the
+    Progress: a stage of ``work`` when given (units: samples), else a bar of its own. ``base``: the
+    base parameters to train beside the maps (``train_norms``, ``train_mlps``), made here when not
+    given; the teacher runs with their original values. ``task_score``: higher is better, called on ``model`` with the
     maps installed at every evaluation; when given it, not the held-out loss, picks the step kept."""
     objective = resolve_objective(model, config.objective)
     if not held:
         raise PCError("healing needs held-out calibration samples for early stopping", "pass --held-out above 0")
-    norms, params = _trainable(layout, modules, config, norms)
-    student = _Student(model, layout, swap, modules, norms, objective)
+    base, params = _trainable(layout, modules, config, base)
+    student = _Student(model, layout, swap, modules, base, objective)
     check_teacher_top_k(model, config)
     start = time.perf_counter()
     optimiser = torch.optim.Adam(params, lr=config.lr)

@@ -42,7 +42,7 @@ from .compensation import LinearCompensation, make_compensation
 from .config import PruneConfig
 from .drop_one import DROP_ONE_SAMPLES
 from .error import held_out_error
-from .heal import HealReport, TrainedNorms, check_teacher_top_k, heal_, norm_parameters
+from .heal import HealReport, TrainedBase, base_parameters, check_teacher_top_k, heal_
 from .placement import resolve_k
 from .profile import ProfileConfig, profile_samples
 from .swap import CoreSwap
@@ -154,7 +154,7 @@ def _healed(
     encoder: BatchEncoder,
     fit: list[CalibrationSample],
     config: PruneConfig,
-    norms: TrainedNorms,
+    base: TrainedBase,
     work: WorkProgress | None = None,
     task_score: Callable[[nn.Module], float] | None = None,
 ) -> tuple[dict[int, LinearCompensation], HealReport]:
@@ -185,7 +185,7 @@ def _healed(
         config.heal,
         config.show_progress,
         work,
-        norms,
+        base,
         task_score,
     )
     return modules, report
@@ -377,16 +377,16 @@ def _fitted(
         for name in names
     }
     heal_report = None
-    norms = TrainedNorms(norm_parameters(layout, layers, config.heal) if config.heal.steps > 0 else [])
+    base = TrainedBase(base_parameters(layout, layers, config.heal) if config.heal.steps > 0 else [])
     if config.heal.steps > 0:
         variants["heal"], heal_report = _healed(
-            model, layout, swap, variants[config.init], signatures, encoder, fit, config, norms, work, task_score
+            model, layout, swap, variants[config.init], signatures, encoder, fit, config, base, work, task_score
         )
     error: dict[str, dict[str, float]] = {}
     if held:
         batch_size, progress = config.calibration.batch_size, config.show_progress
         error = held_out_error(
-            model, layout, swap, variants, encoder, held, batch_size, progress, work, original_norms=norms.as_original
+            model, layout, swap, variants, encoder, held, batch_size, progress, work, original_base=base.as_original
         )
     return _Fitted(swap, signatures, variants, error, heal_report)
 
