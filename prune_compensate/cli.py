@@ -289,6 +289,7 @@ HealMlpsOpt = Annotated[
         "--heal-mlps",
     ),
 ]
+HealMlpLrOpt = Annotated[float, _option("Heal learning rate of the MLP weights (--heal-mlps).", HEAL)]
 HealScheduleOpt = Annotated[str, _option("constant, or cosine (decayed to zero over --heal-steps).", HEAL)]
 HealTopKOpt = Annotated[
     int,
@@ -358,6 +359,7 @@ def prune_command(
     heal_objective: HealObjectiveOpt = "auto",
     heal_norms: HealNormsOpt = False,
     heal_mlps: HealMlpsOpt = False,
+    heal_mlp_lr: HealMlpLrOpt = 1e-4,
     heal_schedule: HealScheduleOpt = "constant",
     heal_teacher_top_k: HealTopKOpt = 0,
     heal_select_pairs: HealPairsOpt = None,

@@ -134,7 +134,7 @@ def test_heal_of_base_weights_keeps_the_teacher_and_the_report_on_the_original_o
 def test_base_parameters_are_the_blocks_norms_and_the_rest_but_the_core(family_dirs: dict) -> None:
     """Found by structure: in a Llama block, --heal-norms is the two RMSNorms, --heal-mlps the
     gate/up/down projections; the attention core (original or map) is never among them."""
-    from prune_compensate.pruning.heal import base_parameters
+    from prune_compensate.pruning.heal import _groups, base_parameters, trained_base
 
     layout = find_decoder(load_model(family_dirs["llama"]).model)
     block = dict(layout.blocks[0].named_parameters())
@@ -147,6 +147,12 @@ def test_base_parameters_are_the_blocks_norms_and_the_rest_but_the_core(family_d
     assert names(train_norms=True) == {"input_layernorm.weight", "post_attention_layernorm.weight"}
     assert names(train_mlps=True) == {f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")}
     assert not any(n.startswith("self_attn") for n in names(train_norms=True, train_mlps=True))
+    # the maps and norms learn at lr, the pretrained MLP weights at the smaller mlp_lr
+    config = HealConfig(train_norms=True, train_mlps=True, lr=1e-3, mlp_lr=1e-4)
+    groups = _groups({0: LinearCompensation(8, 8)}, trained_base(layout, [0], config), config)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-4]
+    assert {id(p) for p in groups[1]["params"]} == {id(block[f"mlp.{p}_proj.weight"]) for p in ("gate", "up", "down")}
+    assert len(groups[0]["params"]) == 2 + 2  # the map's weight and bias, the two norms
 
 
 PAIRS = [

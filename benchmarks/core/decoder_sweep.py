@@ -61,6 +61,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--heal-schedule", default="cosine")
     parser.add_argument("--heal-norms", action="store_true", help="train the norms of the healed blocks too")
     parser.add_argument("--heal-mlps", action="store_true", help="train the MLPs of the healed blocks too")
+    parser.add_argument("--heal-mlp-lr", type=float, default=1e-4)
     parser.add_argument("--heal-teacher-top-k", type=int, default=0, help="0: the teacher runs on every step")
     parser.add_argument("--rankings", nargs="+", default=["cosine"])
     parser.add_argument("--units", nargs="+", default=["attention"], choices=["attention", "block"])
@@ -214,6 +215,7 @@ def main() -> None:
             objective="kl",
             train_norms=args.heal_norms,
             train_mlps=args.heal_mlps,
+            mlp_lr=args.heal_mlp_lr,
             teacher_top_k=args.heal_teacher_top_k,
         )
         config = PruneConfig(

@@ -74,7 +74,8 @@ class HealConfig:
     """``steps``: optimiser steps (0 = no heal); ``lr``: Adam learning rate; ``train_norms``: also
     train the norms of the blocks that hold a replacement; ``train_mlps``: also train the rest of
     those blocks, what is neither the map nor a norm (the MLP: per-token capacity the maps lack,
-    at 3 × hidden × intermediate parameters a block on Llama-like models). ``teacher_top_k`` (kl objective only):
+    at 3 × hidden × intermediate parameters a block on Llama-like models), at ``mlp_lr``: pretrained
+    weights of about 0.02 would move by a twentieth a step at the maps' 1e-3. ``teacher_top_k`` (kl objective only):
     above 0, the original model runs once per sample before training and its next-token
     distributions are kept as their top-k bins plus the rest (``teacher.py``); the loss is then the
     KL on those k + 1 bins. 0: the original runs on every batch and the loss is the full KL."""
@@ -87,6 +88,7 @@ class HealConfig:
     objective: str = "auto"
     train_norms: bool = False
     train_mlps: bool = False
+    mlp_lr: float = 1e-4
     seed: int = 0
     select_pairs: str | None = None
     pooling: str | None = None
@@ -98,7 +100,7 @@ class HealConfig:
             raise PCError(f"--heal-steps must be non-negative, got {self.steps}", "pass e.g. --heal-steps 300")
         if self.objective not in OBJECTIVES:
             raise PCError(f"unknown heal objective {self.objective!r}", f"use one of {', '.join(OBJECTIVES)}")
-        if self.lr <= 0 or self.batch_size < 1 or self.eval_every < 1:
+        if self.lr <= 0 or self.mlp_lr <= 0 or self.batch_size < 1 or self.eval_every < 1:
             raise PCError("heal lr, batch size and eval interval must be positive", "fix the heal options")
         if self.schedule not in SCHEDULES:
             raise PCError(f"unknown heal schedule {self.schedule!r}", f"use one of {', '.join(SCHEDULES)}")
@@ -162,8 +164,9 @@ class TrainedBase:
     report's reference and its other variants (none, lstsq) would run with healed ones. The teacher, the
     reference and every variant but the heal run inside ``as_original()``."""
 
-    def __init__(self, params: list[nn.Parameter]) -> None:
+    def __init__(self, params: list[nn.Parameter], norms: list[bool] | None = None) -> None:
         self.params = params
+        self.norms = norms if norms is not None else [True] * len(params)  # which are norm weights
         self.original = [p.detach().clone() for p in params]
 
     @contextmanager
@@ -182,6 +185,13 @@ class TrainedBase:
             with torch.no_grad():
                 for param, value in zip(self.params, current, strict=True):
                     param.copy_(value)
+
+
+def trained_base(layout: DecoderLayout, layers: list[int], config: HealConfig) -> TrainedBase:
+    """The base parameters of ``base_parameters``, each marked as a norm weight or not."""
+    params = base_parameters(layout, layers, config)
+    norms = {id(p) for m in layout.blocks.modules() if is_norm(m) for p in m.parameters(recurse=False)}
+    return TrainedBase(params, [id(p) in norms for p in params])
 
 
 def base_parameters(layout: DecoderLayout, layers: list[int], config: HealConfig) -> list[nn.Parameter]:
@@ -283,11 +293,20 @@ def _trainable(
     """The base parameters trained beside the maps (made here when not given) and every parameter
     the heal trains; refuses a heal with nothing to train."""
     if base is None:
-        base = TrainedBase(base_parameters(layout, sorted(modules), config))
+        base = trained_base(layout, sorted(modules), config)
     params = [p for m in modules.values() for p in m.parameters()] + base.params
     if not params:
         raise PCError("there is nothing to heal (init none has no maps)", "use --init zero, mean or lstsq with --heal")
     return base, params
+
+
+def _groups(modules: dict[int, LinearCompensation], base: TrainedBase, config: HealConfig) -> list[dict[str, Any]]:
+    """Adam's parameter groups: the maps and norms at ``lr``, the MLP weights (``train_mlps``) at
+    ``mlp_lr``. The maps may not be installed yet, so they are named by ``modules``."""
+    maps = [p for m in modules.values() for p in m.parameters()]
+    norms = [p for p, is_norm_weight in zip(base.params, base.norms, strict=True) if is_norm_weight]
+    mlps = [p for p, is_norm_weight in zip(base.params, base.norms, strict=True) if not is_norm_weight]
+    return [{"params": maps + norms, "lr": config.lr}] + ([{"params": mlps, "lr": config.mlp_lr}] if mlps else [])
 
 
 @contextmanager
@@ -334,7 +353,7 @@ def heal_(
     student = _Student(model, layout, swap, modules, base, objective)
     check_teacher_top_k(model, config)
     start = time.perf_counter()
-    optimiser = torch.optim.Adam(params, lr=config.lr)
+    optimiser = torch.optim.Adam(_groups(modules, base, config), lr=config.lr)
     scheduler = _scheduler(optimiser, config)
     report = HealReport(objective, trained_parameters=sum(p.numel() for p in params))
     if task_score is not None:

@@ -42,7 +42,7 @@ from .compensation import LinearCompensation, make_compensation
 from .config import PruneConfig
 from .drop_one import DROP_ONE_SAMPLES
 from .error import held_out_error
-from .heal import HealReport, TrainedBase, base_parameters, check_teacher_top_k, heal_
+from .heal import HealReport, TrainedBase, check_teacher_top_k, heal_, trained_base
 from .placement import resolve_k
 from .profile import ProfileConfig, profile_samples
 from .swap import CoreSwap
@@ -377,7 +377,7 @@ def _fitted(
         for name in names
     }
     heal_report = None
-    base = TrainedBase(base_parameters(layout, layers, config.heal) if config.heal.steps > 0 else [])
+    base = trained_base(layout, layers, config.heal) if config.heal.steps > 0 else TrainedBase([])
     if config.heal.steps > 0:
         variants["heal"], heal_report = _healed(
             model, layout, swap, variants[config.init], signatures, encoder, fit, config, base, work, task_score
