@@ -249,7 +249,9 @@ PruneKOpt = Annotated[
         show_default=False,
     ),
 ]
-InitOpt = Annotated[str, _option("Compensation: lstsq, mean (paper Thm 1), zero, none.")]
+InitOpt = Annotated[
+    str, _option("Compensation: lstsq, mean (paper Thm 1), zero, none, merged (folded into the MLP below).")
+]
 EvalAfterOpt = Annotated[
     bool,
     _option(

@@ -104,7 +104,8 @@ def _check_prune_job(config: PruneConfig, save: SaveConfig, evaluation: EvalConf
     ]
     if save.mode == "delta" and trained and config.heal.steps > 0:
         raise PCError(
-            f"{' and '.join(trained)} train base weights that a delta checkpoint does not store",
+            f"{' and '.join(trained)} train{'s' if len(trained) == 1 else ''} base weights that a delta "
+            "checkpoint does not store",
             f"use --save full or drop {' and '.join(trained)}",
         )
     check_out_dir(save.out.resolve(), save.overwrite)

@@ -182,6 +182,8 @@ def print_export(result: ExportResult, console: Console | None = None) -> None:
     table.add_row("no attention (no_op)", _spans(result.layers["no_op"]))
     if result.layers.get("no_ffn"):
         table.add_row("no MLP either", _spans(result.layers["no_ffn"]))
+    if result.layers.get("merged"):
+        table.add_row("map merged into the MLP below", _spans(result.layers["merged"]))
     if result.dropped_bias:
         table.add_row("map bias left out (--drop-bias)", _spans(result.dropped_bias))
     table.caption = (

@@ -54,7 +54,7 @@ def test_decilm_folder_holds_the_pruned_model(tmp_path: Path) -> None:
     loaded = pruned_llama(tmp_path)
     checkpoint = saved(loaded, tmp_path)
     result = export_model(str(checkpoint), ExportConfig(tmp_path / "decilm", format="decilm"))
-    assert result.layers == {"attention": [0, 3], "linear": [1], "no_op": [2], "no_ffn": []}
+    assert result.layers == {"attention": [0, 3], "linear": [1], "no_op": [2], "no_ffn": [], "merged": []}
     folder = tmp_path / "decilm"
     config = json.loads((folder / "config.json").read_text())
     heads, kv = config["num_attention_heads"], config["num_key_value_heads"]

@@ -1,6 +1,6 @@
 """llama.cpp (llama-cpp-python, the ``serve`` extra) runs what ``pc export --format gguf`` writes:
-a pruned tiny Llama with normal, linear-map, no-attention and identity layers gives the logits and
-the greedy tokens of ``load_pruned``. ``.ci/run`` installs the engine and sets
+a pruned tiny Llama with normal, linear-map, no-attention, merged-map (``ffn_down.bias``) and
+identity layers gives the logits and the greedy tokens of ``load_pruned``. ``.ci/run`` installs the engine and sets
 ``PC_REQUIRE_LLAMA_CPP=1``, so there these tests never skip."""
 
 from __future__ import annotations
@@ -51,12 +51,14 @@ def engine_greedy(llm: Llama, ids: list[int], new_tokens: int) -> tuple[np.ndarr
     return logits, out
 
 
-@pytest.mark.parametrize("unit", ["attention", "block"])
+@pytest.mark.parametrize("unit", ["attention", "merged", "block"])
 def test_llamacpp_runs_the_export_like_load_pruned(tmp_path: Path, unit: str) -> None:
     loaded = load_model(build_llama(tmp_path / "llama", layers=5))
     if unit == "attention":  # a fitted map at 1 and 3, no attention at 2
         prune_(loaded, PruneConfig(layers=[1, 3], bias=False, show_progress=False), SAMPLES)
         prune_(loaded, PruneConfig(layers=[2], init="none", show_progress=False), SAMPLES)
+    elif unit == "merged":  # maps of 2 and 3 merged, with their biases, into the MLPs of 1 and 2
+        prune_(loaded, PruneConfig(layers=[2, 3], init="merged", show_progress=False), SAMPLES)
     else:  # an identity block at 2
         prune_(loaded, PruneConfig(layers=[2], unit="block", init="none", show_progress=False), SAMPLES)
     checkpoint = save_pruned(loaded.model, loaded.processor, tmp_path / "pruned", {})

@@ -69,6 +69,6 @@ def test_job_checks_everything_before_the_model_loads(tmp_path: Path) -> None:
     with pytest.raises(PCError, match="not valid JSON"):
         profile_model(missing_model, ProfileConfig(calibration=calibration), LoadConfig(offline=True))
     healed = PruneConfig(k=1, heal=HealConfig(steps=2, train_norms=True))
-    with pytest.raises(PCError, match="--heal-norms trains norms that a delta checkpoint does not store"):
+    with pytest.raises(PCError, match="--heal-norms trains base weights that a delta checkpoint does not store"):
         prune_and_save(missing_model, healed, SaveConfig(tmp_path / "out", mode="delta"))
     assert not (tmp_path / "out").exists() and (taken / "keep.txt").read_text() == "mine"

@@ -237,13 +237,18 @@ def test_low_rank_is_truncated_svd(family_dirs: dict) -> None:
 
 
 def test_minilm_lstsq_beats_uncompensated(minilm_dir: Path) -> None:
-    """Real MiniLM, real text (embedded FB15k-237 set), K=3, 160 fitting / 40 held-out samples.
+    """Real MiniLM, real text (embedded FB15k-237 set), K=3, 160 fitting / 40 held-out samples
+    (every init but merged, which a post-norm encoder cannot hold: ``test_merged.py``).
 
     Measured here: relative squared error 0.53 uncompensated, 0.24 mean, 0.13 lstsq (0.25× none);
     with 400 samples 0.53, 0.30, 0.12 (0.22× none) in twice the time."""
     loaded = load_model(minilm_dir)
     config = PruneConfig(
-        k=3, held_out=0.2, compare=INITS, show_progress=False, calibration=CalibrationConfig(n_samples=200)
+        k=3,
+        held_out=0.2,
+        compare=tuple(i for i in INITS if i != "merged"),
+        show_progress=False,
+        calibration=CalibrationConfig(n_samples=200),
     )
     result = prune_(loaded, config)
     error = {name: row["relative"] for name, row in result.error.items()}

@@ -40,7 +40,13 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from ..errors import PCError
-from ..pruning.compensation import BlockCompensation, LinearCompensation, compensation_from_spec, replace_module
+from ..pruning.compensation import (
+    BlockCompensation,
+    LinearCompensation,
+    MergedProjection,
+    compensation_from_spec,
+    replace_module,
+)
 
 # The name stock transformers prints in its "Unknown quantization type, got ..." warning when the
 # package is not imported, so it says what to do. Checkpoints written before it used the bare name.
@@ -130,6 +136,8 @@ def compensation_spec(module: LinearCompensation) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if isinstance(module, BlockCompensation):
         extra = {"block": True, "attributes": module.attributes}
+    if isinstance(module, MergedProjection):
+        extra = {"merged": True, "merged_layer": module.merged_layer}
     return {
         **extra,
         "dim_in": module.dim_in,

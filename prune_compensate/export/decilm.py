@@ -80,6 +80,19 @@ def decilm_config(plan: DecoderPlan, dtype: torch.dtype) -> dict[str, Any]:
     }
 
 
+def check_decilm(plan: DecoderPlan) -> None:
+    """What DeciLM cannot hold that GGUF can, refused before the check: its MLP width as one
+    ``ffn_mult``, and MLP biases (one ``mlp_bias`` for every projection of every layer, so the
+    bias of a merged map has no place)."""
+    ffn_mult(plan.config)
+    merged = [name.split(".")[2] for name in plan.tensors if name.endswith("mlp.down_proj.bias")]
+    if merged:
+        raise PCError(
+            f"layer {merged[0]}'s MLP holds a merged map with a bias, and DeciLM has no per-layer MLP bias",
+            "export with --format gguf (llama.cpp adds ffn_down.bias)",
+        )
+
+
 def decilm_tensors(plan: DecoderPlan) -> dict[str, torch.Tensor]:
     """The folder's weights: the plan's kept tensors plus each linear map as ``linear_attn``."""
     tensors = {name: tensor.contiguous() for name, tensor in plan.tensors.items()}

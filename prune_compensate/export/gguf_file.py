@@ -75,6 +75,8 @@ def _tensors(plan: DecoderPlan) -> list[tuple[str, torch.Tensor]]:
                 (blk + "ffn_up.weight", t[hf + "mlp.up_proj.weight"]),
                 (blk + "ffn_down.weight", t[hf + "mlp.down_proj.weight"]),
             ]
+            if hf + "mlp.down_proj.bias" in t:  # a merged map (llama.cpp adds it when present)
+                out.append((blk + "ffn_down.bias", t[hf + "mlp.down_proj.bias"]))
     return out
 
 

@@ -6,7 +6,9 @@ architecture ``deci``) describes each decoder layer by what its attention is:
 * ``attention``: the original self-attention, with its own number of KV heads;
 * ``linear``: ``replace_with_linear``, the residual gets ``RMSNorm(x) · Wᵀ`` (one ``D × D`` map on
   the layer's input norm), which is exactly a ``LinearCompensation`` fitted on the attention input;
-* ``no_op``: the attention is gone (``pc prune --init none``);
+* ``no_op``: the attention is gone (``pc prune --init none``, or ``--init merged``, whose map is
+  folded into the MLP below: that layer's down-projection then has a bias, llama.cpp's optional
+  ``ffn_down.bias``);
 
 and each layer keeps its SwiGLU MLP, except a block pruned whole with ``--init none``, which is the
 identity (``ffn: false``, llama.cpp's dummy layer). ``plan_decoder`` reads that per-layer list off
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import PCError
-from ..pruning.compensation import BlockCompensation, LinearCompensation
+from ..pruning.compensation import BlockCompensation, LinearCompensation, MergedProjection
 
 ATTENTION_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PARTS = ("gate_proj", "up_proj", "down_proj")
@@ -151,8 +153,14 @@ def _layer(block: nn.Module, index: int, drop_bias: bool, tensors: dict[str, tor
             raise PCError(f"{SCOPE}; {where}.self_attn has more than q/k/v/o", "keep it in the pc checkpoint")
     if plan.attention != "no_op":
         tensors[f"{where}.input_layernorm.weight"] = _norm_weight(block, "input_layernorm", where)
-    for name, weight in _parts(block.mlp, MLP_PARTS, f"{where}.mlp").items():
+    down = getattr(block.mlp, "down_proj", None)
+    parts = MLP_PARTS[:2] if isinstance(down, MergedProjection) else MLP_PARTS
+    for name, weight in _parts(block.mlp, parts, f"{where}.mlp").items():
         tensors[f"{where}.mlp.{name}.weight"] = weight
+    if isinstance(down, MergedProjection):  # the map of layer index + 1, merged (x @ W orientation)
+        tensors[f"{where}.mlp.down_proj.weight"] = down.weight.detach().T
+        assert down.bias is not None
+        tensors[f"{where}.mlp.down_proj.bias"] = down.bias.detach()
     tensors[f"{where}.post_attention_layernorm.weight"] = _norm_weight(block, "post_attention_layernorm", where)
     return plan
 

@@ -14,7 +14,7 @@ from typing import Any
 from .. import output_dir
 from ..errors import PCError
 from ..model.load import LoadedModel
-from .decilm import ffn_mult, write_decilm
+from .decilm import check_decilm, write_decilm
 from .gguf_file import OUTTYPES, check_gguf, write_gguf
 from .plan import DecoderPlan, plan_decoder
 from .verify import check_plan
@@ -103,6 +103,7 @@ def _layers(plan: DecoderPlan) -> dict[str, list[int]]:
     for i, layer in enumerate(plan.layers):
         kinds[layer.attention].append(i)
     kinds["no_ffn"] = [i for i, layer in enumerate(plan.layers) if not layer.ffn]
+    kinds["merged"] = [i + 1 for i in range(len(plan.layers)) if f"model.layers.{i}.mlp.down_proj.bias" in plan.tensors]
     return kinds
 
 
@@ -126,7 +127,7 @@ def export_(loaded: LoadedModel, config: ExportConfig, manifest: dict[str, Any] 
     check_out(config)
     plan = plan_decoder(loaded.model, drop_bias=config.drop_bias)
     if config.format == "decilm":
-        ffn_mult(plan.config)  # the one thing DeciLM cannot hold that GGUF can: fail before the check
+        check_decilm(plan)  # what DeciLM cannot hold that GGUF can: fail before the check
     vocab = read_vocab(_vocab_source(config, manifest)) if config.format == "gguf" else None
     if vocab is not None:
         check_gguf(plan, vocab)

@@ -104,6 +104,8 @@ def reference_logits(plan: DecoderPlan, ids: torch.Tensor, with_bias: bool = Fal
                 + (gate * (x @ t[prefix + "mlp.up_proj.weight"].float().T))
                 @ t[prefix + "mlp.down_proj.weight"].float().T
             )
+            if prefix + "mlp.down_proj.bias" in t:  # a merged map
+                h = h + t[prefix + "mlp.down_proj.bias"].float()
     head = t.get("lm_head.weight", t["model.embed_tokens.weight"])
     return (_rms(h, t["model.norm.weight"], eps) @ head.float().T).cpu()
 

@@ -26,12 +26,13 @@ from ..model.locate import DecoderLayout, output_map
 from ..progress import WorkProgress
 from .compensation import LinearCompensation, make_compensation
 from .fit import solve_lstsq, solve_mean
+from .merged import merged_core, projection_rows
 from .swap import CoreSwap
 
 if TYPE_CHECKING:
     from .config import PruneConfig
 
-FITTED = ("lstsq", "mean")
+FITTED = ("lstsq", "mean", "merged")
 
 
 @dataclass
@@ -99,6 +100,11 @@ class _FitCollector:
         self.phase = "pruned"
         self.original: dict[str, torch.Tensor] = {}
         self.pruned_residual: dict[int, torch.Tensor] = {}
+        self.projection_out: dict[int, torch.Tensor] = {}  # merged: what the map reads instead of x
+
+    def on_projection(self, index: int, rows: torch.Tensor) -> None:
+        if self.phase == "pruned":
+            self.projection_out[index] = rows
 
     def on_block_input(self, index: int, rows: torch.Tensor) -> None:
         if self.phase == "original":
@@ -114,7 +120,9 @@ class _FitCollector:
             e = _downstream_target(
                 self.original["out"], self.original["residual"], self.pruned_residual[index], self.maps[index]
             )
-        if self.init == "lstsq":
+        if self.init == "merged":
+            self.stats[index].update(self.projection_out.pop(index), e)
+        elif self.init == "lstsq":
             self.stats[index].update(x, e)
         else:
             self.stats[index].update(x, e, positions)
@@ -122,6 +130,7 @@ class _FitCollector:
     def next_batch(self) -> None:
         self.original.clear()
         self.pruned_residual.clear()
+        self.projection_out.clear()
 
 
 def fit_variant(
@@ -148,7 +157,9 @@ def fit_variant(
         stats: dict[int, Any] = {}
         for layer in group:
             sig = signatures[layer]
-            if init == "lstsq":
+            if init == "merged":
+                stats[layer] = CrossMoments(sig.dim_out, sig.dim_out)  # the MLP output: the residual width
+            elif init == "lstsq":
                 stats[layer] = CrossMoments(sig.dim_in, sig.dim_out)
             else:
                 stats[layer] = PositionalMeans(sig.dim_in, sig.dim_out, config.max_positions)
@@ -163,7 +174,8 @@ def fit_variant(
             on_block_input=collector.on_block_input if downstream else None,
         )
         label = f"fit {init} layer{'s' if len(group) > 1 else ''} {','.join(map(str, group))}"
-        with taps:
+        below = group if init == "merged" else []
+        with taps, projection_rows(model, layout, below, token_mask, collector.on_projection):
             for inputs in encoded_batches(
                 encoder, samples, config.calibration.batch_size, label, config.show_progress, work
             ):
@@ -176,6 +188,21 @@ def fit_variant(
                 run_forward(model, inputs, token_mask)
                 collector.next_batch()
         for layer in group:
+            if init == "merged":
+                sig = signatures[layer]
+                transform, bias = solve_lstsq(stats[layer], ridge=config.ridge, bias=config.bias)
+                modules[layer] = merged_core(
+                    model,
+                    layout,
+                    layer,
+                    transform,
+                    bias,
+                    dim_in=sig.dim_in,
+                    dim_out=sig.dim_out,
+                    output_arity=sig.output_arity,
+                    layer_idx=sig.layer_idx,
+                )
+                continue
             module = make_compensation(signatures[layer], init, config.rank, config.bias)
             if init == "lstsq":
                 weight, bias = solve_lstsq(stats[layer], ridge=config.ridge, bias=module.bias is not None)

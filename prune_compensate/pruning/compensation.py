@@ -139,11 +139,29 @@ class BlockCompensation(LinearCompensation):
         return (hidden_states + update[0],) + update[1:]
 
 
+class MergedProjection(LinearCompensation):
+    """A down-projection with the map of the attention above it merged in (``merged.py``):
+    ``y = act W + b`` with ``act`` ``(..., I)`` (the MLP's inner activations), ``W`` ``(I, D)``, ``b``
+    ``(D,)``. It replaces an ``nn.Linear`` (a bare tensor out, no cache), not an attention:
+    ``merged_layer`` is the layer whose attention it stands in for."""
+
+    replaces_attention = False
+    merged = True
+
+    def __init__(self, dim_in: int, dim_out: int, *, merged_layer: int | None = None, **kwargs: Any) -> None:
+        kwargs.update(kind="linear", output_arity=0, layer_idx=None)
+        super().__init__(dim_in, dim_out, **kwargs)
+        self.merged_layer = merged_layer
+
+
 def compensation_from_spec(spec: dict[str, Any], **factory: Any) -> LinearCompensation:
-    """Rebuild a compensation from a checkpoint's spec (``block: true`` marks a whole block)."""
+    """Rebuild a compensation from a checkpoint's spec (``block: true`` marks a whole block,
+    ``merged: true`` a down-projection holding a merged map)."""
     spec = dict(spec)
     if spec.pop("block", False):
         return BlockCompensation(**spec, **factory)
+    if spec.pop("merged", False):
+        return MergedProjection(**spec, **factory)
     spec.pop("attributes", None)
     return LinearCompensation(**spec, **factory)
 

@@ -10,7 +10,7 @@ from .heal import HealConfig
 from .placement import PlacementConfig
 from .profile import ProfileResult
 
-INITS = ("lstsq", "mean", "zero", "none")
+INITS = ("lstsq", "mean", "zero", "none", "merged")
 ORDERS = ("bottom-up", "independent")
 TARGETS = ("downstream", "local")
 
@@ -72,3 +72,20 @@ class PruneConfig(PlacementConfig):
         for name in self.compare:
             if name not in INITS:
                 raise PCError(f"unknown init {name!r} to compare", f"use names from {', '.join(INITS)}")
+        if "merged" in (self.init, *self.compare):
+            self._check_merged()
+
+    def _check_merged(self) -> None:
+        """What ``--init merged`` (``merged.py``) cannot do, refused before any model is loaded."""
+        if self.unit == "block":
+            raise PCError(
+                "--init merged folds an attention's map into an MLP; a whole block has none", "use --unit attention"
+            )
+        if self.rank is not None:
+            raise PCError("--init merged folds a full map into the MLP projection; --rank has no use", "drop --rank")
+        if self.init == "merged" and self.heal.steps > 0:
+            raise PCError(
+                "the heal trains maps, and a merged map is folded into an MLP", "drop --heal-steps, or use --init lstsq"
+            )
+        if self.layers is not None and 0 in self.layers:
+            raise PCError("--init merged needs an MLP below the layer; layer 0 has none", "name layers from 1 up")

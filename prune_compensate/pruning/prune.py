@@ -43,6 +43,7 @@ from .config import PruneConfig
 from .drop_one import DROP_ONE_SAMPLES
 from .error import held_out_error
 from .heal import HealReport, TrainedBase, check_teacher_top_k, heal_, trained_base
+from .merged import check_mergeable
 from .placement import resolve_k
 from .profile import ProfileConfig, profile_samples
 from .swap import CoreSwap
@@ -142,7 +143,8 @@ def choose_layers(config: PruneConfig, k: int, ranking: list[int] | None, replac
     if config.layers is not None:
         return sorted(config.layers)
     assert ranking is not None
-    return sorted([i for i in ranking if i not in replaced][:k])
+    first = 1 if "merged" in (config.init, *config.compare) else 0  # a merged map needs an MLP below
+    return sorted([i for i in ranking if i not in replaced and i >= first][:k])
 
 
 def _healed(
@@ -372,6 +374,8 @@ def _fitted(
     maps = residual_maps(model, layout, layers, probe)
     swap = CoreSwap(model, layout, layers)
     names = list(dict.fromkeys([*config.compare, config.init]))
+    if "merged" in names:
+        check_mergeable(model, layout, layers, probe, maps)
     variants = {
         name: fit_variant(model, layout, swap, layers, signatures, maps, name, encoder, fit, config, work)
         for name in names
