@@ -140,7 +140,7 @@ def core_block() -> list[str]:
     return rows
 
 
-INIT_ORDER = {"none": 0, "mean": 1, "lstsq": 2}
+INIT_ORDER = {"none": 0, "mean": 1, "lstsq": 2, "merged": 3}
 
 
 def _decoder_rows() -> list[dict]:
@@ -212,8 +212,15 @@ def heal_block() -> list[str]:
                 rss = heal["peak_rss_mb"] / 1024
                 cost = f"{heal['best_step']} / {heal['steps_run']}, {heal['seconds']:.0f} s, {rss:.1f} GB"
             held = row["held_out"]
+            init = row["init"]
+            if heal:
+                settings = data["settings"]
+                trained = (
+                    ["maps"] + ["norms"] * bool(settings.get("heal_norms")) + ["MLPs"] * bool(settings.get("heal_mlps"))
+                )
+                init += f" ({', '.join(trained)})"
             rows.append(
-                f"| {row['k']} | {row['init']} | {data['settings']['n_samples']} | {cost} | {row['valid']['kl']:.3f} "
+                f"| {row['k']} | {init} | {data['settings']['n_samples']} | {cost} | {row['valid']['kl']:.3f} "
                 f"| {held['kl']:.3f} | {held['top1_agreement']:.3f} | {held['perplexity_retention']:.3f} "
                 f"| {row['generation']['prefix_share']:.3f} |"
             )
