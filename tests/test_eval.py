@@ -239,16 +239,16 @@ def test_missing_lm_eval_names_the_extra(monkeypatch: pytest.MonkeyPatch, family
 def test_prune_eval_writes_quality_into_the_manifest(family_dirs: dict, tmp_path: Path) -> None:
     out = tmp_path / "p"
     args = ["prune", str(family_dirs["llama"]), "--k", "1", "--n-samples", "6", "--out", str(out), "--eval", "--quiet"]
-    result = runner.invoke(app, [*args, "--eval-max-examples", "8"])
+    result = runner.invoke(app, [*args, "--eval-max-examples", "2"])
     assert result.exit_code == 0, result.output
     assert "What pruning cost" in result.output
     quality = json.loads((out / "prune_manifest.json").read_text())["eval"]
     rows = {m["metric"]: m for m in quality["metrics"]}
     assert rows["perplexity"]["original"] > 0 and rows["perplexity"]["retention"] > 0
     assert quality["data"]["text"]["source"] == "embedded"
-    # the quick look: exactly the first 8 held-out texts, scored as `pc eval --max-examples 8` scores them
+    # the quick look: exactly the first 2 held-out texts, scored as `pc eval --max-examples 2` scores them
     alone = evaluate(
-        load_pruned(out), load_model(family_dirs["llama"]), EvalConfig(max_examples=8, show_progress=False)
+        load_pruned(out), load_model(family_dirs["llama"]), EvalConfig(max_examples=2, show_progress=False)
     )
     perplexity = next(m for m in alone.metrics if m.metric == "perplexity")
     assert (perplexity.pruned, perplexity.n) == (

@@ -38,7 +38,11 @@ def test_prune_and_save_does_the_whole_job(family_dirs: dict, tmp_path: Path) ->
     evaluation = EvalConfig(text=str(tmp_path / "calib.jsonl"), pairs=None, max_length=32, show_progress=False)
     with pytest.raises(PCError, match="is the calibration data the model was fitted on"):
         prune_and_save(str(family_dirs["llama"]), config, SaveConfig(tmp_path / "x"), evaluation=evaluation)
-    evaluation = EvalConfig(pairs=None, max_length=32, max_examples=4, show_progress=False)
+    held = tmp_path / "held.jsonl"  # a few short texts: the embedded articles take minutes at this window
+    held.write_text(
+        "".join(json.dumps({"text": f"A bridge {i} crosses the river at mile {i * 3}."}) + "\n" for i in range(4))
+    )
+    evaluation = EvalConfig(text=str(held), pairs=None, max_length=32, show_progress=False)
     done = prune_and_save(str(family_dirs["llama"]), config, SaveConfig(tmp_path / "out"), evaluation=evaluation)
     assert done.out == tmp_path / "out" and done.prune.k == 1
     assert done.manifest["eval"] == done.eval.to_dict()  # the evaluation went into the manifest
@@ -48,7 +52,7 @@ def test_prune_and_save_does_the_whole_job(family_dirs: dict, tmp_path: Path) ->
     ids = torch.tensor([[1, 5, 9, 2]])
     assert not torch.equal(reloaded.model(input_ids=ids).logits, original.model(input_ids=ids).logits)
     # pc eval's call: the base comes from the manifest
-    result = evaluate_model(str(tmp_path / "out"), EvalConfig(pairs=None, max_length=32, show_progress=False))
+    result = evaluate_model(str(tmp_path / "out"), evaluation)
     assert result.to_dict()
 
 
