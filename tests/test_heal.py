@@ -134,13 +134,13 @@ def test_heal_of_base_weights_keeps_the_teacher_and_the_report_on_the_original_o
 def test_base_parameters_are_the_blocks_norms_and_the_rest_but_the_core(family_dirs: dict) -> None:
     """Found by structure: in a Llama block, --heal-norms is the two RMSNorms, --heal-mlps the
     gate/up/down projections; the attention core (original or map) is never among them."""
-    from prune_compensate.pruning.heal import _groups, base_parameters, trained_base
+    from prune_compensate.pruning.heal import _groups, trained_base
 
     layout = find_decoder(load_model(family_dirs["llama"]).model)
     block = dict(layout.blocks[0].named_parameters())
 
     def names(**flags: bool) -> set[str]:
-        chosen = {id(p) for p in base_parameters(layout, [0], HealConfig(**flags))}
+        chosen = {id(p) for p in trained_base(layout, [0], HealConfig(**flags)).params}
         return {n for n, p in block.items() if id(p) in chosen}
 
     assert names() == set()

@@ -74,11 +74,12 @@ class HealConfig:
     """``steps``: optimiser steps (0 = no heal); ``lr``: Adam learning rate; ``train_norms``: also
     train the norms of the blocks that hold a replacement; ``train_mlps``: also train the rest of
     those blocks, what is neither the map nor a norm (the MLP: per-token capacity the maps lack,
-    at 3 × hidden × intermediate parameters a block on Llama-like models), at ``mlp_lr``: pretrained
-    weights of about 0.02 would move by a twentieth a step at the maps' 1e-3. ``teacher_top_k`` (kl objective only):
-    above 0, the original model runs once per sample before training and its next-token
-    distributions are kept as their top-k bins plus the rest (``teacher.py``); the loss is then the
-    KL on those k + 1 bins. 0: the original runs on every batch and the loss is the full KL."""
+    at 3 × hidden × intermediate parameters a block on Llama-like models), at ``mlp_lr``:
+    pretrained weights of about 0.02 would move by a twentieth a step at the maps' 1e-3.
+    ``teacher_top_k`` (kl objective only): above 0, the original model runs once per sample before
+    training and its next-token distributions are kept as their top-k bins plus the rest
+    (``teacher.py``); the loss is then the KL on those k + 1 bins. 0: the original runs on every
+    batch and the loss is the full KL."""
 
     steps: int = 0
     lr: float = 3e-4
@@ -164,9 +165,9 @@ class TrainedBase:
     report's reference and its other variants (none, lstsq) would run with healed ones. The teacher, the
     reference and every variant but the heal run inside ``as_original()``."""
 
-    def __init__(self, params: list[nn.Parameter], norms: list[bool] | None = None) -> None:
+    def __init__(self, params: list[nn.Parameter], norms: list[bool]) -> None:
         self.params = params
-        self.norms = norms if norms is not None else [True] * len(params)  # which are norm weights
+        self.norms = norms  # which of ``params`` are norm weights (the rest: MLP weights)
         self.original = [p.detach().clone() for p in params]
 
     @contextmanager
@@ -188,28 +189,24 @@ class TrainedBase:
 
 
 def trained_base(layout: DecoderLayout, layers: list[int], config: HealConfig) -> TrainedBase:
-    """The base parameters of ``base_parameters``, each marked as a norm weight or not."""
-    params = base_parameters(layout, layers, config)
-    norms = {id(p) for m in layout.blocks.modules() if is_norm(m) for p in m.parameters(recurse=False)}
-    return TrainedBase(params, [id(p) in norms for p in params])
-
-
-def base_parameters(layout: DecoderLayout, layers: list[int], config: HealConfig) -> list[nn.Parameter]:
-    """The base parameters a heal trains in the blocks holding a replacement: their norms
-    (``config.train_norms``) and everything else in them but the core (``config.train_mlps``).
-    Found by structure, so the core must be the original or a map: either is left out by name."""
-    if layout.unit == "block":  # a replaced block keeps nothing of its own
-        return []
+    """The base parameters a heal trains in the blocks holding a replacement, each marked as a norm
+    weight or not: their norms (``config.train_norms``) and everything else in them but the core
+    (``config.train_mlps``). Found by structure, so the core may be the original or a map: either
+    is left out by name."""
     params: list[nn.Parameter] = []
+    is_norm_weight: list[bool] = []
+    if layout.unit == "block":  # a replaced block keeps nothing of its own
+        return TrainedBase(params, is_norm_weight)
     for i in layers:
         block, core = layout.blocks[i], layout.core_names[i]
         norms = {id(p) for m in block.modules() if is_norm(m) for p in m.parameters(recurse=False)}
         for name, param in block.named_parameters():
             if core is not None and (name == core or name.startswith(core + ".")):
                 continue
-            if (config.train_norms and id(param) in norms) or (config.train_mlps and id(param) not in norms):
+            if config.train_norms if id(param) in norms else config.train_mlps:
                 params.append(param)
-    return params
+                is_norm_weight.append(id(param) in norms)
+    return TrainedBase(params, is_norm_weight)
 
 
 def resolve_objective(model: nn.Module, objective: str) -> str:
@@ -304,8 +301,9 @@ def _groups(modules: dict[int, LinearCompensation], base: TrainedBase, config: H
     """Adam's parameter groups: the maps and norms at ``lr``, the MLP weights (``train_mlps``) at
     ``mlp_lr``. The maps may not be installed yet, so they are named by ``modules``."""
     maps = [p for m in modules.values() for p in m.parameters()]
-    norms = [p for p, is_norm_weight in zip(base.params, base.norms, strict=True) if is_norm_weight]
-    mlps = [p for p, is_norm_weight in zip(base.params, base.norms, strict=True) if not is_norm_weight]
+    norms, mlps = [], []
+    for param, is_norm_weight in zip(base.params, base.norms, strict=True):
+        (norms if is_norm_weight else mlps).append(param)
     return [{"params": maps + norms, "lr": config.lr}] + ([{"params": mlps, "lr": config.mlp_lr}] if mlps else [])
 
 

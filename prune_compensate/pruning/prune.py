@@ -381,7 +381,7 @@ def _fitted(
         for name in names
     }
     heal_report = None
-    base = trained_base(layout, layers, config.heal) if config.heal.steps > 0 else TrainedBase([])
+    base = trained_base(layout, layers, config.heal) if config.heal.steps > 0 else TrainedBase([], [])
     if config.heal.steps > 0:
         variants["heal"], heal_report = _healed(
             model, layout, swap, variants[config.init], signatures, encoder, fit, config, base, work, task_score
