@@ -189,19 +189,8 @@ def fit_variant(
                 collector.next_batch()
         for layer in group:
             if init == "merged":
-                sig = signatures[layer]
                 transform, bias = solve_lstsq(stats[layer], ridge=config.ridge, bias=config.bias)
-                modules[layer] = merged_core(
-                    model,
-                    layout,
-                    layer,
-                    transform,
-                    bias,
-                    dim_in=sig.dim_in,
-                    dim_out=sig.dim_out,
-                    output_arity=sig.output_arity,
-                    layer_idx=sig.layer_idx,
-                )
+                modules[layer] = merged_core(model, layout, layer, signatures[layer], transform, bias)
                 continue
             module = make_compensation(signatures[layer], init, config.rank, config.bias)
             if init == "lstsq":

@@ -146,7 +146,6 @@ class MergedProjection(LinearCompensation):
     ``merged_layer`` is the layer whose attention it stands in for."""
 
     replaces_attention = False
-    merged = True
 
     def __init__(self, dim_in: int, dim_out: int, *, merged_layer: int | None = None, **kwargs: Any) -> None:
         kwargs.update(kind="linear", output_arity=0, layer_idx=None)

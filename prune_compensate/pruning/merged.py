@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calibration.forward import TokenMask, run_forward
+from ..calibration.forward import CoreSignature, TokenMask, run_forward
 from ..errors import PCError
 from ..model.locate import DecoderLayout, block_input, first_tensor, is_norm
 from .compensation import LinearCompensation, MergedProjection
@@ -54,7 +54,7 @@ class MergedCore(LinearCompensation):
 def down_projection(block: nn.Module, core_name: str | None) -> tuple[str, nn.Linear]:
     """(dotted name in ``block``, module) of the MLP's output projection, found by structure: the one
     ``nn.Linear`` outside the attention core that maps a width other than the hidden one to it."""
-    hidden = _hidden_width(block, core_name)
+    hidden = _hidden_width(block)
     found = [
         (name, m)
         for name, m in block.named_modules()
@@ -71,7 +71,8 @@ def down_projection(block: nn.Module, core_name: str | None) -> tuple[str, nn.Li
     return found[0]
 
 
-def _hidden_width(block: nn.Module, core_name: str | None) -> int:
+def _hidden_width(block: nn.Module) -> int:
+    """The residual width: what the block's first norm normalises."""
     norms = [m for m in block.modules() if is_norm(m) and getattr(m, "weight", None) is not None]
     if not norms:
         raise PCError("--init merged needs pre-norm blocks (this block has no norm)", "use --init lstsq")
@@ -103,10 +104,11 @@ def projection_path(layout: DecoderLayout, layer: int) -> str:
 def check_mergeable(
     model: nn.Module, layout: DecoderLayout, layers: list[int], inputs: dict[str, Any], maps: dict[int, Any]
 ) -> None:
-    """Refuse, in one line and before any fit, a layer whose map cannot be merged (module doc):
-    layer 0, a unit other than attention, an attention output that is not added to the residual
-    as it is (``maps``: ``bottom_up.residual_maps``), or a block below that is not ``x + attention
-    + MLP`` with the MLP ending in its output projection (checked on one forward of ``inputs``)."""
+    """Refuse, in one line and before any fit, a layer whose map cannot be merged (module doc): an
+    attention output that is not added to the residual as it is (``maps``:
+    ``bottom_up.residual_maps``), or a block below that is not ``x + attention + MLP`` with the MLP
+    ending in its output projection (checked on one forward of ``inputs``). Layer 0 and whole
+    blocks are ``PruneConfig``'s to refuse, before the model loads."""
     odd = [i for i in layers if maps[i].kind != "identity"]
     if odd:
         raise PCError(
@@ -114,20 +116,18 @@ def check_mergeable(
             f"{maps[odd[0]].kind} output map, not as it is",
             "use --init lstsq (the map as its own layer)",
         )
-    if layout.unit == "block":
-        raise PCError(
-            "--init merged folds an attention's map into an MLP; a whole block has none", "use --unit attention"
-        )
-    if 0 in layers:
-        raise PCError("--init merged needs an MLP below the layer; layer 0 has none", "prune other layers")
+    assert layout.unit != "block" and 0 not in layers  # PruneConfig refuses both before the model loads
     below = sorted({i - 1 for i in layers})
     seen: dict[int, dict[str, torch.Tensor]] = {i: {} for i in below}
     handles = []
 
-    def keep(index: int, key: str, take_input: bool = False) -> Any:
+    def keep(index: int, key: str) -> Any:
+        """Keeps the module's first output under ``key``; for ``"block"``, its input too (``"in"``)."""
+
         def hook(_m: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-            tensor = block_input(args, kwargs) if take_input else first_tensor(output)
-            seen[index].setdefault(key, tensor.detach().double())
+            if key == "block":
+                seen[index].setdefault("in", block_input(args, kwargs).detach().double())
+            seen[index].setdefault(key, first_tensor(output).detach().double())
 
         return hook
 
@@ -135,8 +135,7 @@ def check_mergeable(
         for i in below:
             block, core = layout.blocks[i], layout.core_names[i]
             name, projection = down_projection(block, core)
-            handles.append(block.register_forward_hook(keep(i, "in", take_input=True), with_kwargs=True))
-            handles.append(block.register_forward_hook(keep(i, "out"), with_kwargs=True))
+            handles.append(block.register_forward_hook(keep(i, "block"), with_kwargs=True))
             handles.append(projection.register_forward_hook(keep(i, "mlp"), with_kwargs=True))
             if core is not None:
                 handles.append(block.get_submodule(core).register_forward_hook(keep(i, "attn"), with_kwargs=True))
@@ -147,11 +146,12 @@ def check_mergeable(
             handle.remove()
     for i in below:
         parts = seen[i]
-        if "out" not in parts or "mlp" not in parts:
+        if "block" not in parts or "mlp" not in parts:
             raise PCError(f"--init merged: layer {i}'s MLP did not run on a probe batch", "use --init lstsq")
         expected = parts["in"] + parts.get("attn", torch.zeros_like(parts["in"])) + parts["mlp"]
-        scale = float(parts["out"].abs().max()) + 1e-12
-        if expected.shape != parts["out"].shape or float((expected - parts["out"]).abs().max()) > 1e-3 * scale:
+        out = parts["block"]
+        scale = float(out.abs().max()) + 1e-12
+        if expected.shape != out.shape or float((expected - out).abs().max()) > 1e-3 * scale:
             raise PCError(
                 f"--init merged: block {i} is not input + attention + MLP projection (a norm after its MLP?)",
                 "use --init lstsq (the map as its own layer)",
@@ -182,10 +182,12 @@ def projection_rows(
 
 
 def merged_core(
-    model: nn.Module, layout: DecoderLayout, layer: int, transform: torch.Tensor, bias: torch.Tensor | None, **kw: Any
+    model: nn.Module, layout: DecoderLayout, layer: int, sig: CoreSignature, transform: torch.Tensor, bias: Any
 ) -> MergedCore:
-    """The ``none`` core of ``layer`` holding its map merged into the projection below (``merge``)."""
+    """The ``none`` core of ``layer`` (signature ``sig``) holding its map merged into the projection
+    below (``merge``); ``bias`` ``(D,)`` or None."""
     path = projection_path(layout, layer)
     down = model.get_submodule(path)
     assert isinstance(down, nn.Linear)  # the original: a merged projection is only installed after the fit
-    return MergedCore(kw.pop("dim_in"), kw.pop("dim_out"), path, merge(down, transform, bias, layer), **kw)
+    projection = merge(down, transform, bias, layer)
+    return MergedCore(sig.dim_in, sig.dim_out, path, projection, output_arity=sig.output_arity, layer_idx=sig.layer_idx)
