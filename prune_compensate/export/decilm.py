@@ -85,10 +85,10 @@ def check_decilm(plan: DecoderPlan) -> None:
     ``ffn_mult``, and MLP biases (one ``mlp_bias`` for every projection of every layer, so the
     bias of a merged map has no place)."""
     ffn_mult(plan.config)
-    merged = [name.split(".")[2] for name in plan.tensors if name.endswith("mlp.down_proj.bias")]
+    merged = plan.merged_layers()
     if merged:
         raise PCError(
-            f"layer {merged[0]}'s MLP holds a merged map with a bias, and DeciLM has no per-layer MLP bias",
+            f"layer {merged[0] - 1}'s MLP holds a merged map with a bias, and DeciLM has no per-layer MLP bias",
             "export with --format gguf (llama.cpp adds ffn_down.bias)",
         )
 

@@ -59,6 +59,11 @@ class DecoderPlan:
     def count(self, attention: str) -> int:
         return sum(layer.attention == attention for layer in self.layers)
 
+    def merged_layers(self) -> list[int]:
+        """The layers whose map is merged into the MLP below (``--init merged``): those whose
+        previous layer's down-projection carries a bias."""
+        return [i + 1 for i in range(len(self.layers)) if f"model.layers.{i}.mlp.down_proj.bias" in self.tensors]
+
 
 def _llama_config(config: Any) -> dict[str, Any]:
     """The hyper-parameters of a Llama-family text config, refused when the formats lack a field

@@ -103,7 +103,7 @@ def _layers(plan: DecoderPlan) -> dict[str, list[int]]:
     for i, layer in enumerate(plan.layers):
         kinds[layer.attention].append(i)
     kinds["no_ffn"] = [i for i, layer in enumerate(plan.layers) if not layer.ffn]
-    kinds["merged"] = [i + 1 for i in range(len(plan.layers)) if f"model.layers.{i}.mlp.down_proj.bias" in plan.tensors]
+    kinds["merged"] = plan.merged_layers()
     return kinds
 
 
