@@ -13,7 +13,7 @@
 # → benchmarks/elmm/results/elmm_<DATASET>_ablation_<variant>_<MINUTES>min_seed<S>.json; a result that
 #   exists is kept (FORCE=1 reruns). tools/results_table.py block elmmablation prints the table.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 declare -A VARIANTS=(
   [full]=""                                          # the configuration of elmm_vs_rotate.sh
   [no_pruning]="ablation.no_pruning=true"            # the paper's w/o pruning (K = 0)

@@ -14,7 +14,7 @@
 # same minutes; run two seeds' scripts at once (one seed each) when only baselines are left to run, so
 # each baseline shares the machine with one other run, as ELMM and RotatE did.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 seeds="${1:-0 1}"; ds="${2:-FB15k-237}"; minutes="${3:-30}"; kge="${4:-15}"; tag="${5:-prior}"
 shift $(( $# < 5 ? $# : 5 ))  # what is left: ELMM config overrides of this variant
 source benchmarks/elmm/elmm_prior_config.sh

@@ -8,7 +8,7 @@
 #        without the unreached prior, and with GP 2 instead of 4.
 #        → benchmarks/tofu/results/tofu_MKG-Y_ablation_<variant>_seed<S>.json (kept if present; FORCE=1 reruns)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 seed="${1:-0}"; graph="${2:-umls}"
 declare -A VARIANTS=(
   [full]=""

@@ -6,7 +6,7 @@
 #   bash benchmarks/tofu/tofu_prior.sh [config-slug DATASET minutes "seeds" "variants" extra-overrides...]
 #   default: mkgw MKG-W 4 "0 1" "shared prior"   (MKG-W: 71 % of training answers out of a 2-layer GP's reach)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 slug="${1:-mkgw}"; dataset="${2:-MKG-W}"; minutes="${3:-4}"; seeds="${4:-0 1}"; variants="${5:-shared prior}"
 shift $(( $# < 5 ? $# : 5 ))
 mapfile -t CPU < <(python -m benchmarks.tofu.cpu_settings runs)  # benchmarks/tofu/cpu.yaml

@@ -6,7 +6,7 @@
 #   bash benchmarks/tofu/tofu_runs.sh [transductive|transfer|zeroshot|baselines|all]
 # Each run's metrics.json is copied to benchmarks/tofu/results/tofu_<dataset>_<setting>.json.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 what="${1:-all}"
 mapfile -t CPU < <(python -m benchmarks.tofu.cpu_settings runs)  # benchmarks/tofu/cpu.yaml
 keep() {  # out-dir dataset-slug setting result-name

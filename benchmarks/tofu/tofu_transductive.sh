@@ -9,7 +9,7 @@
 # → benchmarks/tofu/results/tofu_<DATASET>_full[_<tag>]_seed<S>.json and rotate_<DATASET>_seed<S>.json; a result
 # file that exists is kept (the run resumes where an interrupted one stopped), FORCE=1 reruns it.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 seeds="${1:-0 1}"; graphs="${2:-DB15K MKG-W MKG-Y}"; tag="${3:+_$3}"
 shift $(( $# < 3 ? $# : 3 ))  # what is left: TOFU config overrides of this variant
 mapfile -t CPU < <(python -m benchmarks.tofu.cpu_settings transductive)  # benchmarks/tofu/cpu.yaml
