@@ -125,7 +125,12 @@ def test_minilm_train_evaluate_save_reload(tmp_path: Path) -> None:
     assert training["probe_loss_after"] < 0.85 * training["probe_loss_before"]
     assert document["pruning"]["pruned_layers"] and len(document["pruning"]["pruned_layers"]) == 3
     assert document["test"]["both"]["mrr"] > 0.5  # random ranking of 14 entities: ~0.23
-    assert document["timing"]["pruned_s_per_query"] > 0 and "unpruned_s_per_query" in document["timing"]
+    timing = document["timing"]
+    assert timing["pruned_s_per_query"] > 0 and "unpruned_s_per_query" in timing
+    assert timing["eval_batch_size"] == 128 and timing["eval_batch_pruned_s_per_query"] > 0
+    assert timing["eval_batch_speedup"] == pytest.approx(
+        timing["eval_batch_unpruned_s_per_query"] / timing["eval_batch_pruned_s_per_query"]
+    )
     reloaded = load_elmm(tmp_path / "run")
     assert sum(isinstance(m, LinearCompensation) for m in reloaded.model.modules()) == 3
     _metrics_equal(reloaded.evaluate("test", show_progress=False).to_dict(), document["test"])
@@ -265,6 +270,25 @@ def fresh_accelerate_state() -> None:
     AcceleratorState._reset_state(True)
     yield
     AcceleratorState._reset_state(True)
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_timing_runs_every_model_at_the_evaluations_precision(precision: str) -> None:
+    """After a bf16 run accelerate autocasts the trained model's forward; the unpruned twin built
+    for the timing is not prepared, so the timing must autocast it itself, or pruned-vs-unpruned
+    would compare bf16 with float32."""
+    from types import SimpleNamespace
+
+    from prune_compensate_recipes.elmm.run import inference_precision
+
+    run = SimpleNamespace(
+        config=SimpleNamespace(train=SimpleNamespace(mixed_precision=precision)), device=torch.device("cpu")
+    )
+    with inference_precision(run):  # type: ignore[arg-type]
+        assert torch.is_autocast_enabled("cpu") == (precision == "bf16")
+        if precision == "bf16":
+            assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 
 
 def test_second_precision_in_one_process_is_a_clear_error(fresh_accelerate_state: None, tmp_path: Path) -> None:

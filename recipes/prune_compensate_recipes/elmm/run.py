@@ -9,6 +9,7 @@ skeleton from those fields, then loads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -296,42 +297,65 @@ def structure_rows(model: ElmmModel) -> tuple[torch.Tensor, torch.Tensor] | None
     return None
 
 
-def time_per_query(run: ElmmRun, queries: torch.Tensor, model: ElmmModel | None = None) -> float:
-    """Median seconds of one (h, r, ?) query scored alone (batch 1), after 3 warm-up queries."""
+def inference_precision(run: ElmmRun) -> contextlib.AbstractContextManager:
+    """The autocast evaluation runs under: after training with ``train.mixed_precision`` the model's
+    forward is autocast by accelerate, so a model built afresh (the unpruned one timed beside it)
+    must be timed under the same autocast, or the comparison is one of precisions."""
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    dtype = dtypes.get(run.config.train.mixed_precision)
+    return torch.autocast(run.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def time_per_query(run: ElmmRun, queries: torch.Tensor, model: ElmmModel | None = None, batch_size: int = 1) -> float:
+    """Median seconds per query of ``queries`` ``(n, 2)`` = (entity, relation) scored in batches of
+    ``batch_size``, under the evaluation's precision, after one untimed warm-up batch; inputs are
+    built before the clock starts."""
     model = model or run.model
     model.eval()
     times = []
-    with torch.no_grad():
-        for i, (e, r) in enumerate(queries.tolist()):
-            inputs = run.inputs(torch.tensor([e]), torch.tensor([r]))
+    batches = list(queries.split(batch_size))
+    with torch.no_grad(), inference_precision(run):
+        model(*run.inputs(batches[0][:, 0], batches[0][:, 1]))  # warm-up, not timed
+        for batch in batches:
+            inputs = run.inputs(batch[:, 0], batch[:, 1])
             start = time.perf_counter()
             model(*inputs)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            if i >= 3:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times) if times else float("nan")
+            times.append((time.perf_counter() - start) / batch.shape[0])
+    return statistics.median(times)
 
 
 def inference_timing(run: ElmmRun) -> dict[str, Any]:
-    """Seconds per query of this (pruned) model and of the same architecture unpruned, same run."""
+    """Seconds per query of this (pruned) model and of the same architecture unpruned, in this run,
+    at batch 1 (``eval.timing_queries`` test queries) and at the evaluation's batch size (three
+    batches where the test split holds them), both under the evaluation's precision; a second pass of the pruned model
+    measures the drift between passes."""
     n = run.config.eval.timing_queries
     if not n:
         return {}
-    test = run.dataset.test[: n + 3]
+    config = run.config
+    batch = config.eval.batch_size
+    test = run.dataset.test[: max(n, 3 * batch)]
     queries = torch.stack([test[:, 0], test[:, 1]], dim=1)
-    pruned = time_per_query(run, queries)
-    timing: dict[str, Any] = {"queries": int(queries.shape[0]) - 3, "batch_size": 1, "pruned_s_per_query": pruned}
-    if run.config.k:
-        config = run.config
+    sizes = {"batch_1": (queries[:n], 1), "eval_batch": (queries, batch)}
+    timing: dict[str, Any] = {"queries": n, "batch_size": 1, "eval_batch_size": batch}
+    timing["precision"] = config.train.mixed_precision
+    unpruned = None
+    if config.k:
         original = load_model(
             config.backbone.model, dtype=config.backbone.dtype, device=local_device(config.backbone.device)
         )
         add_lora(original.model, config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.targets)
         unpruned = _build_model(config, original, run.dataset, run.bank, structure_rows(run.model))
-        timing["unpruned_s_per_query"] = time_per_query(run, queries, unpruned)
-        timing["pruned_again_s_per_query"] = time_per_query(run, queries)  # drift check
-        timing["speedup"] = timing["unpruned_s_per_query"] / pruned
+    for name, (chosen, size) in sizes.items():
+        prefix = "" if name == "batch_1" else "eval_batch_"
+        pruned = time_per_query(run, chosen, batch_size=size)
+        timing[f"{prefix}pruned_s_per_query"] = pruned
+        if unpruned is not None:
+            timing[f"{prefix}unpruned_s_per_query"] = time_per_query(run, chosen, unpruned, size)
+            timing[f"{prefix}pruned_again_s_per_query"] = time_per_query(run, chosen, batch_size=size)  # drift
+            timing[f"{prefix}speedup"] = timing[f"{prefix}unpruned_s_per_query"] / pruned
     return timing
 
 
