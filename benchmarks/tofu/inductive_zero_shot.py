@@ -10,13 +10,14 @@ entities (filtered, both directions, realistic ranks; the evaluator of every rec
   the number of each split's test triples (by label) that are training triples of a pre-training
   graph, which a clean zero-shot number needs to be 0.
 
-    python -m benchmarks.tofu.inductive_zero_shot [--tofu runs/tofu_zero_shot]
-    → benchmarks/tofu/results/inductive_zero_shot.json (and a rich table)
+    python -m benchmarks.tofu.inductive_zero_shot [--tofu runs/tofu_zero_shot] [--label TEXT] [--out FILE]
+    → benchmarks/tofu/results/inductive_zero_shot.json or FILE (and a rich table)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -76,10 +77,28 @@ def pretraining_overlap(tofu_dir: Path) -> dict[str, int]:
     return {split: len(labelled(f"inductive/{split}", "test") & seen) for split in SPLITS}
 
 
+def pretraining_record(tofu_dir: Path) -> dict:
+    """What produced the checkpoint: its command, seed, budget and training summary (as the run
+    recorded them) and the SHA-256 of its weights, so a table row names the exact checkpoint."""
+    documents = json.loads((tofu_dir / "metrics.json").read_text(encoding="utf-8"))
+    first = documents[0] if isinstance(documents, list) else documents
+    weights = tofu_dir / "checkpoint" / "tofu.safetensors"
+    summary = {k: v for k, v in (first.get("pretraining") or {}).items() if k != "history"}
+    return {
+        "command": first.get("command"),
+        "seed": (first.get("config") or {}).get("train", {}).get("seed"),
+        "max_minutes": (first.get("config") or {}).get("train", {}).get("max_minutes"),
+        "summary": summary,
+        "checkpoint_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tofu", type=Path, default=None, help="out dir of a TOFU run with the 12 targets")
     parser.add_argument("--teleport", type=float, default=0.15)
+    parser.add_argument("--label", default="", help="what the TOFU run was, for the tables (e.g. its settings)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "inductive_zero_shot.json")
     args = parser.parse_args()
     rows = {}
     overlap = pretraining_overlap(args.tofu) if args.tofu is not None else {}
@@ -112,16 +131,16 @@ def main() -> None:
         "command": "python -m benchmarks.tofu.inductive_zero_shot " + " ".join(sys.argv[1:]),
         "ppr": {"teleport": args.teleport, "graph": "training triples of the _ind graph, both directions"},
         "tofu_run": str(args.tofu) if args.tofu else None,
+        "label": args.label,
+        "pretraining": pretraining_record(args.tofu) if args.tofu else None,
         "tofu_pretraining_graphs": load_config(args.tofu / "checkpoint" / "config.yaml").graphs if args.tofu else None,
         "splits": rows,
         "average_mrr": average,
         "versions": package_versions(),
         "environment": {"python": platform.python_version(), "torch": torch.__version__},
     }
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "inductive_zero_shot.json"
-    write_result(out, document, args)
-    print(f"written {out}")
+    write_result(args.out, document, args)
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":

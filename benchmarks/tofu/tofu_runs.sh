@@ -33,10 +33,12 @@ if [[ $what == transfer || $what == all ]]; then
   keep runs/tofu_transfer fb237_v1_ind fine-tune fb237_v1_ind
 fi
 if [[ $what == zeroshot || $what == all ]]; then
-  # one checkpoint pre-trained on MKG-Y and the FB15k-237 v1 training graph (no entity and no test
-  # triple in common with any of the 12 test graphs; the WN18RR and NELL v1 training graphs would
-  # hold up to 14 % of their v2-v4 test triples), then zero-shot on all 12 unseen _ind test graphs
-  # (full test splits), beside personalised PageRank on the same splits
+  # one checkpoint pre-trained on MKG-Y and the FB15k-237 v1 training graph (no test triple in
+  # common with any of the 12 test graphs; 12-13 % of the fb237 test graphs' entities are MKG-Y
+  # entities through YAGO's Freebase links, see zero_shot_overlap.py; the WN18RR and NELL v1
+  # training graphs would hold up to 14 % of their v2-v4 test triples), then zero-shot on all 12
+  # unseen _ind test graphs (full test splits), beside personalised PageRank on the same splits.
+  # tofu_zero_shot.sh runs the GP 4 regimes that replaced this one.
   targets="[$(printf 'inductive/%s_v%s_ind, ' fb237 1 fb237 2 fb237 3 fb237 4 WN18RR 1 WN18RR 2 WN18RR 3 WN18RR 4 \
     nell 1 nell 2 nell 3 nell 4 | sed 's/, $//')]"
   pc run tofu --config tofu_pretrain.yaml "${CPU[@]}" eval.test_triples=0 \
