@@ -51,6 +51,9 @@ def test_overrides_and_bad_keys() -> None:
     config = load_config(None, ["train.lr=1e-3", "prune.k=2", "ablation.no_linear=true", "lora.targets=[q, v]"])
     assert config.train.lr == 1e-3 and config.k == 2 and config.init == "none"
     assert load_config(None, ["ablation.no_pruning=true"]).k == 0
+    # YAML reads a bare `no` as False: a text field gets the word back, a bool field keeps False
+    unquoted = load_config(None, ["train.mixed_precision=no", "ablation.no_mvtc=no"])
+    assert unquoted.train.mixed_precision == "no" and unquoted.ablation.no_mvtc is False
     with pytest.raises(PCError, match="unknown config key 'train.learning_rate'"):
         load_config(None, ["train.learning_rate=1"])
     with pytest.raises(PCError, match="wants a number"):

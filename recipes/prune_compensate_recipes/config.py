@@ -54,7 +54,10 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 
 def _coerce(value: Any, annotation: str, key: str) -> Any:
     """YAML reads ``1e-3`` as a string (YAML 1.1 wants ``1.0e-3``): numbers are converted by the
-    field's annotation, and a value of the wrong kind is an error naming the key."""
+    field's annotation, and a value of the wrong kind is an error naming the key. YAML 1.1 also
+    reads ``no`` / ``off`` as False: for a text field (``train.mixed_precision=no``) that is "no"."""
+    if isinstance(value, bool) and annotation.startswith("str"):
+        return "yes" if value else "no"
     if value is None or isinstance(value, bool):
         return value
     try:
