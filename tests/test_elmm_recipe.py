@@ -52,8 +52,9 @@ def test_overrides_and_bad_keys() -> None:
     assert config.train.lr == 1e-3 and config.k == 2 and config.init == "none"
     assert load_config(None, ["ablation.no_pruning=true"]).k == 0
     # YAML reads a bare `no` as False: a text field gets the word back, a bool field keeps False
-    unquoted = load_config(None, ["train.mixed_precision=no", "ablation.no_mvtc=no"])
-    assert unquoted.train.mixed_precision == "no" and unquoted.ablation.no_mvtc is False
+    unquoted = load_config(None, ["train.mixed_precision=no", "eval.mixed_precision=no", "ablation.no_mvtc=no"])
+    assert unquoted.train.mixed_precision == "no" and unquoted.eval.mixed_precision == "no"
+    assert unquoted.ablation.no_mvtc is False
     with pytest.raises(PCError, match="unknown config key 'train.learning_rate'"):
         load_config(None, ["train.learning_rate=1"])
     with pytest.raises(PCError, match="wants a number"):
@@ -275,23 +276,64 @@ def fresh_accelerate_state() -> None:
     AcceleratorState._reset_state(True)
 
 
-@pytest.mark.parametrize("precision", ["no", "bf16"])
-def test_timing_runs_every_model_at_the_evaluations_precision(precision: str) -> None:
-    """After a bf16 run accelerate autocasts the trained model's forward; the unpruned twin built
-    for the timing is not prepared, so the timing must autocast it itself, or pruned-vs-unpruned
-    would compare bf16 with float32."""
+@pytest.mark.parametrize(
+    ("train", "evaluate", "expected"),
+    [("no", "train", None), ("bf16", "train", torch.bfloat16), ("bf16", "no", None), ("no", "bf16", torch.bfloat16)],
+)
+def test_scoring_runs_at_the_eval_precision(train: str, evaluate: str, expected: torch.dtype | None) -> None:
+    """Every model scored (the trained one, the unpruned twin of the timing) runs under
+    ``eval.mixed_precision``, "train" meaning the training's: one precision for pruned and
+    unpruned, and float32 ranking when asked for (bf16 autocast is slow on CPUs without bf16)."""
     from types import SimpleNamespace
 
     from prune_compensate_recipes.elmm.run import inference_precision
 
-    run = SimpleNamespace(
-        config=SimpleNamespace(train=SimpleNamespace(mixed_precision=precision)), device=torch.device("cpu")
+    config = SimpleNamespace(
+        train=SimpleNamespace(mixed_precision=train), eval=SimpleNamespace(mixed_precision=evaluate)
     )
+    run = SimpleNamespace(config=config, device=torch.device("cpu"))
     with inference_precision(run):  # type: ignore[arg-type]
-        assert torch.is_autocast_enabled("cpu") == (precision == "bf16")
-        if precision == "bf16":
-            assert torch.get_autocast_dtype("cpu") == torch.bfloat16
-            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+        assert torch.is_autocast_enabled("cpu") == (expected is not None)
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+        assert product.dtype == (expected or torch.float32)
+
+
+def test_bf16_training_autocasts_its_forward_and_ranks_at_eval_precision(
+    fresh_accelerate_state: None, tmp_path: Path
+) -> None:
+    """With ``train.mixed_precision=bf16`` the training forward passes run under bf16 autocast, and
+    validation and the test ranking under ``eval.mixed_precision`` (here float32): accelerate's
+    permanent autocast of the prepared model's forward is undone."""
+    overrides = [*FAST, "train.epochs=1", "train.mixed_precision=bf16", "eval.mixed_precision=no"]
+    config = load_config(None, [*overrides, "eval.timing_queries=0", "train.eval_every=4", f"out={tmp_path}"])
+    run = build_run(config, show_progress=False)
+    seen: list[tuple[bool, bool]] = []  # (model in training mode, autocast on) per backbone forward
+    hook = run.model.text_model.register_forward_hook(
+        lambda module, *_: seen.append((module.training, torch.is_autocast_enabled("cpu")))
+    )
+    from prune_compensate_recipes.elmm import run as run_module
+
+    queries = TrainQueries.from_triples(run.dataset.with_inverse(run.dataset.train), run.dataset.num_relations)
+
+    def make_batch(index: torch.Tensor) -> tuple:
+        entities, relations = queries.keys[index, 0], queries.keys[index, 1]
+        return run.inputs(entities, relations), queries.targets(index, run.dataset.num_entities), entities
+
+    try:
+        run_module.train(
+            run.model,
+            queries,
+            make_batch,
+            lambda: run.evaluate("valid", 8, show_progress=False).metrics()["mrr"],
+            config.train,
+            tmp_path / "state",
+            show_progress=False,
+        )
+        run.scores(torch.tensor([0]), torch.tensor([0]))
+    finally:
+        hook.remove()
+    assert {autocast for training, autocast in seen if training} == {True}
+    assert {autocast for training, autocast in seen if not training} == {False}  # validation and scoring
 
 
 def test_second_precision_in_one_process_is_a_clear_error(fresh_accelerate_state: None, tmp_path: Path) -> None:

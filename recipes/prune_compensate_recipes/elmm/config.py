@@ -141,9 +141,14 @@ class TrainSection:
 
 @dataclass
 class EvalSection:
+    """``mixed_precision``: the autocast validation, test ranking and the timing run under; "train"
+    follows ``train.mixed_precision``, "no" ranks in float32 (on CPUs without native bf16, bf16
+    autocast makes inference several times slower, see ``benchmarks/elmm/elmm_inference_time.py``)."""
+
     batch_size: int = 64
     test_triples: int = 0
     timing_queries: int = 64
+    mixed_precision: str = "train"
 
 
 @dataclass
@@ -192,6 +197,8 @@ class ElmmConfig:
             raise PCError(f"train.loss must be bce or softmax, got {self.train.loss}", "fix the config")
         if self.train.mixed_precision not in ("no", "fp16", "bf16"):
             raise PCError("train.mixed_precision must be no, fp16 or bf16", "fix the config")
+        if self.eval.mixed_precision not in ("train", "no", "fp16", "bf16"):
+            raise PCError("eval.mixed_precision must be train, no, fp16 or bf16", "fix the config")
         if self.prompt.structure_from not in STRUCTURE_SOURCES:
             raise PCError(f"prompt.structure_from must be one of {', '.join(STRUCTURE_SOURCES)}", "fix the config")
         if self.prompt.structure_from != "learned" and not (

@@ -97,7 +97,8 @@ class ElmmRun:
     @torch.no_grad()
     def scores(self, entities: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
         self.model.eval()
-        return self.model(*self.inputs(entities, relations)).float().cpu()
+        with inference_precision(self):
+            return self.model(*self.inputs(entities, relations)).float().cpu()
 
     def evaluate(self, split: str, max_triples: int = 0, show_progress: bool = True) -> LinkPredictionResult:
         triples = self.dataset.evaluation_triples(split)
@@ -298,11 +299,12 @@ def structure_rows(model: ElmmModel) -> tuple[torch.Tensor, torch.Tensor] | None
 
 
 def inference_precision(run: ElmmRun) -> contextlib.AbstractContextManager:
-    """The autocast evaluation runs under: after training with ``train.mixed_precision`` the model's
-    forward is autocast by accelerate, so a model built afresh (the unpruned one timed beside it)
-    must be timed under the same autocast, or the comparison is one of precisions."""
+    """The autocast that validation, test ranking and the timing run under (``eval.mixed_precision``;
+    "train" = ``train.mixed_precision``). Training autocasts only its own forward passes, so every
+    model scored here, the unpruned twin of the timing included, gets this one precision."""
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    dtype = dtypes.get(run.config.train.mixed_precision)
+    chosen = run.config.eval.mixed_precision
+    dtype = dtypes.get(run.config.train.mixed_precision if chosen == "train" else chosen)
     return torch.autocast(run.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
@@ -408,7 +410,9 @@ def run_elmm(
         for chunk in probe.split(config.eval.batch_size):
             inputs, positives, heads = make_batch(chunk)
             count = int(positives.sum())
-            total += float(grouped_bce_loss(run.model(*inputs).float(), positives, heads)) * count
+            with inference_precision(run):  # before and after training alike
+                logits = run.model(*inputs).float()
+            total += float(grouped_bce_loss(logits, positives, heads)) * count
             weight += count
         return total / weight
 

@@ -155,7 +155,9 @@ def train(
     groups = [g for g in ({"params": backbone, "lr": config.lr}, {"params": others, "lr": head_lr}) if g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
-    raw = accelerator.unwrap_model(model)
+    # accelerate autocasts the prepared model's forward for good; undo that and autocast only the
+    # training forward, so validation and evaluation run at ``eval.mixed_precision``
+    raw = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     batches_per_epoch = math.ceil(len(queries) / config.batch_size)
     total_steps = num_optimizer_steps(len(queries), config.batch_size, config.grad_accum, config.epochs)
     eval_every = config.eval_every or math.ceil(batches_per_epoch / config.grad_accum)
@@ -197,7 +199,8 @@ def train(
                 index = index[accelerator.process_index :: accelerator.num_processes]
                 inputs, positives, heads = make_batch(index)
                 with accelerator.accumulate(model):
-                    logits = model(*inputs)
+                    with accelerator.autocast():
+                        logits = model(*inputs)
                     loss = LOSSES[config.loss](logits.float(), positives.to(logits.device), heads.to(logits.device))
                     accelerator.backward(loss)
                     optimizer.step()
