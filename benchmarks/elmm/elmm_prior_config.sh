@@ -9,4 +9,4 @@ ELMM=(prompt.structure_tokens=true prompt.structure_from=rotate "prompt.structur
       train.mixed_precision=bf16 train.validate_at_start=true
       train.eval_every=200 train.valid_triples=1000 train.patience=100 train.max_minutes=0
       "train.budget_minutes=$minutes" eval.test_triples=0 eval.timing_queries=64
-      eval.mixed_precision=no)  # bf16 autocast ranks 4-6x slower than float32 on this CPU (elmm_inference_time.py)
+      eval.mixed_precision=no)  # on a CPU without native bf16, bf16 autocast ranks 4-6x slower (elmm_inference_time.py)
