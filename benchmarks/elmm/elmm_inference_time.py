@@ -2,7 +2,7 @@
 
 The paper's efficiency claim is that pruning attention makes MKGC inference cheaper. This builds
 the ELMM of the same-budget comparisons (``elmm_vs_rotate.sh``: real MiniLM, RotatE structure
-tokens, the RotatE score under the head, the row head, bf16 autocast as evaluation runs it) once
+tokens, the RotatE score under the head, the row head; ``--precision`` bf16 autocast or float32) once
 per K (0 = unpruned, 3 = the recipe, 6 = every attention dropped), all in one process, and times
 the forward pass of the same test queries at batch 1 and at the evaluation's batch size (128).
 
