@@ -132,6 +132,7 @@ def test_minilm_train_evaluate_save_reload(tmp_path: Path) -> None:
     timing = document["timing"]
     assert timing["pruned_s_per_query"] > 0 and "unpruned_s_per_query" in timing
     assert timing["eval_batch_size"] == 128 and timing["eval_batch_pruned_s_per_query"] > 0
+    assert timing["precision"] == "no"  # eval.mixed_precision "train" resolved to the training's
     assert timing["eval_batch_speedup"] == pytest.approx(
         timing["eval_batch_unpruned_s_per_query"] / timing["eval_batch_pruned_s_per_query"]
     )

@@ -331,8 +331,8 @@ def time_per_query(run: ElmmRun, queries: torch.Tensor, model: ElmmModel | None 
 def inference_timing(run: ElmmRun) -> dict[str, Any]:
     """Seconds per query of this (pruned) model and of the same architecture unpruned, in this run,
     at batch 1 (``eval.timing_queries`` test queries) and at the evaluation's batch size (three
-    batches where the test split holds them), both under the evaluation's precision; a second pass of the pruned model
-    measures the drift between passes."""
+    batches where the test split holds them), both under the evaluation's precision (recorded); a
+    second pass of the pruned model measures the drift between passes."""
     n = run.config.eval.timing_queries
     if not n:
         return {}
@@ -342,7 +342,8 @@ def inference_timing(run: ElmmRun) -> dict[str, Any]:
     queries = torch.stack([test[:, 0], test[:, 1]], dim=1)
     sizes = {"batch_1": (queries[:n], 1), "eval_batch": (queries, batch)}
     timing: dict[str, Any] = {"queries": n, "batch_size": 1, "eval_batch_size": batch}
-    timing["precision"] = config.train.mixed_precision
+    chosen = config.eval.mixed_precision
+    timing["precision"] = config.train.mixed_precision if chosen == "train" else chosen
     unpruned = None
     if config.k:
         original = load_model(
