@@ -289,9 +289,7 @@ def test_scoring_runs_at_the_eval_precision(train: str, evaluate: str, expected:
 
     from prune_compensate_recipes.elmm.run import inference_precision
 
-    config = SimpleNamespace(
-        train=SimpleNamespace(mixed_precision=train), eval=SimpleNamespace(mixed_precision=evaluate)
-    )
+    config = load_config(None, [f"train.mixed_precision={train}", f"eval.mixed_precision={evaluate}"])
     run = SimpleNamespace(config=config, device=torch.device("cpu"))
     with inference_precision(run):  # type: ignore[arg-type]
         assert torch.is_autocast_enabled("cpu") == (expected is not None)

@@ -241,6 +241,12 @@ class ElmmConfig:
             return "zero"
         return self.prune.init
 
+    @property
+    def eval_precision(self) -> str:
+        """``eval.mixed_precision`` with "train" resolved: no, fp16 or bf16."""
+        chosen = self.eval.mixed_precision
+        return self.train.mixed_precision if chosen == "train" else chosen
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -303,8 +303,7 @@ def inference_precision(run: ElmmRun) -> contextlib.AbstractContextManager:
     "train" = ``train.mixed_precision``). Training autocasts only its own forward passes, so every
     model scored here, the unpruned twin of the timing included, gets this one precision."""
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    chosen = run.config.eval.mixed_precision
-    dtype = dtypes.get(run.config.train.mixed_precision if chosen == "train" else chosen)
+    dtype = dtypes.get(run.config.eval_precision)
     return torch.autocast(run.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
@@ -342,8 +341,7 @@ def inference_timing(run: ElmmRun) -> dict[str, Any]:
     queries = torch.stack([test[:, 0], test[:, 1]], dim=1)
     sizes = {"batch_1": (queries[:n], 1), "eval_batch": (queries, batch)}
     timing: dict[str, Any] = {"queries": n, "batch_size": 1, "eval_batch_size": batch}
-    chosen = config.eval.mixed_precision
-    timing["precision"] = config.train.mixed_precision if chosen == "train" else chosen
+    timing["precision"] = config.eval_precision
     unpruned = None
     if config.k:
         original = load_model(
